@@ -1,0 +1,3 @@
+//! market-encoder: the daily market-data job as a library; `main.rs` is a thin shell around it.
+pub mod config;
+pub mod domain;
