@@ -1,3 +1,16 @@
 //! market-encoder: the daily market-data job as a library; `main.rs` is a thin shell around it.
+//!
+//! Stages, in the order data flows (one module each): [`config`] -> [`fetch`] -> [`validate`]
+//! -> [`store`] -> [`report`]; [`pipeline`] runs them per security, [`app`] maps a command line
+//! to a run and an exit code. See ARCHITECTURE.md.
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod fetch;
+pub mod logging;
+pub mod pipeline;
+pub mod report;
+pub mod settings;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,198 @@
+//! From parsed arguments to an exit code: load configuration and environment, then run the job,
+//! the migrations, or the dry run. `main` only sets up logging and signals around this.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cli::{Cli, Command, RunArgs};
+use crate::config::{Config, ConfigError};
+use crate::domain::{DateWindow, DomainError};
+use crate::fetch::{ClientOptions, RetryPolicy};
+use crate::pipeline::{self, JobError, JobOptions};
+use crate::report;
+use crate::settings::{DatabaseSettings, EnvValue, SettingsError, yahoo_base_url};
+use crate::store::{RunOutcome, Store, StoreError};
+
+/// The process's exit status, chosen deliberately: a CronJob is judged by it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every selected security succeeded.
+    Success = 0,
+    /// Some securities failed; the summary and the `runs` row say which and why.
+    Partial = 1,
+    /// Configuration, environment or usage error: nothing was done.
+    Usage = 2,
+    /// The database is unreachable or failing.
+    Database = 3,
+    /// Another run holds the run lock: nothing was done.
+    Locked = 4,
+    /// Stopped by SIGINT.
+    Interrupted = 130,
+    /// Stopped by SIGTERM (what Kubernetes sends).
+    Terminated = 143,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// Why the program could not do what it was asked. Display is the one line the operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("{0} (check --from/--to)")]
+    Window(DomainError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AppError {
+    #[must_use]
+    pub fn exit(&self) -> Exit {
+        let store = |e: &StoreError| match e {
+            StoreError::Locked { .. } => Exit::Locked,
+            _ => Exit::Database,
+        };
+        match self {
+            Self::Config(_) | Self::Settings(_) | Self::Window(_) => Exit::Usage,
+            Self::Store(e) | Self::Job(JobError::Store(e)) => store(e),
+            Self::Job(JobError::Fetch(_)) => Exit::Partial,
+        }
+    }
+}
+
+/// Which signal stopped us, if any, to pick the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+/// Runs what `cli` asks. `env` reads environment variables (the process's in production).
+pub async fn run(
+    cli: &Cli,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    cancel: &CancellationToken,
+    stopped_by: impl Fn() -> Option<StopSignal>,
+) -> Result<Exit, AppError> {
+    match cli.command {
+        Some(Command::Migrate) => migrate(env).await,
+        None => run_job(&cli.run, env, cancel, stopped_by).await,
+    }
+}
+
+async fn migrate(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Exit, AppError> {
+    let database = DatabaseSettings::from_env(env)?;
+    let store = Store::connect(&database, 1).await?;
+    store.migrate().await?;
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .map_err(|e| StoreError::Query {
+                doing: "listing applied migrations",
+                reason: e.to_string(),
+            })?;
+    println!(
+        "migrations up to date on {database}: {} applied ({})",
+        versions.len(),
+        versions
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(Exit::Success)
+}
+
+async fn run_job(
+    args: &RunArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    cancel: &CancellationToken,
+    stopped_by: impl Fn() -> Option<StopSignal>,
+) -> Result<Exit, AppError> {
+    let config = Config::load(&args.config)?;
+    let selected = config.select(&args.categories, &args.symbols)?;
+    let window = window(args, config.encoding.days_back, Utc::now().date_naive())?;
+    let database = DatabaseSettings::from_env(env)?;
+    let client = ClientOptions {
+        base_url: yahoo_base_url(env)?,
+        timeout: config.encoding.request_timeout,
+        requests_per_second: config.encoding.requests_per_second,
+        retry: RetryPolicy {
+            max_retries: config.encoding.max_retries,
+            base: config.encoding.retry_base,
+            max: config.encoding.retry_max.max(Duration::from_millis(1)),
+        },
+    };
+    let apply_migrations = !args.no_migrate;
+
+    if args.dry_run {
+        print!(
+            "{}",
+            report::plan(
+                &config,
+                &selected,
+                &window,
+                &client,
+                &database,
+                apply_migrations
+            )
+        );
+        return Ok(Exit::Success);
+    }
+
+    info!(config = %config.path.display(), securities = selected.len(), %window, database = %database, "starting");
+    let options = JobOptions {
+        window,
+        securities: selected.into_iter().cloned().collect(),
+        batch_size: config.encoding.batch_size.get(),
+        apply_migrations,
+        client,
+    };
+    let report = pipeline::run(&options, &database, cancel).await?;
+    if std::io::stdout().is_terminal() {
+        print!("{}", report::table(&report));
+    } else {
+        println!("{}", report::json_line(&report));
+    }
+    if let Some(line) = report::failure_line(&report) {
+        eprintln!("{line}");
+    }
+    Ok(match report.outcome {
+        RunOutcome::Succeeded => Exit::Success,
+        RunOutcome::Partial | RunOutcome::Failed => Exit::Partial,
+        RunOutcome::Interrupted => match stopped_by() {
+            Some(StopSignal::Interrupt) => Exit::Interrupted,
+            _ => Exit::Terminated,
+        },
+    })
+}
+
+/// The date window from `--from/--to`, `--days-back`, or the config's `days_back`.
+pub fn window(
+    args: &RunArgs,
+    default_days_back: u32,
+    today: NaiveDate,
+) -> Result<DateWindow, AppError> {
+    let to = args.to.unwrap_or(today);
+    match args.from {
+        Some(from) => DateWindow::new(from, to).map_err(AppError::Window),
+        None => Ok(DateWindow::days_back(
+            to,
+            args.days_back.unwrap_or(default_days_back),
+        )),
+    }
+}

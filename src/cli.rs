@@ -1,0 +1,117 @@
+//! Command-line arguments. Every flag a CronJob would set also reads an environment variable.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "market-encoder",
+    version,
+    about = "Fetch daily bars from Yahoo Finance for the securities in securities.yaml and store them in PostgreSQL.",
+    after_help = "Exit codes: 0 all selected securities succeeded; 1 some failed (see the summary and the runs table); \
+2 configuration or usage error; 3 database unreachable or failing; 4 another run holds the lock; \
+130/143 interrupted by SIGINT/SIGTERM.\n\
+Environment: DATABASE_URL or DB_HOST, DB_PORT (5432), DB_NAME, DB_USER, DB_PASSWORD; \
+YAHOO_BASE_URL; LOG_LEVEL (INFO) or RUST_LOG."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Debug-level logs for market-encoder.
+    #[arg(short, long, global = true, env = "MARKET_ENCODER_VERBOSE")]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending database migrations (from migrations/) and exit.
+    Migrate,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The securities file.
+    #[arg(
+        long,
+        env = "MARKET_ENCODER_CONFIG",
+        default_value = "config/securities.yaml"
+    )]
+    pub config: PathBuf,
+
+    /// Print the plan (securities, window, database target) and exit; touches no network or database.
+    #[arg(long, env = "MARKET_ENCODER_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Only these categories (keys under `securities`), e.g. `--categories indices etfs`.
+    #[arg(long, num_args = 1.., value_delimiter = ',', env = "MARKET_ENCODER_CATEGORIES")]
+    pub categories: Vec<String>,
+
+    /// Only these securities (symbol, yahoo_symbol or db_symbol), e.g. `--symbols SPY ^VIX`.
+    #[arg(long, num_args = 1.., value_delimiter = ',', env = "MARKET_ENCODER_SYMBOLS")]
+    pub symbols: Vec<String>,
+
+    /// Fetch this many days back from today (default: encoding.days_back).
+    #[arg(long, env = "MARKET_ENCODER_DAYS_BACK", conflicts_with = "from")]
+    pub days_back: Option<u32>,
+
+    /// Backfill from this date (YYYY-MM-DD, inclusive).
+    #[arg(long, env = "MARKET_ENCODER_FROM")]
+    pub from: Option<NaiveDate>,
+
+    /// Backfill up to this date (YYYY-MM-DD, inclusive; default today, UTC).
+    #[arg(long, env = "MARKET_ENCODER_TO")]
+    pub to: Option<NaiveDate>,
+
+    /// Do not apply pending migrations on start.
+    #[arg(long, env = "MARKET_ENCODER_NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn categories_take_several_values() {
+        let cli = Cli::try_parse_from([
+            "market-encoder",
+            "--categories",
+            "indices",
+            "etfs",
+            "--symbols",
+            "SPY,^VIX",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.categories, ["indices", "etfs"]);
+        assert_eq!(cli.run.symbols, ["SPY", "^VIX"]);
+    }
+
+    #[test]
+    fn days_back_conflicts_with_from() {
+        assert!(
+            Cli::try_parse_from(["market-encoder", "--days-back", "5", "--from", "2024-01-02"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["market-encoder", "--from", "2024-13-02"]).is_err());
+    }
+
+    #[test]
+    fn migrate_is_a_subcommand() {
+        let cli = Cli::try_parse_from(["market-encoder", "migrate", "--verbose"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        assert!(cli.verbose);
+    }
+}

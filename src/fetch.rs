@@ -1,0 +1,453 @@
+//! Stage 2: fetch. A client for Yahoo's chart endpoint that owns its `reqwest::Client`, a global
+//! polite rate limit, a per-request timeout, and retries.
+//!
+//! Retries decide *whether* apart from *when*: [`classify_status`] and [`classify_transport`] say
+//! whether a failure is transient (429, 5xx, timeout, dropped connection) or permanent (404
+//! delisted, 400, any other 4xx, a body that is not chart JSON); `backon`'s exponential backoff
+//! with jitter says when, and a `Retry-After` header can only lengthen the wait (up to
+//! `retry_max`).
+
+pub mod wire;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{NaiveDate, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use tracing::{debug, warn};
+use url::Url;
+
+use crate::domain::{DateWindow, YahooSymbol};
+pub use wire::ChartEnvelope;
+
+/// Yahoo answers clients without a browser-like User-Agent with 429/403 (reference README).
+pub const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// A chart body larger than this is not a daily series (10 years of bars is ~300 KB).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Characters kept as they are in the symbol's path segment; everything else is %-encoded
+/// (`^GSPC` -> `%5EGSPC`, `EURUSD=X` -> `EURUSD%3DX`).
+const SYMBOL_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
+
+/// Why fetching one security failed. Each message names the symbol and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(
+        "Yahoo has no data for {symbol} (HTTP {status}: {description}); check the symbol in the config or set enabled: false"
+    )]
+    NotFound {
+        symbol: String,
+        status: u16,
+        description: String,
+    },
+    #[error(
+        "Yahoo rejected the request for {symbol} (HTTP {status}: {description}); check the symbol and the date window"
+    )]
+    Rejected {
+        symbol: String,
+        status: u16,
+        description: String,
+    },
+    #[error("Yahoo answered {symbol} with an error: {description}")]
+    YahooError { symbol: String, description: String },
+    #[error(
+        "Yahoo's response for {symbol} is not valid chart JSON ({detail}); nothing was stored for it, rerun later"
+    )]
+    Malformed { symbol: String, detail: String },
+    #[error("gave up on {symbol} after {attempts} attempts: {last}; rerun later")]
+    GaveUp {
+        symbol: String,
+        attempts: u32,
+        last: Transient,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// A failure worth trying again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Transient {
+    #[error("Yahoo is rate-limiting (HTTP 429); lower encoding.requests_per_second or batch_size")]
+    RateLimited,
+    #[error("Yahoo server error (HTTP {0})")]
+    Server(u16),
+    #[error("no answer within {0:?} (encoding.request_timeout_secs)")]
+    Timeout(Duration),
+    #[error("connection failed: {0}")]
+    Connection(String),
+}
+
+/// What to do after one attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Try again, not sooner than `after` if Yahoo said so.
+    Retry {
+        reason: Transient,
+        after: Option<Duration>,
+    },
+    /// Give up on this security now.
+    Fail,
+}
+
+/// Whether a non-success HTTP status is worth retrying.
+#[must_use]
+pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Verdict {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        Verdict::Retry {
+            reason: Transient::RateLimited,
+            after: retry_after(headers),
+        }
+    } else if status.is_server_error() {
+        Verdict::Retry {
+            reason: Transient::Server(status.as_u16()),
+            after: retry_after(headers),
+        }
+    } else {
+        Verdict::Fail
+    }
+}
+
+/// Transport failures (no status): timeouts and broken connections are all transient.
+#[must_use]
+pub fn classify_transport(error: &reqwest::Error, timeout: Duration) -> Transient {
+    if error.is_timeout() {
+        Transient::Timeout(timeout)
+    } else {
+        Transient::Connection(error_chain(error))
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+#[must_use]
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (when.with_timezone(&Utc) - Utc::now()).to_std().ok()
+}
+
+/// How retries are timed.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (so `max_retries + 1` attempts in all).
+    pub max_retries: u32,
+    /// First backoff delay; doubles each time, with jitter.
+    pub base: Duration,
+    /// Cap on any single wait, including one asked for by `Retry-After`.
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.base)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(usize::try_from(self.max_retries).unwrap_or(usize::MAX))
+            .build()
+    }
+}
+
+/// Everything the client needs; built from `securities.yaml` and `YAHOO_BASE_URL`.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub base_url: Url,
+    pub timeout: Duration,
+    pub requests_per_second: NonZeroU32,
+    pub retry: RetryPolicy,
+}
+
+/// Yahoo's chart endpoint. Cheap to share by reference across concurrent fetches.
+pub struct YahooClient {
+    http: reqwest::Client,
+    base_url: Url,
+    timeout: Duration,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    retry: RetryPolicy,
+}
+
+impl YahooClient {
+    pub fn new(options: &ClientOptions) -> Result<Self, FetchError> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| FetchError::Client(error_chain(&e)))?;
+        Ok(Self {
+            http,
+            base_url: options.base_url.clone(),
+            timeout: options.timeout,
+            limiter: Arc::new(RateLimiter::direct(Quota::per_second(
+                options.requests_per_second,
+            ))),
+            retry: options.retry,
+        })
+    }
+
+    /// The chart URL for `symbol` over `window`. The window is widened by a day on each side so
+    /// that exchanges whose local midnight falls on the previous UTC day (London in summer,
+    /// Tokyo) are covered; `validate` keeps only bars whose exchange-local date is in the window.
+    #[must_use]
+    pub fn chart_url(&self, symbol: &YahooSymbol, window: &DateWindow) -> Url {
+        let mut url = self.base_url.clone();
+        let encoded = utf8_percent_encode(symbol.as_str(), SYMBOL_SEGMENT).to_string();
+        let path = format!(
+            "{}/v8/finance/chart/{encoded}",
+            url.path().trim_end_matches('/')
+        );
+        url.set_path(&path);
+        url.query_pairs_mut()
+            .clear()
+            .append_pair(
+                "period1",
+                &unix_midnight(window.from().pred_opt()).to_string(),
+            )
+            .append_pair(
+                "period2",
+                &unix_midnight(window.to().succ_opt().and_then(|d| d.succ_opt())).to_string(),
+            )
+            .append_pair("interval", "1d")
+            .append_pair("events", "div,splits")
+            .append_pair("includeAdjustedClose", "true");
+        url
+    }
+
+    /// Fetches and parses the daily chart of one security, retrying transient failures.
+    #[tracing::instrument(name = "yahoo.chart", skip_all, fields(symbol = %symbol), err(Display))]
+    pub async fn chart(
+        &self,
+        symbol: &YahooSymbol,
+        window: &DateWindow,
+    ) -> Result<ChartEnvelope, FetchError> {
+        let url = self.chart_url(symbol, window);
+        let mut delays = self.retry.backoff();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            self.limiter.until_ready().await;
+            let started = Instant::now();
+            let (reason, after) = match self.attempt(symbol, &url).await {
+                Ok(body) => {
+                    debug!(
+                        attempt,
+                        elapsed_ms = started.elapsed().as_millis(),
+                        bytes = body.len(),
+                        "chart received"
+                    );
+                    return decode(symbol, &body);
+                }
+                Err(AttemptError::Fatal(e)) => return Err(e),
+                Err(AttemptError::Transient { reason, after }) => (reason, after),
+            };
+            let Some(backoff) = delays.next() else {
+                return Err(FetchError::GaveUp {
+                    symbol: symbol.to_string(),
+                    attempts: attempt,
+                    last: reason,
+                });
+            };
+            let wait = after.map_or(backoff, |a| a.min(self.retry.max).max(backoff));
+            warn!(attempt, error = %reason, wait_ms = wait.as_millis(), "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, symbol: &YahooSymbol, url: &Url) -> Result<Vec<u8>, AttemptError> {
+        let transport = |e: reqwest::Error| AttemptError::Transient {
+            reason: classify_transport(&e, self.timeout),
+            after: None,
+        };
+        let mut response = self.http.get(url.clone()).send().await.map_err(transport)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(AttemptError::Fatal(FetchError::Malformed {
+                    symbol: symbol.to_string(),
+                    detail: format!("body larger than {MAX_BODY_BYTES} bytes"),
+                }));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status.is_success() {
+            return Ok(body);
+        }
+        match classify_status(status, response.headers()) {
+            Verdict::Retry { reason, after } => Err(AttemptError::Transient { reason, after }),
+            Verdict::Fail => {
+                let description = wire::error_description(&body)
+                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+                let (symbol, status) = (symbol.to_string(), status.as_u16());
+                Err(AttemptError::Fatal(if status == 404 {
+                    FetchError::NotFound {
+                        symbol,
+                        status,
+                        description,
+                    }
+                } else {
+                    FetchError::Rejected {
+                        symbol,
+                        status,
+                        description,
+                    }
+                }))
+            }
+        }
+    }
+}
+
+/// The result of one failed attempt: try again (possibly not before `after`), or stop.
+enum AttemptError {
+    Transient {
+        reason: Transient,
+        after: Option<Duration>,
+    },
+    Fatal(FetchError),
+}
+
+fn decode(symbol: &YahooSymbol, body: &[u8]) -> Result<ChartEnvelope, FetchError> {
+    let envelope = wire::parse_chart(body).map_err(|e| FetchError::Malformed {
+        symbol: symbol.to_string(),
+        detail: e.to_string(),
+    })?;
+    if envelope.chart.result.is_none()
+        && let Some(error) = &envelope.chart.error
+    {
+        return Err(FetchError::YahooError {
+            symbol: symbol.to_string(),
+            description: error
+                .description
+                .clone()
+                .or_else(|| error.code.clone())
+                .unwrap_or_else(|| "unspecified error".into()),
+        });
+    }
+    Ok(envelope)
+}
+
+fn unix_midnight(date: Option<NaiveDate>) -> i64 {
+    date.and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(0, |dt| dt.and_utc().timestamp())
+}
+
+/// An error and its sources on one line (reqwest's own Display stops at the top level).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            classify_status(StatusCode::NOT_FOUND, &headers),
+            Verdict::Fail
+        );
+        assert_eq!(
+            classify_status(StatusCode::BAD_REQUEST, &headers),
+            Verdict::Fail
+        );
+        assert_eq!(
+            classify_status(StatusCode::FORBIDDEN, &headers),
+            Verdict::Fail
+        );
+        assert_eq!(
+            classify_status(StatusCode::BAD_GATEWAY, &headers),
+            Verdict::Retry {
+                reason: Transient::Server(502),
+                after: None
+            }
+        );
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS, &headers),
+            Verdict::Retry {
+                reason: Transient::RateLimited,
+                after: Some(Duration::from_secs(7))
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_as_http_date() {
+        let mut headers = HeaderMap::new();
+        let later = (Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
+        let d = retry_after(&headers).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_stops() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(250),
+        };
+        let delays: Vec<_> = policy.backoff().collect();
+        assert_eq!(delays.len(), 3);
+        // jitter adds up to one base delay on top; the cap applies before jitter
+        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn symbols_are_percent_encoded_in_the_path() {
+        let client = YahooClient::new(&ClientOptions {
+            base_url: Url::parse("http://127.0.0.1:9/prefix/").unwrap(),
+            timeout: Duration::from_secs(1),
+            requests_per_second: NonZeroU32::new(1).unwrap(),
+            retry: RetryPolicy {
+                max_retries: 0,
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(1),
+            },
+        })
+        .unwrap();
+        let window = DateWindow::new(
+            NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(),
+            NaiveDate::from_ymd_opt(2024, 3, 29).unwrap(),
+        )
+        .unwrap();
+        let url = client.chart_url(&YahooSymbol::parse("^GSPC").unwrap(), &window);
+        assert_eq!(url.path(), "/prefix/v8/finance/chart/%5EGSPC");
+        let fx = client.chart_url(&YahooSymbol::parse("EURUSD=X").unwrap(), &window);
+        assert!(fx.path().ends_with("/EURUSD%3DX"), "{fx}");
+        let q = url.query().unwrap();
+        // one day either side of the window: 2024-01-01 and 2024-03-31, 00:00 UTC
+        assert!(q.contains("period1=1704067200"), "{q}");
+        assert!(q.contains("period2=1711843200"), "{q}");
+        assert!(q.contains("interval=1d") && q.contains("includeAdjustedClose=true"));
+    }
+}

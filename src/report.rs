@@ -1,0 +1,151 @@
+//! Stage last: report. The dry-run plan and the end-of-run summary, as text for a terminal or
+//! one JSON object for log pipelines. Nothing here touches the network or the database.
+
+use std::fmt::Write as _;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::config::{Config, Security};
+use crate::domain::DateWindow;
+use crate::fetch::ClientOptions;
+use crate::pipeline::{RunReport, SecurityOutcome};
+use crate::settings::DatabaseSettings;
+
+/// What a run would do, for `--dry-run`. Shows the database target with its password redacted.
+#[must_use]
+pub fn plan(
+    config: &Config,
+    selected: &[&Security],
+    window: &DateWindow,
+    client: &ClientOptions,
+    database: &DatabaseSettings,
+    apply_migrations: bool,
+) -> String {
+    let mut out = String::new();
+    let enabled = config.securities.iter().filter(|s| s.enabled).count();
+    let _ = writeln!(out, "market-encoder dry run: nothing is fetched or written");
+    let _ = writeln!(
+        out,
+        "config:     {} ({} securities, {enabled} enabled)",
+        config.path.display(),
+        config.securities.len()
+    );
+    let _ = writeln!(out, "window:     {window} ({} days)", window.days());
+    let _ = writeln!(
+        out,
+        "yahoo:      {} (batch {}, {} req/s, {} retries, timeout {}s)",
+        client.base_url,
+        config.encoding.batch_size,
+        client.requests_per_second,
+        client.retry.max_retries,
+        client.timeout.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "database:   {database} (migrations {})",
+        if apply_migrations {
+            "applied on start"
+        } else {
+            "not applied: --no-migrate"
+        }
+    );
+    let _ = writeln!(out, "selected:   {} securities", selected.len());
+    for category in config.categories() {
+        let in_category: Vec<&&Security> = selected
+            .iter()
+            .filter(|s| &s.category == category)
+            .collect();
+        if in_category.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  {category} ({}):", in_category.len());
+        for s in in_category {
+            let _ = writeln!(
+                out,
+                "    {:<10} -> {:<8} {}",
+                s.yahoo_symbol.as_str(),
+                s.db_symbol.as_str(),
+                s.name
+            );
+        }
+    }
+    out
+}
+
+/// The summary as a table, one row per security.
+#[must_use]
+pub fn table(report: &RunReport) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "symbol", "category", "fetched", "written", "first", "last", "outcome", "error",
+    ]);
+    for s in &report.securities {
+        let date =
+            |d: Option<chrono::NaiveDate>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        table.add_row([
+            s.db_symbol.clone(),
+            s.category.clone(),
+            s.rows_fetched.to_string(),
+            s.rows_written.to_string(),
+            date(s.first_date),
+            date(s.last_date),
+            outcome_word(s.outcome).to_owned(),
+            s.error.clone().unwrap_or_default(),
+        ]);
+    }
+    format!(
+        "{table}\nrun {} {}: {} of {} securities succeeded, {} failed, {} rows written, window {}, {:.1}s\n",
+        report.run_id,
+        report.outcome.as_str(),
+        report.securities_ok,
+        report.securities_total,
+        report.securities_failed,
+        report.rows_written,
+        report.window,
+        report.elapsed_ms as f64 / 1000.0
+    )
+}
+
+/// The summary as one JSON line (`{"summary": {...}}`).
+#[must_use]
+pub fn json_line(report: &RunReport) -> String {
+    serde_json::json!({ "summary": report }).to_string()
+}
+
+/// One line for the operator when the run did not fully succeed.
+#[must_use]
+pub fn failure_line(report: &RunReport) -> Option<String> {
+    let failed: Vec<String> = report
+        .securities
+        .iter()
+        .filter(|s| s.outcome == SecurityOutcome::Failed)
+        .map(|s| s.db_symbol.clone())
+        .collect();
+    let not_done = report
+        .securities
+        .iter()
+        .filter(|s| s.outcome == SecurityOutcome::Interrupted)
+        .count();
+    match (failed.is_empty(), not_done) {
+        (true, 0) => None,
+        (false, _) => Some(format!(
+            "market-encoder: {} of {} securities failed ({}); run {} has the details",
+            failed.len(),
+            report.securities_total,
+            failed.join(", "),
+            report.run_id
+        )),
+        (true, n) => Some(format!(
+            "market-encoder: interrupted; {n} of {} securities were not processed (rerun to catch up); run {}",
+            report.securities_total, report.run_id
+        )),
+    }
+}
+
+fn outcome_word(outcome: SecurityOutcome) -> &'static str {
+    match outcome {
+        SecurityOutcome::Succeeded => "ok",
+        SecurityOutcome::Failed => "FAILED",
+        SecurityOutcome::Interrupted => "not done",
+    }
+}

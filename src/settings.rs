@@ -1,0 +1,349 @@
+//! Settings that come from the environment rather than `securities.yaml`: where the database is,
+//! where Yahoo is. Credentials live in [`SecretString`]s and are only ever shown redacted.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
+use url::Url;
+
+/// Yahoo's public chart host; `YAHOO_BASE_URL` overrides it (tests point it at the fake).
+pub const DEFAULT_YAHOO_BASE_URL: &str = "https://query2.finance.yahoo.com";
+
+/// Errors in environment variables. Each message names the variable and never its secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "missing required environment variable {0} (set DB_HOST, DB_NAME, DB_USER and DB_PASSWORD, or DATABASE_URL)"
+    )]
+    Missing(&'static str),
+    #[error("environment variable {name}: {value:?} is not a port number (1-65535)")]
+    BadPort { name: &'static str, value: String },
+    #[error(
+        "environment variable DATABASE_URL is not a valid postgres:// URL ({reason}); the value is not shown because it may hold a password"
+    )]
+    BadDatabaseUrl { reason: String },
+    #[error("environment variable {name}: {value:?} is not a valid http(s) URL ({reason})")]
+    BadUrl {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("environment variable {name} is not valid UTF-8")]
+    NotUnicode { name: &'static str },
+}
+
+/// How to reach PostgreSQL. `Debug` and `Display` redact the password.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    host: String,
+    port: u16,
+    name: String,
+    user: String,
+    password: Option<SecretString>,
+    /// Extra connection parameters from DATABASE_URL (e.g. `sslmode=require`), kept as given.
+    url: Option<SecretString>,
+}
+
+impl DatabaseSettings {
+    /// Reads `DATABASE_URL`, or else `DB_HOST`, `DB_NAME`, `DB_USER`, `DB_PASSWORD` (all required)
+    /// and `DB_PORT` (default 5432). `env` looks a variable up (a closure over `std::env::var`
+    /// in production, a map in tests).
+    pub fn from_env(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Self, SettingsError> {
+        if let Some(url) = env("DATABASE_URL").into_option("DATABASE_URL")? {
+            return Self::from_url(SecretString::from(url));
+        }
+        let required = |name: &'static str| -> Result<String, SettingsError> {
+            env(name)
+                .into_option(name)?
+                .filter(|v| !v.is_empty())
+                .ok_or(SettingsError::Missing(name))
+        };
+        let host = required("DB_HOST")?;
+        let name = required("DB_NAME")?;
+        let user = required("DB_USER")?;
+        let password = SecretString::from(required("DB_PASSWORD")?);
+        let port = match env("DB_PORT").into_option("DB_PORT")? {
+            None => 5432,
+            Some(value) => parse_port("DB_PORT", &value)?,
+        };
+        Ok(Self {
+            host,
+            port,
+            name,
+            user,
+            password: Some(password),
+            url: None,
+        })
+    }
+
+    fn from_url(secret: SecretString) -> Result<Self, SettingsError> {
+        let url =
+            Url::parse(secret.expose_secret()).map_err(|e| SettingsError::BadDatabaseUrl {
+                reason: e.to_string(),
+            })?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(SettingsError::BadDatabaseUrl {
+                reason: format!("scheme is {:?}, expected postgres", url.scheme()),
+            });
+        }
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let host = url.host_str().map_or_else(|| "localhost".into(), decode);
+        let name = decode(url.path().trim_start_matches('/'));
+        Ok(Self {
+            host,
+            port: url.port().unwrap_or(5432),
+            name: if name.is_empty() {
+                "postgres".into()
+            } else {
+                name
+            },
+            user: decode(url.username()),
+            password: url.password().map(|p| SecretString::from(decode(p))),
+            url: Some(secret),
+        })
+    }
+
+    /// Connection options for sqlx. The only place the password is exposed.
+    pub fn connect_options(&self) -> Result<PgConnectOptions, SettingsError> {
+        let options = match &self.url {
+            Some(url) => url
+                .expose_secret()
+                .parse::<PgConnectOptions>()
+                .map_err(|e| SettingsError::BadDatabaseUrl {
+                    reason: redact_sqlx_error(&e.to_string()),
+                })?,
+            None => {
+                let mut o = PgConnectOptions::new_without_pgpass()
+                    .host(&self.host)
+                    .port(self.port)
+                    .database(&self.name)
+                    .username(&self.user);
+                if let Some(p) = &self.password {
+                    o = o.password(p.expose_secret());
+                }
+                o
+            }
+        };
+        Ok(options.application_name("market-encoder"))
+    }
+
+    /// Same server, another database (tests create one database per test through this).
+    #[must_use]
+    pub fn with_database(&self, name: &str) -> Self {
+        let mut s = self.clone();
+        s.name = name.to_owned();
+        if let Some(url) = &self.url
+            && let Ok(mut parsed) = Url::parse(url.expose_secret())
+        {
+            parsed.set_path(&format!("/{name}"));
+            s.url = Some(SecretString::from(parsed.to_string()));
+        }
+        s
+    }
+
+    #[must_use]
+    pub fn database_name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// `postgres://user:[redacted]@host:port/db`: safe to print and log.
+impl fmt::Display for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = if self.password.is_some() {
+            ":[redacted]"
+        } else {
+            ""
+        };
+        let at = if self.user.is_empty() && self.password.is_none() {
+            ""
+        } else {
+            "@"
+        };
+        write!(
+            f,
+            "postgres://{}{password}{at}{}:{}/{}",
+            self.user, self.host, self.port, self.name
+        )
+    }
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseSettings({self})")
+    }
+}
+
+/// Where Yahoo's chart API is (`YAHOO_BASE_URL`, default [`DEFAULT_YAHOO_BASE_URL`]).
+pub fn yahoo_base_url(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Url, SettingsError> {
+    let value = env("YAHOO_BASE_URL")
+        .into_option("YAHOO_BASE_URL")?
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_YAHOO_BASE_URL.to_owned());
+    let bad = |reason: String| SettingsError::BadUrl {
+        name: "YAHOO_BASE_URL",
+        value: value.clone(),
+        reason,
+    };
+    let url = Url::parse(&value).map_err(|e| bad(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("credentials in the URL are not supported".into()));
+    }
+    Ok(url)
+}
+
+/// One environment variable as read: absent, present, or present but not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    Absent,
+    Present(String),
+    NotUnicode,
+}
+
+impl EnvValue {
+    /// Reads a variable of the real process environment.
+    #[must_use]
+    pub fn from_process(name: &str) -> Self {
+        match std::env::var(name) {
+            Ok(v) => Self::Present(v),
+            Err(std::env::VarError::NotPresent) => Self::Absent,
+            Err(std::env::VarError::NotUnicode(_)) => Self::NotUnicode,
+        }
+    }
+
+    fn into_option(self, name: &'static str) -> Result<Option<String>, SettingsError> {
+        match self {
+            Self::Absent => Ok(None),
+            Self::Present(v) => Ok(Some(v)),
+            Self::NotUnicode => Err(SettingsError::NotUnicode { name }),
+        }
+    }
+}
+
+fn parse_port(name: &'static str, value: &str) -> Result<u16, SettingsError> {
+    value
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| SettingsError::BadPort {
+            name,
+            value: value.to_owned(),
+        })
+}
+
+/// sqlx's URL parse errors do not echo the URL today; this keeps it that way if they start to.
+fn redact_sqlx_error(message: &str) -> String {
+    match message.find("://") {
+        Some(_) => "unparsable connection URL".to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&'static str, &str)]) -> impl Fn(&'static str) -> EnvValue {
+        let map: HashMap<&'static str, String> =
+            pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        move |name| {
+            map.get(name)
+                .cloned()
+                .map_or(EnvValue::Absent, EnvValue::Present)
+        }
+    }
+
+    #[test]
+    fn parts_are_required_and_password_is_redacted() {
+        let env = env_of(&[
+            ("DB_HOST", "db.internal"),
+            ("DB_NAME", "markets"),
+            ("DB_USER", "encoder"),
+            ("DB_PASSWORD", "hunter2-secret"),
+        ]);
+        let s = DatabaseSettings::from_env(&env).unwrap();
+        assert_eq!(
+            s.to_string(),
+            "postgres://encoder:[redacted]@db.internal:5432/markets"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn missing_part_names_the_variable() {
+        let env = env_of(&[("DB_HOST", "h"), ("DB_NAME", "n"), ("DB_USER", "u")]);
+        let err = DatabaseSettings::from_env(&env).unwrap_err().to_string();
+        assert!(err.contains("DB_PASSWORD"), "{err}");
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn bad_port_is_reported() {
+        let env = env_of(&[
+            ("DB_HOST", "h"),
+            ("DB_NAME", "n"),
+            ("DB_USER", "u"),
+            ("DB_PASSWORD", "p"),
+            ("DB_PORT", "54x"),
+        ]);
+        let err = DatabaseSettings::from_env(&env).unwrap_err().to_string();
+        assert!(err.contains("DB_PORT") && err.contains("54x"), "{err}");
+    }
+
+    #[test]
+    fn database_url_wins_and_is_redacted() {
+        let env = env_of(&[(
+            "DATABASE_URL",
+            "postgres://me:s3cr%40t@127.0.0.1:6543/prices?sslmode=disable",
+        )]);
+        let s = DatabaseSettings::from_env(&env).unwrap();
+        assert_eq!(
+            s.to_string(),
+            "postgres://me:[redacted]@127.0.0.1:6543/prices"
+        );
+        assert!(s.connect_options().is_ok());
+        let other = s.with_database("other_db");
+        assert_eq!(
+            other.to_string(),
+            "postgres://me:[redacted]@127.0.0.1:6543/other_db"
+        );
+    }
+
+    #[test]
+    fn bad_database_url_does_not_echo_it() {
+        let env = env_of(&[("DATABASE_URL", "mysql://me:topsecret@host/db")]);
+        let err = DatabaseSettings::from_env(&env).unwrap_err().to_string();
+        assert!(!err.contains("topsecret"), "{err}");
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn yahoo_base_url_defaults_and_validates() {
+        let none = env_of(&[]);
+        assert_eq!(
+            yahoo_base_url(&none).unwrap().as_str(),
+            "https://query2.finance.yahoo.com/"
+        );
+        let bad = env_of(&[("YAHOO_BASE_URL", "ftp://x")]);
+        assert!(
+            yahoo_base_url(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("YAHOO_BASE_URL")
+        );
+    }
+}

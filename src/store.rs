@@ -1,0 +1,430 @@
+//! Stage 4: store. PostgreSQL through sqlx: migrations, the run lock, the `runs` ledger, and one
+//! transaction per security that upserts its bars in a single round trip.
+//!
+//! Queries are checked at run time, not with `query!` at compile time: see ARCHITECTURE.md
+//! ("Why runtime-checked SQL"). Every statement here is exercised by the integration tests
+//! against a real PostgreSQL.
+
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::config::Security;
+use crate::domain::DateWindow;
+use crate::settings::DatabaseSettings;
+use crate::validate::Series;
+
+/// Migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Key of the advisory lock that keeps two runs from interleaving ("mkt-enc" in ASCII).
+pub const RUN_LOCK_KEY: i64 = 0x6d6b_742d_656e_63;
+
+/// Scale of `daily_return` (NUMERIC(20, 12)).
+const RETURN_SCALE: u32 = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot connect to PostgreSQL at {target}: {reason}; check DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD (or DATABASE_URL) and that the server is up"
+    )]
+    Connect { target: String, reason: String },
+    #[error(
+        "cannot apply migrations to {target}: {reason}; run `market-encoder migrate` to see the failing migration"
+    )]
+    Migrate { target: String, reason: String },
+    #[error("database error while {doing}: {reason}")]
+    Query { doing: &'static str, reason: String },
+    #[error(
+        "another market-encoder run holds the run lock on {target}; this run did nothing (wait for it, or see the `runs` table)"
+    )]
+    Locked { target: String },
+}
+
+impl StoreError {
+    /// Whether the database itself is unreachable (rather than one statement failing).
+    #[must_use]
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Connect { .. })
+    }
+}
+
+fn query_error(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Query {
+        doing,
+        reason: e.to_string(),
+    }
+}
+
+/// How one run ended, as recorded in `runs.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    Succeeded,
+    Partial,
+    Failed,
+    Interrupted,
+}
+
+impl RunOutcome {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The end-of-run figures written to `runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord<'a, D: Serialize> {
+    pub outcome: RunOutcome,
+    pub securities_total: usize,
+    pub securities_ok: usize,
+    pub securities_failed: usize,
+    pub rows_written: u64,
+    pub details: &'a D,
+    pub errors: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// Held while a run works; dropping the connection releases the lock even if we crash.
+pub struct RunLock {
+    conn: PgConnection,
+}
+
+impl RunLock {
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(RUN_LOCK_KEY)
+            .execute(&mut self.conn)
+            .await
+            .map_err(query_error("releasing the run lock"))?;
+        self.conn
+            .close()
+            .await
+            .map_err(query_error("closing the lock connection"))
+    }
+}
+
+/// The database, as the job sees it.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    options: PgConnectOptions,
+    target: String,
+}
+
+impl Store {
+    /// Connects (and checks the connection works) with room for `max_connections`.
+    #[tracing::instrument(name = "db.connect", skip_all, fields(target = %settings), err(Display))]
+    pub async fn connect(
+        settings: &DatabaseSettings,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let target = settings.to_string();
+        let options = settings
+            .connect_options()
+            .map_err(|e| StoreError::Connect {
+                target: target.clone(),
+                reason: e.to_string(),
+            })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| StoreError::Connect {
+                target: target.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            pool,
+            options,
+            target,
+        })
+    }
+
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations (sqlx takes its own lock, so concurrent callers are safe).
+    #[tracing::instrument(name = "db.migrate", skip_all, err(Display))]
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate {
+                target: self.target.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Takes the run lock on its own connection, or says another run has it.
+    #[tracing::instrument(name = "db.lock", skip_all, err(Display))]
+    pub async fn lock_run(&self) -> Result<RunLock, StoreError> {
+        let mut conn = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(|e| StoreError::Connect {
+                target: self.target.clone(),
+                reason: e.to_string(),
+            })?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RUN_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(query_error("taking the run lock"))?;
+        if locked {
+            Ok(RunLock { conn })
+        } else {
+            let _ = conn.close().await;
+            Err(StoreError::Locked {
+                target: self.target.clone(),
+            })
+        }
+    }
+
+    /// Records a run as started; returns its id.
+    #[tracing::instrument(name = "db.start_run", skip_all, err(Display))]
+    pub async fn start_run(&self, window: &DateWindow, total: usize) -> Result<Uuid, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO runs (window_from, window_to, securities_total) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(window.from())
+        .bind(window.to())
+        .bind(i32::try_from(total).unwrap_or(i32::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("recording the start of the run"))
+    }
+
+    /// Records how a run ended.
+    #[tracing::instrument(name = "db.finish_run", skip_all, fields(run_id = %id), err(Display))]
+    pub async fn finish_run<D: Serialize + Sync>(
+        &self,
+        id: Uuid,
+        record: &RunRecord<'_, D>,
+    ) -> Result<(), StoreError> {
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        sqlx::query(
+            "UPDATE runs SET finished_at = now(), outcome = $2, securities_total = $3,
+                 securities_ok = $4, securities_failed = $5, rows_written = $6,
+                 details = $7, errors = $8
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(record.outcome.as_str())
+        .bind(count(record.securities_total))
+        .bind(count(record.securities_ok))
+        .bind(count(record.securities_failed))
+        .bind(i64::try_from(record.rows_written).unwrap_or(i64::MAX))
+        .bind(Json(record.details))
+        .bind(Json(record.errors))
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("recording the end of the run"))?;
+        Ok(())
+    }
+
+    /// Stores one security's validated series in one transaction: its `securities` row, its
+    /// bars (one `INSERT .. SELECT FROM UNNEST .. ON CONFLICT DO UPDATE` round trip) with daily
+    /// returns, and the return of the first stored bar after the series, which a backfill may
+    /// have changed. Unchanged rows are not rewritten. Returns the rows inserted or updated.
+    #[tracing::instrument(name = "db.store_series", skip_all, fields(symbol = %security.db_symbol, bars = series.bars.len()), err(Display))]
+    pub async fn store_series(
+        &self,
+        security: &Security,
+        series: &Series,
+    ) -> Result<u64, StoreError> {
+        let symbol = security.db_symbol.as_str();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error("starting a transaction"))?;
+
+        let meta = &series.meta;
+        sqlx::query(
+            "INSERT INTO securities (db_symbol, yahoo_symbol, name, category, currency, exchange_tz,
+                                     instrument_type, exchange_name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (db_symbol) DO UPDATE SET
+                 yahoo_symbol = EXCLUDED.yahoo_symbol, name = EXCLUDED.name,
+                 category = EXCLUDED.category,
+                 currency = COALESCE(EXCLUDED.currency, securities.currency),
+                 exchange_tz = COALESCE(EXCLUDED.exchange_tz, securities.exchange_tz),
+                 instrument_type = COALESCE(EXCLUDED.instrument_type, securities.instrument_type),
+                 exchange_name = COALESCE(EXCLUDED.exchange_name, securities.exchange_name),
+                 updated_at = now()
+             WHERE (securities.yahoo_symbol, securities.name, securities.category,
+                    securities.currency, securities.exchange_tz, securities.instrument_type,
+                    securities.exchange_name)
+                IS DISTINCT FROM
+                   (EXCLUDED.yahoo_symbol, EXCLUDED.name, EXCLUDED.category,
+                    COALESCE(EXCLUDED.currency, securities.currency),
+                    COALESCE(EXCLUDED.exchange_tz, securities.exchange_tz),
+                    COALESCE(EXCLUDED.instrument_type, securities.instrument_type),
+                    COALESCE(EXCLUDED.exchange_name, securities.exchange_name))",
+        )
+        .bind(symbol)
+        .bind(security.yahoo_symbol.as_str())
+        .bind(&security.name)
+        .bind(security.category.as_str())
+        .bind(&meta.currency)
+        .bind(&meta.exchange_tz)
+        .bind(&meta.instrument_type)
+        .bind(&meta.exchange_name)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("upserting the securities row"))?;
+
+        let (Some(first), Some(last)) = (series.bars.first(), series.bars.last()) else {
+            tx.commit()
+                .await
+                .map_err(query_error("committing the transaction"))?;
+            return Ok(0);
+        };
+
+        let previous_close: Option<Decimal> = sqlx::query_scalar(
+            "SELECT close_price FROM market_data
+             WHERE symbol = $1 AND trade_date < $2 ORDER BY trade_date DESC LIMIT 1",
+        )
+        .bind(symbol)
+        .bind(first.trade_date)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error("reading the previous close"))?;
+
+        let n = series.bars.len();
+        let mut dates: Vec<NaiveDate> = Vec::with_capacity(n);
+        let (mut open, mut high, mut low, mut close) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut adj: Vec<Option<Decimal>> = Vec::with_capacity(n);
+        let mut volume: Vec<i64> = Vec::with_capacity(n);
+        let mut returns: Vec<Option<Decimal>> = Vec::with_capacity(n);
+        let mut prev = previous_close;
+        for bar in &series.bars {
+            dates.push(bar.trade_date);
+            open.push(bar.open);
+            high.push(bar.high);
+            low.push(bar.low);
+            close.push(bar.close);
+            adj.push(bar.adj_close);
+            volume.push(bar.volume);
+            returns.push(prev.and_then(|p| daily_return(bar.close, p)));
+            prev = Some(bar.close);
+        }
+
+        let written = sqlx::query(
+            "INSERT INTO market_data (symbol, trade_date, open_price, high_price, low_price,
+                                      close_price, adj_close, volume, daily_return)
+             SELECT $1, d, o, h, l, c, a, v, r
+             FROM UNNEST($2::date[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[],
+                         $7::numeric[], $8::bigint[], $9::numeric[]) AS t(d, o, h, l, c, a, v, r)
+             ON CONFLICT (symbol, trade_date) DO UPDATE SET
+                 open_price = EXCLUDED.open_price, high_price = EXCLUDED.high_price,
+                 low_price = EXCLUDED.low_price, close_price = EXCLUDED.close_price,
+                 adj_close = EXCLUDED.adj_close, volume = EXCLUDED.volume,
+                 daily_return = EXCLUDED.daily_return, updated_at = now()
+             WHERE (market_data.open_price, market_data.high_price, market_data.low_price,
+                    market_data.close_price, market_data.adj_close, market_data.volume,
+                    market_data.daily_return)
+                IS DISTINCT FROM
+                   (EXCLUDED.open_price, EXCLUDED.high_price, EXCLUDED.low_price,
+                    EXCLUDED.close_price, EXCLUDED.adj_close, EXCLUDED.volume,
+                    EXCLUDED.daily_return)",
+        )
+        .bind(symbol)
+        .bind(&dates)
+        .bind(&open)
+        .bind(&high)
+        .bind(&low)
+        .bind(&close)
+        .bind(&adj)
+        .bind(&volume)
+        .bind(&returns)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("upserting bars"))?
+        .rows_affected();
+
+        // The first stored bar after this series: its return depends on our last close.
+        let next = sqlx::query(
+            "SELECT trade_date, close_price, daily_return FROM market_data
+             WHERE symbol = $1 AND trade_date > $2 ORDER BY trade_date LIMIT 1",
+        )
+        .bind(symbol)
+        .bind(last.trade_date)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error("reading the next stored bar"))?;
+        let mut fixed = 0;
+        if let Some(row) = next {
+            let date: NaiveDate = row.get(0);
+            let next_close: Decimal = row.get(1);
+            let stored: Option<Decimal> = row.get(2);
+            let expected = daily_return(next_close, last.close);
+            if stored != expected {
+                fixed = sqlx::query(
+                    "UPDATE market_data SET daily_return = $3, updated_at = now()
+                     WHERE symbol = $1 AND trade_date = $2",
+                )
+                .bind(symbol)
+                .bind(date)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("updating the next bar's return"))?
+                .rows_affected();
+            }
+        }
+
+        tx.commit()
+            .await
+            .map_err(query_error("committing the transaction"))?;
+        Ok(written + fixed)
+    }
+}
+
+/// (close / previous close) - 1, rounded half away from zero to the column's 12 decimals.
+#[must_use]
+pub fn daily_return(close: Decimal, previous_close: Decimal) -> Option<Decimal> {
+    if previous_close <= Decimal::ZERO {
+        return None;
+    }
+    close.checked_div(previous_close).map(|ratio| {
+        (ratio - Decimal::ONE)
+            .round_dp_with_strategy(RETURN_SCALE, RoundingStrategy::MidpointAwayFromZero)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    #[test]
+    fn daily_return_is_exact_to_twelve_places() {
+        assert_eq!(daily_return(dec!(110), dec!(100)), Some(dec!(0.1)));
+        assert_eq!(
+            daily_return(dec!(682.85), dec!(681.75)),
+            Some(dec!(0.001613494683))
+        );
+        assert_eq!(daily_return(dec!(1), dec!(0)), None);
+    }
+}

@@ -1,0 +1,261 @@
+//! The binary's contract with its operator: dry runs, configuration and environment errors,
+//! an unreachable database, migrations; exit codes and one-line messages without secrets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{TestDb, run};
+
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/securities.yaml");
+const SECRET: &str = "pa55-do-not-print";
+
+fn db_parts() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("DB_HOST", "db.example.internal"),
+        ("DB_NAME", "markets"),
+        ("DB_USER", "encoder"),
+        ("DB_PASSWORD", SECRET),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_prints_the_plan_and_touches_nothing() {
+    // Neither the database host nor Yahoo exist: a dry run must not notice.
+    let mut env = db_parts();
+    env.push(("YAHOO_BASE_URL", "http://127.0.0.1:9"));
+    let r = run(
+        &[
+            "--config",
+            SHIPPED,
+            "--dry-run",
+            "--categories",
+            "indices",
+            "etfs",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert!(
+        r.stdout
+            .contains("postgres://encoder:[redacted]@db.example.internal:5432/markets"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("indices (4)"), "{}", r.stdout);
+    assert!(r.stdout.contains("^GSPC"), "{}", r.stdout);
+    assert!(r.stdout.contains("etfs (6)"), "{}", r.stdout);
+    assert!(!r.stdout.contains("crypto"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("60 days") || r.stdout.contains("61 days"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains(SECRET) && !r.stderr.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_shows_a_backfill_window_and_symbols() {
+    let r = run(
+        &[
+            "--config",
+            SHIPPED,
+            "--dry-run",
+            "--symbols",
+            "SPY",
+            "^VIX",
+            "--from",
+            "2024-01-02",
+            "--to",
+            "2024-03-29",
+        ],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert!(r.stdout.contains("2024-01-02..2024-03-29"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("selected:   2 securities"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flags_read_their_environment_variables() {
+    let mut env = db_parts();
+    env.extend([
+        ("MARKET_ENCODER_CONFIG", SHIPPED),
+        ("MARKET_ENCODER_DRY_RUN", "true"),
+        ("MARKET_ENCODER_CATEGORIES", "crypto"),
+        ("MARKET_ENCODER_DAYS_BACK", "5"),
+    ]);
+    let r = run(&[], &env).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert!(r.stdout.contains("crypto (2)"), "{}", r.stdout);
+    assert!(r.stdout.contains("(6 days)"), "{}", r.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_error_names_file_line_and_field_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("securities.yaml");
+    std::fs::write(
+        &path,
+        "securities:\n  indices:\n    - symbol: \"^GSPC\"\n      name: \"S&P 500\"\n      db_symbol: \"SPX\"\n      enabeld: true\n",
+    )
+    .unwrap();
+    let r = run(
+        &["--config", path.to_str().unwrap(), "--dry-run"],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("enabeld"))
+        .unwrap_or_default();
+    assert!(line.contains("securities.yaml:6"), "{}", r.stderr);
+
+    std::fs::write(
+        &path,
+        "securities:\n  indices:\n    - symbol: \"^GSPC\"\n      name: \"S&P 500\"\n      db_symbol: \"SPX\"\n  etfs:\n    - symbol: \"SPY\"\n      name: \"SPDR\"\n      db_symbol: \"SPX\"\n",
+    )
+    .unwrap();
+    let r = run(
+        &["--config", path.to_str().unwrap(), "--dry-run"],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(
+        r.stderr.contains("SPX") && r.stderr.contains("securities.yaml:"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_config_file_exits_2() {
+    let r = run(
+        &["--config", "/nonexistent/securities.yaml", "--dry-run"],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(
+        r.stderr.contains("/nonexistent/securities.yaml"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_category_or_symbol_exits_2() {
+    let r = run(
+        &["--config", SHIPPED, "--dry-run", "--categories", "bogus"],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("bogus"), "{}", r.stderr);
+    let r = run(
+        &["--config", SHIPPED, "--dry-run", "--symbols", "NOPE"],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("NOPE"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_environment_variable_exits_2() {
+    let mut env = db_parts();
+    env.retain(|(k, _)| *k != "DB_PASSWORD");
+    let r = run(&["--config", SHIPPED, "--dry-run"], &env).await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("DB_PASSWORD"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_flags_exit_2() {
+    let r = run(&["--config", SHIPPED, "--from", "2024-02-30"], &db_parts()).await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    let r = run(
+        &[
+            "--config",
+            SHIPPED,
+            "--dry-run",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-01-01",
+        ],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("--from"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_exits_3_without_the_password() {
+    let url = format!("postgres://encoder:{SECRET}@127.0.0.1:1/markets");
+    let r = run(
+        &["--config", SHIPPED, "--categories", "indices"],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("YAHOO_BASE_URL", "http://127.0.0.1:9"),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{r:#?}");
+    assert!(
+        r.stderr.contains(
+            "cannot connect to PostgreSQL at postgres://encoder:[redacted]@127.0.0.1:1/markets"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains(SECRET) && !r.stdout.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_applies_the_schema_once() {
+    let db = TestDb::new().await;
+    for _ in 0..2 {
+        let r = run(&["migrate"], &[("DATABASE_URL", db.url.as_str())]).await;
+        assert_eq!(r.code, 0, "{r:#?}");
+        assert!(r.stdout.contains("migrations up to date"), "{}", r.stdout);
+    }
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for t in ["market_data", "runs", "securities"] {
+        assert!(tables.iter().any(|x| x == t), "{tables:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_are_json_lines_off_a_terminal() {
+    let mut env = db_parts();
+    env.push(("LOG_LEVEL", "debug"));
+    let url = format!("postgres://encoder:{SECRET}@127.0.0.1:1/markets");
+    let r = run(
+        &["--config", SHIPPED, "--categories", "indices"],
+        &[("DATABASE_URL", url.as_str()), ("LOG_LEVEL", "debug")],
+    )
+    .await;
+    let json_lines = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .count();
+    assert!(json_lines >= 1, "{}", r.stderr);
+    assert!(!r.stderr.contains(SECRET));
+}

@@ -1,0 +1,620 @@
+//! The daily job end to end: the real binary, a real PostgreSQL (a fresh database per test) and
+//! the fake Yahoo replaying responses of the real shape, including its failure modes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{Datelike, NaiveDate, Weekday};
+use common::{TestDb, config, fake, run, run_job};
+use fake_yahoo::Scenario;
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+const FROM: &str = "2024-05-01";
+const TO: &str = "2024-07-31";
+const WINDOW: [&str; 4] = ["--from", FROM, "--to", TO];
+
+fn date(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+fn weekdays(from: &str, to: &str) -> i64 {
+    date(from)
+        .iter_days()
+        .take_while(|d| *d <= date(to))
+        .filter(|d| !matches!(d.weekday(), Weekday::Sat | Weekday::Sun))
+        .count() as i64
+}
+
+/// Rows of `symbol` whose daily_return is not (close / previous close) - 1.
+async fn wrong_returns(db: &TestDb, symbol: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT daily_return,
+                    round(close_price / lag(close_price) OVER (ORDER BY trade_date) - 1, 12) AS expected
+             FROM market_data WHERE symbol = $1) t
+         WHERE daily_return IS DISTINCT FROM expected",
+    )
+    .bind(symbol)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// A body of the real shape for `symbol` over the test window, to edit and replay.
+fn chart_body(symbol: &str) -> Value {
+    let p1 = date(FROM)
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp()
+        - 86_400;
+    let p2 = date(TO).and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp() + 2 * 86_400;
+    fake_yahoo::synthetic_chart(symbol, p1, p2, fake_yahoo::Options::default().seed)
+}
+
+fn replay(body: &Value) -> Scenario {
+    Scenario::Body {
+        status: 200,
+        body: body.to_string(),
+        headers: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stores_every_kind_of_instrument_dated_in_its_exchange_zone() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[
+            ("etfs", "SPY", "SPY"),
+            ("indices", "^GSPC", "SPX"),
+            ("currencies", "EURUSD=X", "EURUSD"),
+            ("crypto", "BTC-USD", "BTCUSD"),
+        ],
+        "",
+    );
+    let r = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+
+    let weekdays = weekdays(FROM, TO);
+    assert_eq!(db.count("SPY").await, weekdays);
+    assert_eq!(db.count("SPX").await, weekdays);
+    // FX bars are stamped 00:00 London = 23:00 UTC the day before in summer: dated by UTC
+    // they would fall on Sundays and miss Fridays. Dated in London they are weekdays.
+    assert_eq!(db.count("EURUSD").await, weekdays);
+    let fx_weekend: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM market_data WHERE symbol = 'EURUSD' AND extract(isodow FROM trade_date) > 5",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(fx_weekend, 0);
+    // Crypto trades every day.
+    assert_eq!(
+        db.count("BTCUSD").await,
+        (date(TO) - date(FROM)).num_days() + 1
+    );
+
+    let outside: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM market_data WHERE trade_date < $1 OR trade_date > $2",
+    )
+    .bind(date(FROM))
+    .bind(date(TO))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(outside, 0);
+    for symbol in ["SPY", "SPX", "EURUSD", "BTCUSD"] {
+        assert_eq!(wrong_returns(&db, symbol).await, 0, "{symbol}");
+    }
+    let first_return: Option<Decimal> = sqlx::query_scalar(
+        "SELECT daily_return FROM market_data WHERE symbol = 'SPY' ORDER BY trade_date LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(first_return, None, "the first bar ever has no return");
+
+    // FX keeps its decimals; prices are exact decimals, not float noise.
+    let max_scale: i32 = sqlx::query_scalar(
+        "SELECT max(min_scale(close_price))::int FROM market_data WHERE symbol = 'SPY'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        max_scale <= 2,
+        "SPY prices carry float noise: scale {max_scale}"
+    );
+    let fx_scale: i32 = sqlx::query_scalar(
+        "SELECT max(min_scale(close_price))::int FROM market_data WHERE symbol = 'EURUSD'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(fx_scale >= 4, "EURUSD lost precision: scale {fx_scale}");
+
+    let meta: (String, String, String) = sqlx::query_as(
+        "SELECT category, exchange_tz, instrument_type FROM securities WHERE db_symbol = 'EURUSD'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        meta,
+        (
+            "currencies".to_owned(),
+            "Europe/London".to_owned(),
+            "CURRENCY".to_owned()
+        )
+    );
+
+    let (outcome, ok, failed, written): (String, i32, i32, i64) =
+        sqlx::query_as("SELECT outcome, securities_ok, securities_failed, rows_written FROM runs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((outcome.as_str(), ok, failed), ("succeeded", 4, 0));
+    assert_eq!(written, db.total_rows().await);
+    assert_eq!(r.summary()["rows_written"], written);
+
+    // Every request carried a browser-like User-Agent and the encoded symbol.
+    let log = yahoo.request_log();
+    assert!(log.iter().all(|q| {
+        q.user_agent
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("Mozilla/5.0")
+    }));
+    assert!(log.iter().any(|q| q.raw_path.ends_with("/%5EGSPC")));
+    assert!(
+        log.iter()
+            .all(|q| q.query.get("interval").map(String::as_str) == Some("1d"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_changes_nothing_and_a_correction_is_applied() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("etfs", "SPY", "SPY")], "");
+    let first = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(first.code, 0, "{first:#?}");
+    let rows = db.count("SPY").await;
+    let stamp = |db: &TestDb| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                "SELECT max(updated_at) FROM market_data",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let before = stamp(&db).await;
+
+    let again = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(again.code, 0, "{again:#?}");
+    assert_eq!(again.summary()["rows_written"], 0);
+    assert_eq!(db.count("SPY").await, rows);
+    assert_eq!(stamp(&db).await, before, "an identical rerun rewrote rows");
+
+    // Yahoo corrects one close (keeping the bar consistent): that bar and the return of the
+    // bar after it change, nothing else.
+    let mut body = chart_body("SPY");
+    let quote = &mut body["chart"]["result"][0]["indicators"]["quote"][0];
+    let i = 10;
+    let high = quote["high"][i].as_f64().unwrap();
+    quote["close"][i] = Value::from(high);
+    let corrected_date: NaiveDate = {
+        let ts = body["chart"]["result"][0]["timestamp"][i].as_i64().unwrap();
+        chrono::DateTime::from_timestamp(ts, 0)
+            .unwrap()
+            .with_timezone(&chrono_tz::America::New_York)
+            .date_naive()
+    };
+    yahoo.set_scenario("SPY", replay(&body));
+    let corrected = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(corrected.code, 0, "{corrected:#?}");
+    assert_eq!(corrected.summary()["rows_written"], 2);
+    let close: Decimal = sqlx::query_scalar(
+        "SELECT close_price FROM market_data WHERE symbol = 'SPY' AND trade_date = $1",
+    )
+    .bind(corrected_date)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let high_price: Decimal = sqlx::query_scalar(
+        "SELECT high_price FROM market_data WHERE symbol = 'SPY' AND trade_date = $1",
+    )
+    .bind(corrected_date)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(close, high_price);
+    assert_eq!(wrong_returns(&db, "SPY").await, 0);
+    assert_eq!(db.count("SPY").await, rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_before_stored_data_fixes_the_next_return() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("etfs", "QQQ", "QQQ")], "");
+    let late = run_job(&cfg, &db, &yahoo, &["--from", "2024-06-01", "--to", TO]).await;
+    assert_eq!(late.code, 0, "{late:#?}");
+    let early = run_job(&cfg, &db, &yahoo, &["--from", FROM, "--to", "2024-05-31"]).await;
+    assert_eq!(early.code, 0, "{early:#?}");
+    assert_eq!(db.count("QQQ").await, weekdays(FROM, TO));
+    assert_eq!(wrong_returns(&db, "QQQ").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nulls_are_skipped_and_duplicate_timestamps_resolved() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("stocks", "AAPL", "AAPL")], "");
+    let mut body = chart_body("AAPL");
+    let result = &mut body["chart"]["result"][0];
+    let n = result["timestamp"].as_array().unwrap().len();
+    // Bar 5: all null (a halted day). Bar 8: sent twice with the same timestamp, the second
+    // one with another close; the later one wins.
+    for field in ["open", "high", "low", "close", "volume"] {
+        result["indicators"]["quote"][0][field][5] = Value::Null;
+    }
+    let ts8 = result["timestamp"][8].clone();
+    let quote = result["indicators"]["quote"][0].clone();
+    let low8 = quote["low"][8].as_f64().unwrap();
+    {
+        let ts = result["timestamp"].as_array_mut().unwrap();
+        ts.push(ts8.clone());
+    }
+    for field in ["open", "high", "low", "volume"] {
+        let v = quote[field][8].clone();
+        result["indicators"]["quote"][0][field]
+            .as_array_mut()
+            .unwrap()
+            .push(v);
+    }
+    result["indicators"]["quote"][0]["close"]
+        .as_array_mut()
+        .unwrap()
+        .push(Value::from(low8));
+    let adj = result["indicators"]["adjclose"][0]["adjclose"]
+        .as_array_mut()
+        .unwrap();
+    adj.push(Value::from(low8));
+    yahoo.set_scenario("AAPL", replay(&body));
+
+    let r = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(
+        db.count("AAPL").await,
+        (n - 1) as i64 - outside_window(&body)
+    );
+    let sec = r.security("AAPL");
+    assert_eq!(sec["dropped"]["null"], 1);
+    assert_eq!(sec["dropped"]["duplicate_dates"], 1);
+    let date8 = chrono::DateTime::from_timestamp(ts8.as_i64().unwrap(), 0)
+        .unwrap()
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive();
+    let (close, low): (Decimal, Decimal) = sqlx::query_as(
+        "SELECT close_price, low_price FROM market_data WHERE symbol = 'AAPL' AND trade_date = $1",
+    )
+    .bind(date8)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(close, low, "the later of two duplicate bars must win");
+}
+
+/// Bars of a synthetic body whose New York date is outside the test window.
+fn outside_window(body: &Value) -> i64 {
+    body["chart"]["result"][0]["timestamp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(
+            body["chart"]["result"][0]["timestamp"]
+                .as_array()
+                .unwrap()
+                .len(),
+        )
+        .filter(|t| {
+            let d = chrono::DateTime::from_timestamp(t.as_i64().unwrap(), 0)
+                .unwrap()
+                .with_timezone(&chrono_tz::America::New_York)
+                .date_naive();
+            d < date(FROM) || d > date(TO)
+        })
+        .count() as i64
+}
+
+struct FailureCase {
+    scenario: Scenario,
+    message: &'static str,
+    requests: usize,
+}
+
+/// One failing security next to a healthy one: exit 1, the healthy one stored, nothing at all
+/// stored for the failing one, the right number of requests (no retry on permanent errors),
+/// and a `runs` row that names the failure.
+async fn assert_fails_alone(case: FailureCase) {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[("etfs", "SPY", "SPY"), ("stocks", "ZZZZ", "ZZZZ")],
+        "",
+    );
+    yahoo.set_scenario("ZZZZ", case.scenario.clone());
+    let r = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(r.code, 1, "{:?}: {r:#?}", case.scenario);
+    assert_eq!(db.count("SPY").await, weekdays(FROM, TO));
+    assert_eq!(db.count("ZZZZ").await, 0, "{:?}", case.scenario);
+    assert_eq!(
+        yahoo.requests_for("ZZZZ"),
+        case.requests,
+        "{:?}",
+        case.scenario
+    );
+    let error = r.security("ZZZZ")["error"].as_str().unwrap().to_owned();
+    assert!(error.contains(case.message), "{:?}: {error}", case.scenario);
+    assert!(error.contains("ZZZZ"), "{error}");
+    assert!(
+        r.stderr.contains("1 of 2 securities failed (ZZZZ)"),
+        "{}",
+        r.stderr
+    );
+    let (outcome, errors): (String, Value) = sqlx::query_as("SELECT outcome, errors FROM runs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outcome, "partial");
+    assert_eq!(errors["ZZZZ"].as_str(), Some(error.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delisted_symbol_fails_fast() {
+    assert_fails_alone(FailureCase {
+        scenario: Scenario::Delisted,
+        message: "No data found, symbol may be delisted",
+        requests: 1,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_request_is_not_retried() {
+    assert_fails_alone(FailureCase {
+        scenario: Scenario::BadRequest,
+        message: "Data doesn't exist",
+        requests: 1,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_json_writes_nothing() {
+    assert_fails_alone(FailureCase {
+        scenario: Scenario::Malformed,
+        message: "not valid chart JSON",
+        requests: 1,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_for_another_symbol_writes_nothing() {
+    assert_fails_alone(FailureCase {
+        scenario: Scenario::WrongSymbol("QQQ".into()),
+        message: "with data for QQQ",
+        requests: 1,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_inside_a_200_fails_that_security() {
+    assert_fails_alone(FailureCase {
+        scenario: Scenario::ErrorIn200,
+        message: "Yahoo answered ZZZZ with an error",
+        requests: 1,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_is_retried_then_given_up() {
+    // request_timeout_secs is 2 in the test config, max_retries 2: three attempts.
+    assert_fails_alone(FailureCase {
+        scenario: Scenario::Hang(Duration::from_secs(10)),
+        message: "gave up on ZZZZ after 3 attempts: no answer within 2s",
+        requests: 3,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn persistent_rate_limiting_is_reported_as_such() {
+    assert_fails_alone(FailureCase {
+        scenario: Scenario::RateLimited {
+            retry_after_secs: None,
+        },
+        message: "rate-limiting (HTTP 429)",
+        requests: 3,
+    })
+    .await;
+}
+
+async fn assert_recovers(scenario: Scenario, min_elapsed: Duration) {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("etfs", "SPY", "SPY")], "");
+    yahoo.set_scenario(
+        "SPY",
+        Scenario::Sequence(vec![scenario.clone(), Scenario::Synthetic]),
+    );
+    let r = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(r.code, 0, "{scenario:?}: {r:#?}");
+    assert_eq!(yahoo.requests_for("SPY"), 2, "{scenario:?}");
+    assert_eq!(db.count("SPY").await, weekdays(FROM, TO));
+    let fetch_ms = r.security("SPY")["fetch_ms"].as_u64().unwrap();
+    assert!(
+        Duration::from_millis(fetch_ms) >= min_elapsed,
+        "{scenario:?}: retried after {fetch_ms} ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_with_retry_after_is_honoured_then_succeeds() {
+    assert_recovers(
+        Scenario::RateLimited {
+            retry_after_secs: Some(1),
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_500_is_retried_then_succeeds() {
+    assert_recovers(Scenario::ServerError, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_connection_is_retried_then_succeeds() {
+    assert_recovers(Scenario::DropConnection, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_bars_in_range_is_not_an_error() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("indices", "^VXAPL", "VXAPL")], "");
+    yahoo.set_scenario("^VXAPL", Scenario::Empty);
+    let r = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(db.count("VXAPL").await, 0);
+    assert_eq!(r.security("VXAPL")["outcome"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_is_locked_out() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("etfs", "SPY", "SPY")], "");
+    // Migrate first so the lock holder below is the only difference.
+    let m = run(&["migrate"], &[("DATABASE_URL", db.url.as_str())]).await;
+    assert_eq!(m.code, 0, "{m:#?}");
+    let mut holder = db.pool.acquire().await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(market_encoder::store::RUN_LOCK_KEY)
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    assert!(locked);
+    let r = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(r.code, 4, "{r:#?}");
+    assert!(
+        r.stderr
+            .contains("another market-encoder run holds the run lock"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(yahoo.requests_for("SPY"), 0);
+    assert_eq!(db.count("SPY").await, 0);
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_new_work_and_records_the_run_as_interrupted() {
+    let db = TestDb::new().await;
+    let yahoo = common::fake_with_latency(Duration::from_millis(700)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let symbols: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("T{i:02}"), format!("T{i:02}")))
+        .collect();
+    let securities: Vec<(&str, &str, &str)> = symbols
+        .iter()
+        .map(|(s, d)| ("stocks", s.as_str(), d.as_str()))
+        .collect();
+    let cfg = config(
+        dir.path(),
+        &securities,
+        "  batch_size: 2\n  max_retries: 0\n  requests_per_second: 100\n",
+    );
+    let child = common::command(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--from",
+            FROM,
+            "--to",
+            TO,
+        ],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("YAHOO_BASE_URL", yahoo.base_url().as_str()),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("did not exit promptly after SIGTERM")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (outcome, ok, finished): (String, i32, bool) =
+        sqlx::query_as("SELECT outcome, securities_ok, finished_at IS NOT NULL FROM runs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "interrupted");
+    assert!(finished);
+    assert!(ok > 0 && ok < 12, "{ok} securities finished");
+    // Whatever was stored is whole: each stored symbol has its full window.
+    let partial: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT symbol FROM market_data GROUP BY symbol HAVING count(*) <> $1) t",
+    )
+    .bind(weekdays(FROM, TO))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(partial, 0);
+    let stored: i64 = sqlx::query_scalar("SELECT count(DISTINCT symbol) FROM market_data")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, i64::from(ok));
+}
