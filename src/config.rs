@@ -1311,7 +1311,6 @@ impl Doc<'_> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     const P: &str = "config/securities.yaml";

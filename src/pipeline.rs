@@ -1,8 +1,9 @@
 //! The job: for each selected security, fetch -> validate -> store, `batch_size` at a time, each
 //! security on its own (one failing never stops the others), recorded in `runs`.
 //!
-//! Memory is bounded by `batch_size` series in flight, however many securities are configured:
-//! a security's bars are dropped as soon as they are stored, and only its small report is kept.
+//! Memory is bounded by the series in flight (at most 2 x `batch_size`), however many securities
+//! are configured: a security's bars are dropped as soon as they are stored, and only its small
+//! report is kept.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use crate::domain::DateWindow;
 use crate::fetch::{ClientOptions, FetchError, YahooClient};
 use crate::settings::DatabaseSettings;
 use crate::store::{RunOutcome, RunRecord, Store, StoreError};
-use crate::validate::{DropCounts, validate};
+use crate::validate::{DropCounts, Series, validate};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -134,6 +135,7 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<RunReport, JobError> {
     let started = Instant::now();
+    // One connection per concurrent store transaction, plus one for the run's own bookkeeping.
     let pool_size = u32::try_from(options.batch_size + 1).unwrap_or(u32::MAX);
     let store = Store::connect(database, pool_size).await?;
     if options.apply_migrations {
@@ -147,12 +149,22 @@ pub async fn run(
     info!(parent: &span, securities = options.securities.len(), "run started");
 
     let client = YahooClient::new(&options.client)?;
+    // Two stages joined by a stream: up to `batch_size` fetches in flight, and up to
+    // `batch_size` store transactions in flight, so that network waits overlap database writes.
+    // `buffer_unordered` pulls from upstream only when it has room, so at most
+    // 2 x batch_size series are in memory at once.
+    let width = options.batch_size.max(1);
     let reports: Vec<SecurityReport> = futures::stream::iter(&options.securities)
         .map(|security| {
-            process_security(&client, &store, security, &options.window, cancel)
-                .instrument(info_span!(parent: &span, "security", symbol = %security.db_symbol))
+            fetch_security(&client, security, &options.window, cancel)
+                .instrument(info_span!(parent: &span, "fetch", symbol = %security.db_symbol))
         })
-        .buffer_unordered(options.batch_size.max(1))
+        .buffer_unordered(width)
+        .map(|fetched| {
+            let symbol = fetched.report().db_symbol.clone();
+            store_security(&store, fetched).instrument(info_span!(parent: &span, "store", %symbol))
+        })
+        .buffer_unordered(width)
         .collect()
         .await;
     let mut reports = reports;
@@ -218,44 +230,78 @@ pub async fn run(
     Ok(report)
 }
 
-/// One security, start to end. Never returns an error: the outcome says what happened.
-async fn process_security(
+/// A security after the fetch stage: a validated series to store, or already finished.
+enum Fetched<'a> {
+    Ready {
+        security: &'a Security,
+        report: SecurityReport,
+        series: Series,
+    },
+    Done(SecurityReport),
+}
+
+impl Fetched<'_> {
+    fn report(&self) -> &SecurityReport {
+        match self {
+            Self::Ready { report, .. } | Self::Done(report) => report,
+        }
+    }
+}
+
+/// Fetch and validate one security. Failures end its unit of work here, with the reason.
+async fn fetch_security<'a>(
     client: &YahooClient,
-    store: &Store,
-    security: &Security,
+    security: &'a Security,
     window: &DateWindow,
     cancel: &CancellationToken,
-) -> SecurityReport {
+) -> Fetched<'a> {
     let mut report = SecurityReport::new(security);
     if cancel.is_cancelled() {
-        return report;
+        return Fetched::Done(report);
     }
-    let fetch_started = Instant::now();
+    let started = Instant::now();
     // A fetch (including its backoff sleeps) is abandoned on cancellation: nothing is written.
     let fetched = tokio::select! {
         biased;
-        () = cancel.cancelled() => return report,
+        () = cancel.cancelled() => return Fetched::Done(report),
         fetched = client.chart(&security.yahoo_symbol, window) => fetched,
     };
-    report.fetch_ms = millis(fetch_started.elapsed());
-    let envelope = match fetched {
-        Ok(envelope) => envelope,
-        Err(e) => return report.failed(&e),
+    report.fetch_ms = millis(started.elapsed());
+    let series = match fetched {
+        Ok(envelope) => validate(envelope, &security.yahoo_symbol, window, Utc::now()),
+        Err(e) => return Fetched::Done(report.failed(&e)),
     };
-    let series = match validate(envelope, &security.yahoo_symbol, window, Utc::now()) {
-        Ok(series) => series,
-        Err(e) => return report.failed(&e),
+    match series {
+        Ok(series) => {
+            report.rows_fetched = series.bars.len();
+            report.first_date = series.bars.first().map(|b| b.trade_date);
+            report.last_date = series.bars.last().map(|b| b.trade_date);
+            report.dropped = series.dropped.into();
+            Fetched::Ready {
+                security,
+                report,
+                series,
+            }
+        }
+        Err(e) => Fetched::Done(report.failed(&e)),
+    }
+}
+
+/// Store one fetched series in its own transaction. A series already fetched when the run is
+/// told to stop is still stored: the transaction is short and commits or rolls back whole.
+async fn store_security(store: &Store, fetched: Fetched<'_>) -> SecurityReport {
+    let (security, mut report, series) = match fetched {
+        Fetched::Done(report) => return report,
+        Fetched::Ready {
+            security,
+            report,
+            series,
+        } => (security, report, series),
     };
-    report.rows_fetched = series.bars.len();
-    report.first_date = series.bars.first().map(|b| b.trade_date);
-    report.last_date = series.bars.last().map(|b| b.trade_date);
-    report.dropped = series.dropped.into();
-    // The store transaction is not cancelled midway: it is short, and it either commits whole
-    // or rolls back whole.
-    let store_started = Instant::now();
+    let started = Instant::now();
     match store.store_series(security, &series).await {
         Ok(written) => {
-            report.store_ms = millis(store_started.elapsed());
+            report.store_ms = millis(started.elapsed());
             report.rows_written = written;
             report.outcome = SecurityOutcome::Succeeded;
             info!(

@@ -24,7 +24,7 @@ use crate::validate::Series;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Key of the advisory lock that keeps two runs from interleaving ("mkt-enc" in ASCII).
-pub const RUN_LOCK_KEY: i64 = 0x6d6b_742d_656e_63;
+pub const RUN_LOCK_KEY: i64 = 0x006d_6b74_2d65_6e63;
 
 /// Scale of `daily_return` (NUMERIC(20, 12)).
 const RETURN_SCALE: u32 = 12;

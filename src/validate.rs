@@ -216,7 +216,7 @@ fn impossible(
         Some("close is outside [low, high]")
     } else if open <= Decimal::ZERO {
         Some("open is not positive")
-    } else if !(volume.is_finite() && volume >= 0.0 && volume < 9.0e18) {
+    } else if !(volume.is_finite() && (0.0..9.0e18).contains(&volume)) {
         Some("volume is negative or out of range")
     } else {
         None

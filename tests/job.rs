@@ -1,6 +1,6 @@
 //! The daily job end to end: the real binary, a real PostgreSQL (a fresh database per test) and
 //! the fake Yahoo replaying responses of the real shape, including its failure modes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
 mod common;
 

@@ -1,0 +1,361 @@
+//! `market-encoder-bench`: how fast the job is and how much memory it takes, measured.
+//!
+//! Phase A, the job end to end: the release `market-encoder` binary fetches N securities x 10
+//! years of daily bars from the in-process fake Yahoo (each response delayed by a realistic
+//! latency) into a fresh PostgreSQL database. Reports wall time, rows/s stored and the child's
+//! peak RSS (`getrusage(RUSAGE_CHILDREN)`), against the latency-bound ideal
+//! ceil(N / batch_size) x latency.
+//!
+//! Phase B, the database side alone, in the same run: the same rows stored through
+//! `Store::store_series` (one transaction per security, `batch_size` at a time) versus
+//! PostgreSQL's own `COPY` of the very same rows into a copy of the table, at the same
+//! concurrency. Series are prepared in memory first; only the writes are timed.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::NaiveDate;
+use clap::Parser;
+use fake_yahoo::{FakeYahoo, Options};
+use futures::{StreamExt, TryStreamExt};
+use market_encoder::config::Config;
+use market_encoder::domain::DateWindow;
+use market_encoder::fetch::wire::parse_chart;
+use market_encoder::settings::{DatabaseSettings, EnvValue};
+use market_encoder::store::{Store, daily_return};
+use market_encoder::validate::{Series, validate};
+use nix::sys::resource::{UsageWho, getrusage};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark market-encoder against the local fake Yahoo and a real PostgreSQL")]
+struct Args {
+    /// Securities to configure.
+    #[arg(long, default_value_t = 200)]
+    securities: usize,
+    /// Years of daily bars per security.
+    #[arg(long, default_value_t = 10)]
+    years: u32,
+    /// Latency the fake adds to every response.
+    #[arg(long, default_value_t = 100)]
+    latency_ms: u64,
+    /// Securities in flight at once (encoding.batch_size).
+    #[arg(long, default_value_t = 5)]
+    batch_size: usize,
+    /// The market-encoder binary to run (build it with --release first).
+    #[arg(long, default_value = "target/release/market-encoder")]
+    binary: String,
+    /// PostgreSQL server to use (a scratch database is created and dropped on it).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Skip phase B.
+    #[arg(long)]
+    skip_store_phase: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let to = NaiveDate::from_ymd_opt(2024, 12, 31).context("date")?;
+    let from = NaiveDate::from_ymd_opt(2025 - i32::try_from(args.years)?, 1, 1).context("date")?;
+    let window = DateWindow::new(from, to)?;
+    let dir = std::env::temp_dir().join(format!("market-encoder-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config_path = dir.join("securities.yaml");
+    std::fs::write(&config_path, config_yaml(args.securities, args.batch_size))?;
+    let config = Config::load(&config_path)?;
+
+    let mut report = String::new();
+    writeln!(
+        report,
+        "market-encoder benchmark: {} securities x {} years ({window}), fake Yahoo latency {} ms, batch_size {}, {} cores",
+        args.securities,
+        args.years,
+        args.latency_ms,
+        args.batch_size,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    )?;
+
+    // Phase A: the job end to end.
+    let job_db = ScratchDb::create(&args.database_url, "job").await?;
+    let yahoo = FakeYahoo::start(Options {
+        latency: Duration::from_millis(args.latency_ms),
+        ..Options::default()
+    })
+    .await?;
+    let started = Instant::now();
+    let output = tokio::process::Command::new(&args.binary)
+        .args(["--config", path_str(&config_path)?])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .env("DATABASE_URL", &job_db.url)
+        .env("YAHOO_BASE_URL", yahoo.base_url())
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot run {} (build it with cargo build --release)",
+                args.binary
+            )
+        })?;
+    let wall = started.elapsed();
+    let peak_rss_kib = getrusage(UsageWho::RUSAGE_CHILDREN)?.max_rss();
+    if !output.status.success() {
+        bail!(
+            "market-encoder exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = stdout
+        .lines()
+        .find(|l| l.starts_with("{\"summary\""))
+        .map(serde_json::from_str)
+        .transpose()?
+        .context("no summary line from market-encoder")?;
+    let rows = summary["summary"]["rows_written"].as_u64().unwrap_or(0);
+    let requests = yahoo.request_log().len();
+    let ideal = Duration::from_millis(args.latency_ms)
+        * u32::try_from(args.securities.div_ceil(args.batch_size))?;
+    writeln!(report, "A. job end to end (release binary):")?;
+    writeln!(
+        report,
+        "   wall time           {:>10.2} s",
+        wall.as_secs_f64()
+    )?;
+    writeln!(report, "   rows stored         {rows:>10}")?;
+    writeln!(
+        report,
+        "   rows/s end to end   {:>10.0}",
+        per_second(rows, wall)
+    )?;
+    writeln!(
+        report,
+        "   requests            {requests:>10}  (latency-bound ideal ceil({}/{}) x {} ms = {:.2} s)",
+        args.securities,
+        args.batch_size,
+        args.latency_ms,
+        ideal.as_secs_f64()
+    )?;
+    writeln!(
+        report,
+        "   peak RSS            {:>10.1} MiB",
+        kib_to_mib(peak_rss_kib)
+    )?;
+    yahoo.shutdown().await;
+    job_db.drop_db().await?;
+
+    let mut store_rate = None;
+    if !args.skip_store_phase {
+        let (ours, copy) = store_phase(&args, &config, &window).await?;
+        writeln!(
+            report,
+            "B. database side alone ({} concurrent transactions):",
+            args.batch_size
+        )?;
+        writeln!(
+            report,
+            "   store_series        {:>10.0} rows/s  ({} rows in {:.2} s)",
+            per_second(ours.0, ours.1),
+            ours.0,
+            ours.1.as_secs_f64()
+        )?;
+        writeln!(
+            report,
+            "   COPY (same rows)    {:>10.0} rows/s  ({} rows in {:.2} s)",
+            per_second(copy.0, copy.1),
+            copy.0,
+            copy.1.as_secs_f64()
+        )?;
+        writeln!(
+            report,
+            "   COPY / store_series {:>10.2}x",
+            per_second(copy.0, copy.1) / per_second(ours.0, ours.1)
+        )?;
+        store_rate = Some((per_second(ours.0, ours.1), per_second(copy.0, copy.1)));
+    }
+    print!("{report}");
+    println!(
+        "{}",
+        serde_json::json!({
+            "securities": args.securities, "years": args.years, "latency_ms": args.latency_ms,
+            "batch_size": args.batch_size, "wall_s": wall.as_secs_f64(), "rows": rows,
+            "rows_per_s": per_second(rows, wall), "ideal_s": ideal.as_secs_f64(),
+            "peak_rss_mib": kib_to_mib(peak_rss_kib),
+            "store_rows_per_s": store_rate.map(|r| r.0), "copy_rows_per_s": store_rate.map(|r| r.1),
+        })
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+type Timed = (u64, Duration);
+
+async fn store_phase(
+    args: &Args,
+    config: &Config,
+    window: &DateWindow,
+) -> anyhow::Result<(Timed, Timed)> {
+    // Prepare every series in memory (not timed): the fake's bodies through the real parser and
+    // validator, exactly what the job would store.
+    let p1 = day_start(window.from()) - 86_400;
+    let p2 = day_start(window.to()) + 2 * 86_400;
+    let now = chrono::Utc::now();
+    let mut prepared: Vec<(&market_encoder::config::Security, Series)> = Vec::new();
+    for security in &config.securities {
+        let body = fake_yahoo::synthetic_chart(security.yahoo_symbol.as_str(), p1, p2, 42);
+        let envelope = parse_chart(body.to_string().as_bytes())?;
+        prepared.push((
+            security,
+            validate(envelope, &security.yahoo_symbol, window, now)?,
+        ));
+    }
+
+    let db = ScratchDb::create(&args.database_url, "store").await?;
+    let settings = DatabaseSettings::from_env(&|name| match name {
+        "DATABASE_URL" => EnvValue::Present(db.url.clone()),
+        _ => EnvValue::Absent,
+    })?;
+    let store = Store::connect(&settings, u32::try_from(args.batch_size)? + 1).await?;
+    store.migrate().await?;
+    sqlx::query(
+        "CREATE TABLE market_data_copy (LIKE market_data INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
+    )
+    .execute(store.pool())
+    .await?;
+
+    let started = Instant::now();
+    let written: u64 = futures::stream::iter(&prepared)
+        .map(|(security, series)| store.store_series(security, series))
+        .buffer_unordered(args.batch_size)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await?;
+    let ours = (written, started.elapsed());
+
+    // The same rows, as COPY text, one COPY per security at the same concurrency.
+    let buffers: Vec<Vec<u8>> = prepared
+        .iter()
+        .map(|(s, series)| copy_text(s.db_symbol.as_str(), series))
+        .collect();
+    let started = Instant::now();
+    let copied: u64 = futures::stream::iter(&buffers)
+        .map(|buffer| {
+            let pool = store.pool().clone();
+            async move {
+                let mut conn = pool.acquire().await?;
+                let mut copy = conn
+                    .copy_in_raw(
+                        "COPY market_data_copy (symbol, trade_date, open_price, high_price, low_price, close_price, adj_close, volume, daily_return) FROM STDIN",
+                    )
+                    .await?;
+                copy.send(buffer.as_slice()).await?;
+                copy.finish().await
+            }
+        })
+        .buffer_unordered(args.batch_size)
+        .try_fold(0, |sum, n| async move { Ok::<u64, sqlx::Error>(sum + n) })
+        .await?;
+    let copy = (copied, started.elapsed());
+    store.pool().close().await;
+    db.drop_db().await?;
+    Ok((ours, copy))
+}
+
+/// COPY's text format for one security's bars, with the same daily returns the job computes.
+fn copy_text(symbol: &str, series: &Series) -> Vec<u8> {
+    let mut out = String::with_capacity(series.bars.len() * 96);
+    let mut previous = None;
+    for bar in &series.bars {
+        let ret = previous
+            .and_then(|p| daily_return(bar.close, p))
+            .map_or_else(|| "\\N".to_owned(), |r| r.to_string());
+        let adj = bar
+            .adj_close
+            .map_or_else(|| "\\N".to_owned(), |a| a.to_string());
+        let _ = writeln!(
+            out,
+            "{symbol}\t{}\t{}\t{}\t{}\t{}\t{adj}\t{}\t{ret}",
+            bar.trade_date, bar.open, bar.high, bar.low, bar.close, bar.volume
+        );
+        previous = Some(bar.close);
+    }
+    out.into_bytes()
+}
+
+fn config_yaml(securities: usize, batch_size: usize) -> String {
+    let mut yaml = String::from("securities:\n  stocks:\n");
+    for i in 0..securities {
+        let _ = writeln!(
+            yaml,
+            "    - symbol: \"BENCH{i:04}\"\n      name: \"Benchmark security {i}\""
+        );
+    }
+    let _ = write!(
+        yaml,
+        "encoding:\n  days_back: 60\n  batch_size: {batch_size}\n  max_retries: 3\n  request_timeout_secs: 30\n  requests_per_second: 1000\n"
+    );
+    yaml
+}
+
+/// A database of its own on the benchmark server, dropped at the end.
+struct ScratchDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDb {
+    async fn create(admin: &str, purpose: &str) -> anyhow::Result<Self> {
+        let name = format!("me_bench_{purpose}_{}", std::process::id());
+        let mut conn = PgConnection::connect(admin)
+            .await
+            .context("cannot reach PostgreSQL at DATABASE_URL")?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+        let mut url = url::Url::parse(admin)?;
+        url.set_path(&format!("/{name}"));
+        Ok(Self {
+            admin: admin.to_owned(),
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    async fn drop_db(self) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect(&self.admin).await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+fn day_start(date: NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0)
+        .map_or(0, |d| d.and_utc().timestamp())
+}
+
+#[allow(clippy::cast_precision_loss)] // row counts are far below 2^52
+fn per_second(rows: u64, elapsed: Duration) -> f64 {
+    rows as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn kib_to_mib(kib: i64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn path_str(path: &std::path::Path) -> anyhow::Result<&str> {
+    path.to_str().context("temporary path is not UTF-8")
+}
