@@ -8,7 +8,7 @@ if [ -z "${DATABASE_URL:-}" ] && [ -z "${DB_HOST:-}" ]; then
   ensure_postgres
   ensure_database market_encoder
 fi
-cargo build --release --locked --quiet --bin market-encoder --bin fake-yahoo
+cargo build --release --locked --quiet -p market-encoder -p fake-yahoo
 out=$(mktemp)
 target/release/fake-yahoo --bind 127.0.0.1:0 >"$out" &
 fake=$!

@@ -307,8 +307,8 @@ async fn store_security(store: &Store, fetched: Fetched<'_>) -> SecurityReport {
             info!(
                 rows_fetched = report.rows_fetched,
                 rows_written = written,
-                first = ?report.first_date,
-                last = ?report.last_date,
+                first = report.first_date.map(tracing::field::display),
+                last = report.last_date.map(tracing::field::display),
                 fetch_ms = report.fetch_ms,
                 store_ms = report.store_ms,
                 "stored"
