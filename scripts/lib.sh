@@ -4,10 +4,16 @@
 #   1. DATABASE_URL already set: use it (fail loudly if it does not answer).
 #   2. Something answers on 127.0.0.1:5432 with trust auth for user postgres: use it.
 #   3. Otherwise start our own server (installing PostgreSQL from Debian's packages if there is
-#      none) with its data under ~/.cache/market-encoder/pg, on 127.0.0.1:55432, trust auth.
+#      none) on 127.0.0.1:55432 with trust auth, its data under ~/.cache/market-encoder/pg (under
+#      /var/lib/market-encoder/pg when run as root: the server runs as the postgres user, which
+#      cannot enter /root).
 # Nothing is done by hand; a second call finds the server the first one started.
 
-ME_CACHE="${MARKET_ENCODER_CACHE:-$HOME/.cache/market-encoder}"
+if [ "$(id -u)" -eq 0 ]; then
+  ME_PG_HOME="${MARKET_ENCODER_PG_HOME:-/var/lib/market-encoder/pg}"
+else
+  ME_PG_HOME="${MARKET_ENCODER_PG_HOME:-$HOME/.cache/market-encoder/pg}"
+fi
 ME_PG_PORT="${MARKET_ENCODER_PG_PORT:-55432}"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -41,13 +47,12 @@ install_postgres() {
 start_own_postgres() {
   local bindir data run_as=()
   bindir=$(pg_bindir) || { install_postgres && bindir=$(pg_bindir); } || return 1
-  data="$ME_CACHE/pg/data"
-  mkdir -p "$ME_CACHE/pg"
+  data="$ME_PG_HOME/data"
+  mkdir -p "$ME_PG_HOME"
   if [ "$(id -u)" -eq 0 ]; then
     # initdb refuses to run as root: the server runs as the postgres system user.
-    id postgres >/dev/null 2>&1 || useradd --system --home-dir "$ME_CACHE/pg" postgres
-    chown -R postgres "$ME_CACHE/pg"
-    chmod o+x "$HOME" "$HOME/.cache" "$ME_CACHE" 2>/dev/null || true
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir "$ME_PG_HOME" postgres
+    chown -R postgres "$ME_PG_HOME"
     run_as=(runuser -u postgres --)
   fi
   if [ ! -s "$data/PG_VERSION" ]; then
@@ -55,7 +60,7 @@ start_own_postgres() {
     "${run_as[@]}" "$bindir/initdb" -D "$data" -U postgres -A trust -E UTF8 >/dev/null
   fi
   log "starting PostgreSQL on 127.0.0.1:$ME_PG_PORT (data in $data)"
-  "${run_as[@]}" "$bindir/pg_ctl" -D "$data" -l "$ME_CACHE/pg/server.log" -w -t 60 \
+  "${run_as[@]}" "$bindir/pg_ctl" -D "$data" -l "$ME_PG_HOME/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $ME_PG_PORT -k /tmp -c max_connections=200 -c fsync=off" start >/dev/null
 }
 
@@ -73,7 +78,7 @@ ensure_postgres() {
   else
     start_own_postgres || { log "could not start PostgreSQL; set DATABASE_URL to one that runs."; return 1; }
     export DATABASE_URL="$own"
-    pg_answers "$DATABASE_URL" || { log "PostgreSQL started but does not answer on $DATABASE_URL; see $ME_CACHE/pg/server.log"; return 1; }
+    pg_answers "$DATABASE_URL" || { log "PostgreSQL started but does not answer on $DATABASE_URL; see $ME_PG_HOME/server.log"; return 1; }
   fi
   log "PostgreSQL: ${DATABASE_URL}"
 }

@@ -196,3 +196,60 @@ pub fn window(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn args(flags: &[&str]) -> RunArgs {
+        let mut argv = vec!["market-encoder"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).unwrap().run
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn window_defaults_to_the_configured_days_back() {
+        let w = window(&args(&[]), 60, d("2026-11-21")).unwrap();
+        assert_eq!((w.from(), w.to()), (d("2026-09-22"), d("2026-11-21")));
+        let w = window(&args(&["--days-back", "5"]), 60, d("2026-11-21")).unwrap();
+        assert_eq!(w.from(), d("2026-11-16"));
+    }
+
+    #[test]
+    fn backfill_window_is_inclusive_and_ordered() {
+        let w = window(
+            &args(&["--from", "2024-01-02", "--to", "2024-03-29"]),
+            60,
+            d("2026-11-21"),
+        )
+        .unwrap();
+        assert_eq!(w.to_string(), "2024-01-02..2024-03-29");
+        let w = window(&args(&["--from", "2026-11-01"]), 60, d("2026-11-21")).unwrap();
+        assert_eq!(w.to(), d("2026-11-21"));
+        let err = window(
+            &args(&["--from", "2024-03-01", "--to", "2024-01-01"]),
+            60,
+            d("2026-11-21"),
+        )
+        .unwrap_err();
+        assert_eq!(err.exit(), Exit::Usage);
+    }
+
+    #[test]
+    fn errors_map_to_exit_codes() {
+        let locked = AppError::Store(StoreError::Locked { target: "t".into() });
+        assert_eq!(locked.exit(), Exit::Locked);
+        let down = AppError::Store(StoreError::Connect {
+            target: "t".into(),
+            reason: "refused".into(),
+        });
+        assert_eq!(down.exit(), Exit::Database);
+        assert_eq!(ExitCode::from(Exit::Terminated), ExitCode::from(143));
+    }
+}

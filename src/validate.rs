@@ -470,6 +470,61 @@ mod tests {
         assert_eq!(to_price(f64::NAN, 2), None);
     }
 
+    fn number() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0.01f64..5_000.0).prop_map(serde_json::Value::from),
+            1 => Just(serde_json::Value::Null),
+            1 => (-100.0f64..0.0).prop_map(serde_json::Value::from),
+            1 => Just(serde_json::Value::from("NaN")),
+            1 => Just(serde_json::Value::from(0)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any response of Yahoo's shape, however broken its values, either is refused whole or
+        /// yields bars that satisfy everything the store relies on.
+        #[test]
+        fn validated_bars_always_satisfy_the_store_invariants(
+            stamps in proptest::collection::vec(1_577_836_800i64..1_735_689_600, 0..60),
+            columns in proptest::collection::vec(proptest::collection::vec(number(), 0..60), 6),
+            zone in proptest::sample::select(vec!["America/New_York", "Europe/London", "Asia/Tokyo", "UTC", "Mars/Olympus"]),
+            from_day in 0i64..1_800,
+            len in 0i64..400,
+            hint in proptest::option::of(0u32..6),
+        ) {
+            let field = |i: usize| serde_json::Value::from(columns[i].clone());
+            let body = serde_json::json!({"chart": {"result": [{
+                "meta": {"symbol": "SYM", "exchangeTimezoneName": zone, "gmtoffset": 3600, "priceHint": hint},
+                "timestamp": stamps,
+                "indicators": {"quote": [{"open": field(0), "high": field(1), "low": field(2), "close": field(3), "volume": field(4)}],
+                               "adjclose": [{"adjclose": field(5)}]}
+            }], "error": null}});
+            let from = NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::Duration::days(from_day);
+            let window = DateWindow::new(from, from + chrono::Duration::days(len)).unwrap();
+            let envelope = parse_chart(body.to_string().as_bytes()).unwrap();
+            let series = validate(envelope, &sym("SYM"), &window, later()).unwrap();
+            proptest::prop_assert!(series.bars.len() <= stamps.len());
+            for pair in series.bars.windows(2) {
+                proptest::prop_assert!(pair[0].trade_date < pair[1].trade_date);
+            }
+            for b in &series.bars {
+                proptest::prop_assert!(window.contains(b.trade_date));
+                proptest::prop_assert!(b.low > Decimal::ZERO && b.open > Decimal::ZERO);
+                proptest::prop_assert!(b.low <= b.high && b.low <= b.close && b.close <= b.high);
+                proptest::prop_assert!(b.volume >= 0);
+                proptest::prop_assert!(b.close.scale() <= PRICE_SCALE);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            if let Ok(envelope) = parse_chart(&bytes) {
+                let _ = validate(envelope, &sym("SYM"), &window("2020-01-01", "2020-12-31"), later());
+            }
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn rounding_is_close_and_within_scale(x in 0.0001f64..2_000_000.0, hint in 0u32..6) {
