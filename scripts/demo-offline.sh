@@ -4,10 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-if [ -z "${DATABASE_URL:-}" ] && [ -z "${DB_HOST:-}" ]; then
-  ensure_postgres
-  ensure_database market_encoder
-fi
+ensure_job_database
 cargo build --release --locked --quiet -p market-encoder -p fake-yahoo
 out=$(mktemp)
 target/release/fake-yahoo --bind 127.0.0.1:0 >"$out" &

@@ -92,3 +92,13 @@ ensure_database() {
   fi
   export DATABASE_URL="$base/$name"
 }
+
+# ensure_job_database: the database the job runs against. A configured one (DATABASE_URL or
+# DB_HOST & co.) is used as it is; with none, the local server of ensure_postgres and its
+# database market_encoder.
+ensure_job_database() {
+  if [ -z "${DATABASE_URL:-}" ] && [ -z "${DB_HOST:-}" ]; then
+    ensure_postgres
+    ensure_database market_encoder
+  fi
+}

@@ -6,9 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-if [ -z "${DATABASE_URL:-}" ] && [ -z "${DB_HOST:-}" ]; then
-  ensure_postgres
-  ensure_database market_encoder
-fi
+ensure_job_database
 cargo build --release --locked --quiet --bin market-encoder
 exec target/release/market-encoder "$@"

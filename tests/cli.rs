@@ -96,41 +96,47 @@ async fn flags_read_their_environment_variables() {
     assert!(r.stdout.contains("(6 days)"), "{}", r.stdout);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_config_error_names_file_line_and_field_and_exits_2() {
+/// A dry run of this securities.yaml text.
+async fn dry_run_of(yaml: &str) -> common::Run {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("securities.yaml");
-    std::fs::write(
-        &path,
-        "securities:\n  indices:\n    - symbol: \"^GSPC\"\n      name: \"S&P 500\"\n      db_symbol: \"SPX\"\n      enabeld: true\n",
-    )
-    .unwrap();
-    let r = run(
+    std::fs::write(&path, yaml).unwrap();
+    run(
         &["--config", path.to_str().unwrap(), "--dry-run"],
         &db_parts(),
     )
-    .await;
-    assert_eq!(r.code, 2, "{r:#?}");
-    let line = r
-        .stderr
-        .lines()
-        .find(|l| l.contains("enabeld"))
-        .unwrap_or_default();
-    assert!(line.contains("securities.yaml:6"), "{}", r.stderr);
+    .await
+}
 
-    std::fs::write(
-        &path,
-        "securities:\n  indices:\n    - symbol: \"^GSPC\"\n      name: \"S&P 500\"\n      db_symbol: \"SPX\"\n  etfs:\n    - symbol: \"SPY\"\n      name: \"SPDR\"\n      db_symbol: \"SPX\"\n",
-    )
-    .unwrap();
-    let r = run(
-        &["--config", path.to_str().unwrap(), "--dry-run"],
-        &db_parts(),
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_error_names_file_line_and_field_and_exits_2() {
+    let r = dry_run_of(
+        "securities:\n  indices:\n    - symbol: \"^GSPC\"\n      name: \"S&P 500\"\n      db_symbol: \"SPX\"\n      enabeld: true\n",
     )
     .await;
     assert_eq!(r.code, 2, "{r:#?}");
     assert!(
-        r.stderr.contains("SPX") && r.stderr.contains("securities.yaml:"),
+        r.stderr
+            .contains("securities.yaml:6: securities.indices[0].enabeld: unknown key"),
+        "{}",
+        r.stderr
+    );
+
+    let r = dry_run_of(
+        "securities:\n  indices:\n    - symbol: \"^GSPC\"\n      name: \"S&P 500\"\n      db_symbol: \"SPX\"\n  etfs:\n    - symbol: \"SPY\"\n      name: \"SPDR\"\n      db_symbol: \"SPX\"\n",
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(
+        r.stderr.contains("securities.yaml:9: securities.etfs[0].db_symbol: \"SPX\" is already used by securities.indices[0] (line 5)"),
+        "{}",
+        r.stderr
+    );
+
+    let r = dry_run_of("securities:\n  etfs:\n    - symbol: \"SPY\"\n      name: \"SPDR\"\nencoding:\n  batch_size: five\n").await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(
+        r.stderr.contains("securities.yaml:6: encoding.batch_size"),
         "{}",
         r.stderr
     );
