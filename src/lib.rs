@@ -3,6 +3,7 @@
 //! Stages, in the order data flows (one module each): [`config`] -> [`fetch`] -> [`validate`]
 //! -> [`store`] -> [`report`]; [`pipeline`] runs them per security, [`app`] maps a command line
 //! to a run and an exit code. See ARCHITECTURE.md.
+pub mod analyze;
 pub mod app;
 pub mod cli;
 pub mod config;
