@@ -124,6 +124,32 @@ impl fmt::Display for VolatilityRegime {
     }
 }
 
+/// A numeric indicator: its column name (in the `indicators` table and in `ta`'s terms) and how
+/// to read it from a row.
+pub type FloatColumn = (&'static str, fn(&Indicators) -> Option<f64>);
+
+/// Every numeric indicator, in table order.
+pub const FLOAT_COLUMNS: [FloatColumn; 18] = [
+    ("sma_20", |r| r.sma_20),
+    ("sma_50", |r| r.sma_50),
+    ("sma_200", |r| r.sma_200),
+    ("ema_12", |r| r.ema_12),
+    ("ema_26", |r| r.ema_26),
+    ("macd", |r| r.macd),
+    ("macd_signal", |r| r.macd_signal),
+    ("macd_hist", |r| r.macd_hist),
+    ("rsi_14", |r| r.rsi_14),
+    ("bb_upper", |r| r.bb_upper),
+    ("bb_middle", |r| r.bb_middle),
+    ("bb_lower", |r| r.bb_lower),
+    ("bb_percent_b", |r| r.bb_percent_b),
+    ("atr_14", |r| r.atr_14),
+    ("volatility_20d", |r| r.volatility_20d),
+    ("drawdown_252d", |r| r.drawdown_252d),
+    ("volume_zscore_20d", |r| r.volume_zscore_20d),
+    ("return_5d", |r| r.return_5d),
+];
+
 /// Trading periods per year, for annualizing volatility.
 #[must_use]
 pub fn periods_per_year(instrument_type: Option<&str>) -> f64 {

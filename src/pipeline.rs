@@ -60,6 +60,8 @@ pub struct SecurityReport {
     pub outcome: SecurityOutcome,
     pub rows_fetched: usize,
     pub rows_written: u64,
+    /// Indicator rows inserted or updated by the analyze stage.
+    pub indicators_written: u64,
     pub first_date: Option<NaiveDate>,
     pub last_date: Option<NaiveDate>,
     pub dropped: Dropped,
@@ -111,6 +113,7 @@ impl SecurityReport {
             outcome: SecurityOutcome::Interrupted,
             rows_fetched: 0,
             rows_written: 0,
+            indicators_written: 0,
             first_date: None,
             last_date: None,
             dropped: Dropped::default(),
@@ -162,7 +165,8 @@ pub async fn run(
         .buffer_unordered(width)
         .map(|fetched| {
             let symbol = fetched.report().db_symbol.clone();
-            store_security(&store, fetched).instrument(info_span!(parent: &span, "store", %symbol))
+            store_security(&store, fetched, &options.window)
+                .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
         .collect()
@@ -287,9 +291,14 @@ async fn fetch_security<'a>(
     }
 }
 
-/// Store one fetched series in its own transaction. A series already fetched when the run is
-/// told to stop is still stored: the transaction is short and commits or rolls back whole.
-async fn store_security(store: &Store, fetched: Fetched<'_>) -> SecurityReport {
+/// Store one fetched series in its own transaction, then analyze the security (indicators from
+/// its whole stored series). A series already fetched when the run is told to stop is still
+/// stored: the transaction is short and commits or rolls back whole.
+async fn store_security(
+    store: &Store,
+    fetched: Fetched<'_>,
+    window: &DateWindow,
+) -> SecurityReport {
     let (security, mut report, series) = match fetched {
         Fetched::Done(report) => return report,
         Fetched::Ready {
@@ -299,14 +308,26 @@ async fn store_security(store: &Store, fetched: Fetched<'_>) -> SecurityReport {
         } => (security, report, series),
     };
     let started = Instant::now();
-    match store.store_series(security, &series).await {
-        Ok(written) => {
+    let stored = store.store_series(security, &series).await;
+    drop(series); // analyze reads the whole history from the database: free the bars first
+
+    let written = match stored {
+        Ok(written) => written,
+        Err(e) => return report.failed(&e),
+    };
+    report.rows_written = written;
+    match store
+        .analyze_security(&security.db_symbol, window.from())
+        .await
+    {
+        Ok(indicators) => {
             report.store_ms = millis(started.elapsed());
-            report.rows_written = written;
+            report.indicators_written = indicators;
             report.outcome = SecurityOutcome::Succeeded;
             info!(
                 rows_fetched = report.rows_fetched,
                 rows_written = written,
+                indicators_written = indicators,
                 first = report.first_date.map(tracing::field::display),
                 last = report.last_date.map(tracing::field::display),
                 fetch_ms = report.fetch_ms,

@@ -5,18 +5,21 @@
 //! ("Why runtime-checked SQL"). Every statement here is exercised by the integration tests
 //! against a real PostgreSQL.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use crate::analyze::{self, FLOAT_COLUMNS, PricePoint, Trend, VolatilityRegime, periods_per_year};
 use crate::config::Security;
-use crate::domain::DateWindow;
+use crate::domain::{DateWindow, DbSymbol};
 use crate::settings::DatabaseSettings;
 use crate::validate::Series;
 
@@ -397,6 +400,133 @@ impl Store {
             .await
             .map_err(query_error("committing the transaction"))?;
         Ok(written + fixed)
+    }
+}
+
+/// `INSERT .. SELECT FROM UNNEST .. ON CONFLICT DO UPDATE .. WHERE IS DISTINCT FROM` for the
+/// `indicators` table, built once from the constant column list of `analyze::FLOAT_COLUMNS`
+/// (identifiers only; every value is a bind parameter).
+static UPSERT_INDICATORS: LazyLock<String> = LazyLock::new(|| {
+    let floats: Vec<&str> = FLOAT_COLUMNS.iter().map(|(name, _)| *name).collect();
+    let columns = [
+        floats.as_slice(),
+        &["new_52w_high", "trend", "volatility_regime"],
+    ]
+    .concat();
+    let n = floats.len();
+    let mut casts: Vec<String> = (0..n).map(|i| format!("${}::float8[]", i + 3)).collect();
+    casts.push(format!("${}::bool[]", n + 3));
+    casts.push(format!("${}::text[]", n + 4));
+    casts.push(format!("${}::text[]", n + 5));
+    let list = columns.join(", ");
+    let excluded = columns
+        .iter()
+        .map(|c| format!("EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let current = columns
+        .iter()
+        .map(|c| format!("indicators.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let set = columns
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO indicators (symbol, trade_date, {list})
+         SELECT $1, * FROM UNNEST($2::date[], {casts})
+         ON CONFLICT (symbol, trade_date) DO UPDATE SET {set}, updated_at = now()
+         WHERE ({current}) IS DISTINCT FROM ({excluded})",
+        casts = casts.join(", ")
+    )
+});
+
+impl Store {
+    /// The analyze stage for one security: its whole stored series in, indicators out. Only
+    /// rows dated on or after `changed_from` are written (indicators are causal: a bar can only
+    /// change those of its own date and later), plus any date that has none yet; unchanged
+    /// values are not rewritten. Returns the indicator rows inserted or updated.
+    #[tracing::instrument(name = "db.analyze", skip_all, fields(symbol = %symbol), err(Display))]
+    pub async fn analyze_security(
+        &self,
+        symbol: &DbSymbol,
+        changed_from: NaiveDate,
+    ) -> Result<u64, StoreError> {
+        let symbol = symbol.as_str();
+        let rows = sqlx::query(
+            "SELECT trade_date, open_price, high_price, low_price, close_price, volume
+             FROM market_data WHERE symbol = $1 ORDER BY trade_date",
+        )
+        .bind(symbol)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading the stored series"))?;
+        let as_f64 = |d: Decimal| d.to_f64().unwrap_or(f64::NAN);
+        let points: Vec<PricePoint> = rows
+            .iter()
+            .map(|r| PricePoint {
+                trade_date: r.get(0),
+                open: as_f64(r.get(1)),
+                high: as_f64(r.get(2)),
+                low: as_f64(r.get(3)),
+                close: as_f64(r.get(4)),
+                #[allow(clippy::cast_precision_loss)] // volumes are far below 2^52
+                volume: r.get::<i64, _>(5) as f64,
+            })
+            .collect();
+        let instrument_type: Option<String> =
+            sqlx::query_scalar("SELECT instrument_type FROM securities WHERE db_symbol = $1")
+                .bind(symbol)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error("reading the instrument type"))?
+                .flatten();
+        let first_missing: Option<NaiveDate> = sqlx::query_scalar(
+            "SELECT min(m.trade_date) FROM market_data m
+             WHERE m.symbol = $1 AND NOT EXISTS (
+                 SELECT 1 FROM indicators i WHERE i.symbol = m.symbol AND i.trade_date = m.trade_date)",
+        )
+        .bind(symbol)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("finding dates without indicators"))?;
+        let from = first_missing.map_or(changed_from, |d| d.min(changed_from));
+
+        let computed = analyze::compute(&points, periods_per_year(instrument_type.as_deref()));
+        let keep: Vec<usize> = (0..points.len())
+            .filter(|&i| points[i].trade_date >= from)
+            .collect();
+        if keep.is_empty() {
+            return Ok(0);
+        }
+        let dates: Vec<NaiveDate> = keep.iter().map(|&i| points[i].trade_date).collect();
+        let mut query = sqlx::query(AssertSqlSafe(UPSERT_INDICATORS.as_str()))
+            .bind(symbol)
+            .bind(dates);
+        for (_, get) in FLOAT_COLUMNS {
+            let column: Vec<Option<f64>> = keep.iter().map(|&i| get(&computed[i])).collect();
+            query = query.bind(column);
+        }
+        let highs: Vec<bool> = keep.iter().map(|&i| computed[i].new_52w_high).collect();
+        let trends: Vec<Option<&str>> = keep
+            .iter()
+            .map(|&i| computed[i].trend.map(Trend::as_str))
+            .collect();
+        let regimes: Vec<Option<&str>> = keep
+            .iter()
+            .map(|&i| computed[i].volatility_regime.map(VolatilityRegime::as_str))
+            .collect();
+        let written = query
+            .bind(highs)
+            .bind(trends)
+            .bind(regimes)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("upserting indicators"))?
+            .rows_affected();
+        Ok(written)
     }
 }
 

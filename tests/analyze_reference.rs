@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use market_encoder::analyze::{Indicators, PricePoint, compute, periods_per_year};
+use market_encoder::analyze::{FLOAT_COLUMNS as COLUMNS, PricePoint, compute, periods_per_year};
 use market_encoder::domain::{DateWindow, YahooSymbol};
 use market_encoder::fetch::wire::parse_chart;
 use market_encoder::validate::validate;
@@ -32,29 +32,6 @@ fn series(symbol: &str) -> Vec<PricePoint> {
         })
         .collect()
 }
-
-type Column = (&'static str, fn(&Indicators) -> Option<f64>);
-
-const COLUMNS: [Column; 18] = [
-    ("sma_20", |r| r.sma_20),
-    ("sma_50", |r| r.sma_50),
-    ("sma_200", |r| r.sma_200),
-    ("ema_12", |r| r.ema_12),
-    ("ema_26", |r| r.ema_26),
-    ("macd", |r| r.macd),
-    ("macd_signal", |r| r.macd_signal),
-    ("macd_hist", |r| r.macd_hist),
-    ("rsi_14", |r| r.rsi_14),
-    ("bb_upper", |r| r.bb_upper),
-    ("bb_middle", |r| r.bb_middle),
-    ("bb_lower", |r| r.bb_lower),
-    ("bb_percent_b", |r| r.bb_percent_b),
-    ("atr_14", |r| r.atr_14),
-    ("volatility_20d", |r| r.volatility_20d),
-    ("drawdown_252d", |r| r.drawdown_252d),
-    ("volume_zscore_20d", |r| r.volume_zscore_20d),
-    ("return_5d", |r| r.return_5d),
-];
 
 fn reference(points: &[PricePoint], periods: f64, dir: &Path) -> Vec<Vec<Option<f64>>> {
     let python = std::env::var("REF_PYTHON").unwrap_or_else(|_| {

@@ -618,3 +618,68 @@ async fn sigterm_stops_new_work_and_records_the_run_as_interrupted() {
         .unwrap();
     assert_eq!(stored, i64::from(ok));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn indicators_use_the_whole_stored_history_and_reruns_write_none() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("etfs", "SPY", "SPY")], "");
+    let backfill = run_job(
+        &cfg,
+        &db,
+        &yahoo,
+        &["--from", "2023-01-02", "--to", "2024-04-30"],
+    )
+    .await;
+    assert_eq!(backfill.code, 0, "{backfill:#?}");
+    // A short daily-style window after the backfill: its 200-day averages need the backfill.
+    let daily = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(daily.code, 0, "{daily:#?}");
+    let total = db.count("SPY").await;
+    let with_indicators: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM indicators WHERE symbol = 'SPY'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        with_indicators, total,
+        "every stored bar has its indicator row"
+    );
+
+    // SMA 200 on the last day, against PostgreSQL's own average of the last 200 closes.
+    let (ours, sql): (f64, f64) = sqlx::query_as(
+        "SELECT i.sma_200,
+                (SELECT avg(close_price)::float8 FROM (SELECT close_price FROM market_data
+                  WHERE symbol = 'SPY' ORDER BY trade_date DESC LIMIT 200) t)
+         FROM indicators i WHERE i.symbol = 'SPY' ORDER BY i.trade_date DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        (ours - sql).abs() < 1e-9 * sql,
+        "sma_200 {ours} vs SQL {sql}"
+    );
+    let first_sma_200: Option<f64> = sqlx::query_scalar(
+        "SELECT sma_200 FROM indicators WHERE symbol = 'SPY' ORDER BY trade_date LIMIT 1 OFFSET 198",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        first_sma_200.is_none(),
+        "the 199th bar has no 200-day average"
+    );
+    let regimes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM indicators WHERE symbol = 'SPY' AND trend IS NOT NULL AND volatility_regime IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(regimes > 0);
+
+    let again = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(again.code, 0, "{again:#?}");
+    assert_eq!(again.security("SPY")["indicators_written"], 0);
+}
