@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod fetch;
 pub mod logging;
+pub mod narrate;
 pub mod pipeline;
 pub mod report;
 pub mod settings;
