@@ -92,6 +92,14 @@ pub enum VolatilityRegime {
 }
 
 impl Trend {
+    /// The stored spelling back to a trend (`None` for anything else).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Bull, Self::Bear, Self::Sideways]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,6 +111,14 @@ impl Trend {
 }
 
 impl VolatilityRegime {
+    /// The stored spelling back to a regime (`None` for anything else).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Calm, Self::Volatile]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -124,30 +140,107 @@ impl fmt::Display for VolatilityRegime {
     }
 }
 
-/// A numeric indicator: its column name (in the `indicators` table and in `ta`'s terms) and how
-/// to read it from a row.
-pub type FloatColumn = (&'static str, fn(&Indicators) -> Option<f64>);
+/// A numeric indicator: its column name (in the `indicators` table, in Chroma's metadata and
+/// in `ta`'s terms), how to read it from a row, and where to write it when loading one.
+#[derive(Clone, Copy)]
+pub struct FloatColumn {
+    pub name: &'static str,
+    pub get: fn(&Indicators) -> Option<f64>,
+    pub slot: fn(&mut Indicators) -> &mut Option<f64>,
+}
 
 /// Every numeric indicator, in table order.
 pub const FLOAT_COLUMNS: [FloatColumn; 18] = [
-    ("sma_20", |r| r.sma_20),
-    ("sma_50", |r| r.sma_50),
-    ("sma_200", |r| r.sma_200),
-    ("ema_12", |r| r.ema_12),
-    ("ema_26", |r| r.ema_26),
-    ("macd", |r| r.macd),
-    ("macd_signal", |r| r.macd_signal),
-    ("macd_hist", |r| r.macd_hist),
-    ("rsi_14", |r| r.rsi_14),
-    ("bb_upper", |r| r.bb_upper),
-    ("bb_middle", |r| r.bb_middle),
-    ("bb_lower", |r| r.bb_lower),
-    ("bb_percent_b", |r| r.bb_percent_b),
-    ("atr_14", |r| r.atr_14),
-    ("volatility_20d", |r| r.volatility_20d),
-    ("drawdown_252d", |r| r.drawdown_252d),
-    ("volume_zscore_20d", |r| r.volume_zscore_20d),
-    ("return_5d", |r| r.return_5d),
+    FloatColumn {
+        name: "sma_20",
+        get: |r| r.sma_20,
+        slot: |r| &mut r.sma_20,
+    },
+    FloatColumn {
+        name: "sma_50",
+        get: |r| r.sma_50,
+        slot: |r| &mut r.sma_50,
+    },
+    FloatColumn {
+        name: "sma_200",
+        get: |r| r.sma_200,
+        slot: |r| &mut r.sma_200,
+    },
+    FloatColumn {
+        name: "ema_12",
+        get: |r| r.ema_12,
+        slot: |r| &mut r.ema_12,
+    },
+    FloatColumn {
+        name: "ema_26",
+        get: |r| r.ema_26,
+        slot: |r| &mut r.ema_26,
+    },
+    FloatColumn {
+        name: "macd",
+        get: |r| r.macd,
+        slot: |r| &mut r.macd,
+    },
+    FloatColumn {
+        name: "macd_signal",
+        get: |r| r.macd_signal,
+        slot: |r| &mut r.macd_signal,
+    },
+    FloatColumn {
+        name: "macd_hist",
+        get: |r| r.macd_hist,
+        slot: |r| &mut r.macd_hist,
+    },
+    FloatColumn {
+        name: "rsi_14",
+        get: |r| r.rsi_14,
+        slot: |r| &mut r.rsi_14,
+    },
+    FloatColumn {
+        name: "bb_upper",
+        get: |r| r.bb_upper,
+        slot: |r| &mut r.bb_upper,
+    },
+    FloatColumn {
+        name: "bb_middle",
+        get: |r| r.bb_middle,
+        slot: |r| &mut r.bb_middle,
+    },
+    FloatColumn {
+        name: "bb_lower",
+        get: |r| r.bb_lower,
+        slot: |r| &mut r.bb_lower,
+    },
+    FloatColumn {
+        name: "bb_percent_b",
+        get: |r| r.bb_percent_b,
+        slot: |r| &mut r.bb_percent_b,
+    },
+    FloatColumn {
+        name: "atr_14",
+        get: |r| r.atr_14,
+        slot: |r| &mut r.atr_14,
+    },
+    FloatColumn {
+        name: "volatility_20d",
+        get: |r| r.volatility_20d,
+        slot: |r| &mut r.volatility_20d,
+    },
+    FloatColumn {
+        name: "drawdown_252d",
+        get: |r| r.drawdown_252d,
+        slot: |r| &mut r.drawdown_252d,
+    },
+    FloatColumn {
+        name: "volume_zscore_20d",
+        get: |r| r.volume_zscore_20d,
+        slot: |r| &mut r.volume_zscore_20d,
+    },
+    FloatColumn {
+        name: "return_5d",
+        get: |r| r.return_5d,
+        slot: |r| &mut r.return_5d,
+    },
 ];
 
 /// Trading periods per year, for annualizing volatility.
@@ -383,7 +476,7 @@ fn volatility_regime(volatility: &[Option<f64>], i: usize) -> Option<VolatilityR
     }
     history.sort_by(f64::total_cmp);
     let mid = history.len() / 2;
-    let median = if history.len() % 2 == 0 {
+    let median = if history.len().is_multiple_of(2) {
         (history[mid - 1] + history[mid]) / 2.0
     } else {
         history[mid]

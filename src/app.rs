@@ -159,6 +159,7 @@ async fn run_job(
         window,
         securities: selected.into_iter().cloned().collect(),
         batch_size: config.encoding.batch_size.get(),
+        embedding_days: config.encoding.embedding_days,
         apply_migrations,
         client,
     };

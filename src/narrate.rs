@@ -11,11 +11,12 @@
 
 use std::fmt::Write as _;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
+use serde_json::{Map, Value};
 
-use crate::analyze::Indicators;
+use crate::analyze::{FLOAT_COLUMNS, Indicators};
 
 /// What a document is written from: one stored bar and its indicators.
 #[derive(Debug, Clone)]
@@ -52,7 +53,12 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
     let day = facts.daily_return.and_then(|r| r.to_f64());
     match (day, ind.return_5d) {
         (Some(d), Some(w)) => {
-            let _ = write!(text, ", {} on the day and {} over 5 days", movement(d, 2), movement(w, 1));
+            let _ = write!(
+                text,
+                ", {} on the day and {} over 5 days",
+                movement(d, 2),
+                movement(w, 1)
+            );
         }
         (Some(d), None) => {
             let _ = write!(text, ", {} on the day", movement(d, 2));
@@ -102,11 +108,20 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
             .volatility_regime
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
-        signals.push(format!("20-day volatility {}% annualized{regime}", percent(vol, 1)));
+        signals.push(format!(
+            "20-day volatility {}% annualized{regime}",
+            percent(vol, 1)
+        ));
     }
-    if let Some(z) = ind.volume_zscore_20d.filter(|z| z.abs() >= UNUSUAL_VOLUME_Z) {
+    if let Some(z) = ind
+        .volume_zscore_20d
+        .filter(|z| z.abs() >= UNUSUAL_VOLUME_Z)
+    {
         let side = if z > 0.0 { "above" } else { "below" };
-        signals.push(format!("volume {:.1} standard deviations {side} its 20-day average", z.abs()));
+        signals.push(format!(
+            "volume {:.1} standard deviations {side} its 20-day average",
+            z.abs()
+        ));
     }
     if !signals.is_empty() {
         let _ = write!(text, "; {}", signals.join(", "));
@@ -123,6 +138,44 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
     }
     text.push('.');
     text
+}
+
+/// The scalar metadata stored beside the document (in PostgreSQL and in Chroma): what a search
+/// filters on. Only strings, integers, floats and booleans, as Chroma accepts; unknown values
+/// are left out (a key sent as null would delete it in Chroma).
+#[must_use]
+pub fn metadata(facts: &DayFacts<'_>, yahoo_symbol: &str) -> Map<String, Value> {
+    let ind = facts.indicators;
+    let mut m = Map::new();
+    m.insert("symbol".into(), facts.db_symbol.into());
+    m.insert("yahoo_symbol".into(), yahoo_symbol.into());
+    m.insert("name".into(), facts.name.into());
+    m.insert("category".into(), facts.category.into());
+    m.insert("trade_date".into(), facts.trade_date.to_string().into());
+    let yyyymmdd = facts.trade_date.year() * 10_000
+        + i32::try_from(facts.trade_date.month() * 100 + facts.trade_date.day()).unwrap_or(0);
+    m.insert("trade_date_int".into(), yyyymmdd.into());
+    let mut float = |key: &str, value: Option<f64>| {
+        if let Some(v) = value.filter(|v| v.is_finite()) {
+            m.insert(key.to_owned(), v.into());
+        }
+    };
+    float("close", facts.close.to_f64());
+    float("daily_return", facts.daily_return.and_then(|r| r.to_f64()));
+    for column in FLOAT_COLUMNS {
+        float(column.name, (column.get)(ind));
+    }
+    m.insert("new_52w_high".into(), ind.new_52w_high.into());
+    if let Some(trend) = ind.trend {
+        m.insert("trend".into(), trend.as_str().into());
+    }
+    if let Some(vol) = ind.volatility_regime {
+        m.insert("volatility_regime".into(), vol.as_str().into());
+    }
+    if let (Some(trend), Some(vol)) = (ind.trend, ind.volatility_regime) {
+        m.insert("regime".into(), format!("{trend}, {vol}").into());
+    }
+    m
 }
 
 /// "up 0.80%", "down 1.2%", "unchanged" (when it rounds to zero at `decimals`).
@@ -265,6 +318,22 @@ mod tests {
         assert_eq!(thousands(dec!(999)), "999");
         assert_eq!(thousands(dec!(1000)), "1,000");
         assert_eq!(thousands(dec!(1234567.891)), "1,234,567.891");
+    }
+
+    #[test]
+    fn metadata_is_flat_scalars_without_unknowns() {
+        let ind = full();
+        let m = metadata(&facts(&ind), "^GSPC");
+        assert_eq!(m["symbol"], "SPX");
+        assert_eq!(m["trade_date"], "2024-03-01");
+        assert_eq!(m["trade_date_int"], 20_240_301);
+        assert_eq!(m["regime"], "bull, calm");
+        assert_eq!(m["rsi_14"], 71.2);
+        assert!(!m.contains_key("atr_14"), "unknown values are left out");
+        assert!(
+            m.values()
+                .all(|v| v.is_string() || v.is_number() || v.is_boolean())
+        );
     }
 
     #[test]

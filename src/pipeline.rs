@@ -28,6 +28,8 @@ pub struct JobOptions {
     pub window: DateWindow,
     pub securities: Vec<Security>,
     pub batch_size: usize,
+    /// Trade dates per security that get a narrative document (`encoding.embedding_days`).
+    pub embedding_days: u32,
     pub apply_migrations: bool,
     pub client: ClientOptions,
 }
@@ -62,6 +64,8 @@ pub struct SecurityReport {
     pub rows_written: u64,
     /// Indicator rows inserted or updated by the analyze stage.
     pub indicators_written: u64,
+    /// Narrative documents inserted or changed by the narrate stage.
+    pub documents_written: u64,
     pub first_date: Option<NaiveDate>,
     pub last_date: Option<NaiveDate>,
     pub dropped: Dropped,
@@ -114,6 +118,7 @@ impl SecurityReport {
             rows_fetched: 0,
             rows_written: 0,
             indicators_written: 0,
+            documents_written: 0,
             first_date: None,
             last_date: None,
             dropped: Dropped::default(),
@@ -165,7 +170,7 @@ pub async fn run(
         .buffer_unordered(width)
         .map(|fetched| {
             let symbol = fetched.report().db_symbol.clone();
-            store_security(&store, fetched, &options.window)
+            store_security(&store, fetched, options)
                 .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
@@ -292,12 +297,13 @@ async fn fetch_security<'a>(
 }
 
 /// Store one fetched series in its own transaction, then analyze the security (indicators from
-/// its whole stored series). A series already fetched when the run is told to stop is still
-/// stored: the transaction is short and commits or rolls back whole.
+/// its whole stored series) and narrate its last `embedding_days`. A series already fetched
+/// when the run is told to stop is still stored: the transaction is short and commits or rolls
+/// back whole.
 async fn store_security(
     store: &Store,
     fetched: Fetched<'_>,
-    window: &DateWindow,
+    options: &JobOptions,
 ) -> SecurityReport {
     let (security, mut report, series) = match fetched {
         Fetched::Done(report) => return report,
@@ -310,34 +316,38 @@ async fn store_security(
     let started = Instant::now();
     let stored = store.store_series(security, &series).await;
     drop(series); // analyze reads the whole history from the database: free the bars first
-
-    let written = match stored {
+    report.rows_written = match stored {
         Ok(written) => written,
         Err(e) => return report.failed(&e),
     };
-    report.rows_written = written;
-    match store
-        .analyze_security(&security.db_symbol, window.from())
+    report.indicators_written = match store
+        .analyze_security(&security.db_symbol, options.window.from())
         .await
     {
-        Ok(indicators) => {
-            report.store_ms = millis(started.elapsed());
-            report.indicators_written = indicators;
-            report.outcome = SecurityOutcome::Succeeded;
-            info!(
-                rows_fetched = report.rows_fetched,
-                rows_written = written,
-                indicators_written = indicators,
-                first = report.first_date.map(tracing::field::display),
-                last = report.last_date.map(tracing::field::display),
-                fetch_ms = report.fetch_ms,
-                store_ms = report.store_ms,
-                "stored"
-            );
-            report
-        }
-        Err(e) => report.failed(&e),
-    }
+        Ok(written) => written,
+        Err(e) => return report.failed(&e),
+    };
+    report.documents_written = match store
+        .narrate_security(security, options.embedding_days)
+        .await
+    {
+        Ok(written) => written,
+        Err(e) => return report.failed(&e),
+    };
+    report.store_ms = millis(started.elapsed());
+    report.outcome = SecurityOutcome::Succeeded;
+    info!(
+        rows_fetched = report.rows_fetched,
+        rows_written = report.rows_written,
+        indicators_written = report.indicators_written,
+        documents_written = report.documents_written,
+        first = report.first_date.map(tracing::field::display),
+        last = report.last_date.map(tracing::field::display),
+        fetch_ms = report.fetch_ms,
+        store_ms = report.store_ms,
+        "stored"
+    );
+    report
 }
 
 fn count(reports: &[SecurityReport], outcome: SecurityOutcome) -> usize {

@@ -17,9 +17,12 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::analyze::{self, FLOAT_COLUMNS, PricePoint, Trend, VolatilityRegime, periods_per_year};
+use crate::analyze::{
+    self, FLOAT_COLUMNS, Indicators, PricePoint, Trend, VolatilityRegime, periods_per_year,
+};
 use crate::config::Security;
 use crate::domain::{DateWindow, DbSymbol};
+use crate::narrate::{self, DayFacts};
 use crate::settings::DatabaseSettings;
 use crate::validate::Series;
 
@@ -407,7 +410,7 @@ impl Store {
 /// `indicators` table, built once from the constant column list of `analyze::FLOAT_COLUMNS`
 /// (identifiers only; every value is a bind parameter).
 static UPSERT_INDICATORS: LazyLock<String> = LazyLock::new(|| {
-    let floats: Vec<&str> = FLOAT_COLUMNS.iter().map(|(name, _)| *name).collect();
+    let floats: Vec<&str> = FLOAT_COLUMNS.iter().map(|c| c.name).collect();
     let columns = [
         floats.as_slice(),
         &["new_52w_high", "trend", "volatility_regime"],
@@ -505,8 +508,9 @@ impl Store {
         let mut query = sqlx::query(AssertSqlSafe(UPSERT_INDICATORS.as_str()))
             .bind(symbol)
             .bind(dates);
-        for (_, get) in FLOAT_COLUMNS {
-            let column: Vec<Option<f64>> = keep.iter().map(|&i| get(&computed[i])).collect();
+        for column in FLOAT_COLUMNS {
+            let column: Vec<Option<f64>> =
+                keep.iter().map(|&i| (column.get)(&computed[i])).collect();
             query = query.bind(column);
         }
         let highs: Vec<bool> = keep.iter().map(|&i| computed[i].new_52w_high).collect();
@@ -526,6 +530,91 @@ impl Store {
             .await
             .map_err(query_error("upserting indicators"))?
             .rows_affected();
+        Ok(written)
+    }
+}
+
+/// The last N stored days of a security with their indicators, for the narrate stage.
+static SELECT_DAYS: LazyLock<String> = LazyLock::new(|| {
+    let floats: Vec<String> = FLOAT_COLUMNS
+        .iter()
+        .map(|c| format!("i.{}", c.name))
+        .collect();
+    format!(
+        "SELECT m.trade_date, m.close_price, m.daily_return, {}, i.new_52w_high, i.trend, i.volatility_regime
+         FROM market_data m JOIN indicators i ON i.symbol = m.symbol AND i.trade_date = m.trade_date
+         WHERE m.symbol = $1 ORDER BY m.trade_date DESC LIMIT $2",
+        floats.join(", ")
+    )
+});
+
+impl Store {
+    /// The narrate stage for one security: documents and their metadata for its last `days`
+    /// stored trade dates, upserted into `documents`; an unchanged document is not rewritten
+    /// (and so stays indexed). Returns the documents inserted or changed.
+    #[tracing::instrument(name = "db.narrate", skip_all, fields(symbol = %security.db_symbol), err(Display))]
+    pub async fn narrate_security(
+        &self,
+        security: &Security,
+        days: u32,
+    ) -> Result<u64, StoreError> {
+        let symbol = security.db_symbol.as_str();
+        let rows = sqlx::query(AssertSqlSafe(SELECT_DAYS.as_str()))
+            .bind(symbol)
+            .bind(i64::from(days))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("reading days to narrate"))?;
+        let n = rows.len();
+        let (mut dates, mut documents, mut metadata) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for row in &rows {
+            let mut indicators = Indicators::default();
+            for column in FLOAT_COLUMNS {
+                *(column.slot)(&mut indicators) = row
+                    .try_get(column.name)
+                    .map_err(query_error("reading indicators"))?;
+            }
+            indicators.new_52w_high = row.get("new_52w_high");
+            indicators.trend = row.get::<Option<&str>, _>("trend").and_then(Trend::parse);
+            indicators.volatility_regime = row
+                .get::<Option<&str>, _>("volatility_regime")
+                .and_then(VolatilityRegime::parse);
+            let facts = DayFacts {
+                db_symbol: symbol,
+                name: &security.name,
+                category: security.category.as_str(),
+                trade_date: row.get(0),
+                close: row.get(1),
+                daily_return: row.get(2),
+                indicators: &indicators,
+            };
+            dates.push(facts.trade_date);
+            documents.push(narrate::narrate(&facts));
+            metadata.push(serde_json::Value::Object(narrate::metadata(
+                &facts,
+                security.yahoo_symbol.as_str(),
+            )));
+        }
+        let written = sqlx::query(
+            "INSERT INTO documents (symbol, trade_date, document, metadata)
+             SELECT $1, d, doc, meta FROM UNNEST($2::date[], $3::text[], $4::jsonb[]) AS t(d, doc, meta)
+             ON CONFLICT (symbol, trade_date) DO UPDATE SET
+                 document = EXCLUDED.document, metadata = EXCLUDED.metadata, updated_at = now()
+             WHERE (documents.document, documents.metadata)
+                IS DISTINCT FROM (EXCLUDED.document, EXCLUDED.metadata)",
+        )
+        .bind(symbol)
+        .bind(dates)
+        .bind(documents)
+        .bind(metadata)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("upserting documents"))?
+        .rows_affected();
         Ok(written)
     }
 }

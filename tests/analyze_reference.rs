@@ -1,6 +1,7 @@
 //! The analyze stage cross-checked against an independent implementation: Python's `ta`
 //! library and pandas (tests/reference/indicators.py), run on the same series.
 //! `scripts/test.sh` provides the Python (`REF_PYTHON`, a cached venv).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -64,8 +65,9 @@ fn reference(points: &[PricePoint], periods: f64, dir: &Path) -> Vec<Vec<Option<
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     COLUMNS
         .iter()
-        .map(|(name, _)| {
-            let at = header.iter().position(|h| h == name).unwrap();
+        .map(|column| {
+            let name = column.name;
+            let at = header.iter().position(|h| *h == name).unwrap();
             rows.iter()
                 .map(|r| r[at].parse::<f64>().ok().filter(|v| v.is_finite()))
                 .collect()
@@ -81,7 +83,8 @@ fn cross_check(symbol: &str, instrument_type: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let theirs = reference(&points, periods, dir.path());
     let mut compared = 0;
-    for (c, (name, get)) in COLUMNS.iter().enumerate() {
+    for (c, column) in COLUMNS.iter().enumerate() {
+        let (name, get) = (column.name, column.get);
         for (i, row) in ours.iter().enumerate() {
             let (a, b) = (get(row), theirs[c][i]);
             match (a, b) {

@@ -679,7 +679,51 @@ async fn indicators_use_the_whole_stored_history_and_reruns_write_none() {
     .unwrap();
     assert!(regimes > 0);
 
+    // Narratives: each run writes the last embedding_days (30 in the test config) stored
+    // days; documents of earlier runs stay (the backfill's 30 + these 30). All are pending for
+    // the index stage, and each quotes the stored close exactly.
+    let total_docs: i64 = sqlx::query_scalar("SELECT count(*) FROM documents")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(total_docs, 60);
+    let docs: Vec<(String, Decimal, Value, bool)> = sqlx::query_as(
+        "SELECT d.document, m.close_price, d.metadata, d.indexed_hash IS NULL
+         FROM market_data m LEFT JOIN documents d USING (symbol, trade_date)
+         WHERE m.symbol = 'SPY' AND m.trade_date >= $1
+         ORDER BY m.trade_date DESC LIMIT 30",
+    )
+    .bind(date(FROM))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(docs.len(), 30);
+    let last_date: NaiveDate =
+        sqlx::query_scalar("SELECT max(trade_date) FROM market_data WHERE symbol = 'SPY'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    for (document, close, metadata, pending) in &docs {
+        let quoted = market_encoder::narrate::thousands(*close);
+        assert!(
+            document.contains(&format!("closed at {quoted}")),
+            "{document}"
+        );
+        assert!(document.starts_with(metadata["trade_date"].as_str().unwrap()));
+        assert_eq!(metadata["symbol"], "SPY");
+        assert!(
+            metadata
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|v| !v.is_object() && !v.is_array() && !v.is_null())
+        );
+        assert!(pending);
+    }
+    assert_eq!(docs[0].2["trade_date"], last_date.to_string());
+
     let again = run_job(&cfg, &db, &yahoo, &WINDOW).await;
     assert_eq!(again.code, 0, "{again:#?}");
     assert_eq!(again.security("SPY")["indicators_written"], 0);
+    assert_eq!(again.security("SPY")["documents_written"], 0);
 }
