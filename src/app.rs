@@ -2,6 +2,7 @@
 //! the migrations, or the dry run. `main` only sets up logging and signals around this.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use tracing::info;
 use crate::cli::{Cli, Command, RunArgs};
 use crate::config::{Config, ConfigError};
 use crate::domain::{DateWindow, DomainError};
+use crate::embed::{self, EmbedError};
 use crate::fetch::{ClientOptions, RetryPolicy};
-use crate::pipeline::{self, JobError, JobOptions};
+use crate::index::{ChromaSettings, IndexError};
+use crate::pipeline::{self, JobError, JobOptions, MemoryOptions, ModelSource};
 use crate::report;
 use crate::settings::{DatabaseSettings, EnvValue, SettingsError, yahoo_base_url};
 use crate::store::{RunOutcome, Store, StoreError};
@@ -31,6 +34,9 @@ pub enum Exit {
     Database = 3,
     /// Another run holds the run lock: nothing was done.
     Locked = 4,
+    /// Every security's prices, indicators and documents were stored, but the embed or index
+    /// stage failed (Chroma unreachable, model missing); the next run catches up.
+    Index = 5,
     /// Stopped by SIGINT.
     Interrupted = 130,
     /// Stopped by SIGTERM (what Kubernetes sends).
@@ -56,6 +62,10 @@ pub enum AppError {
     Job(#[from] JobError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Chroma(#[from] IndexError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
 }
 
 impl AppError {
@@ -66,7 +76,11 @@ impl AppError {
             _ => Exit::Database,
         };
         match self {
-            Self::Config(_) | Self::Settings(_) | Self::Window(_) => Exit::Usage,
+            Self::Config(_)
+            | Self::Settings(_)
+            | Self::Window(_)
+            | Self::Chroma(_)
+            | Self::Embed(_) => Exit::Usage,
             Self::Store(e) | Self::Job(JobError::Store(e)) => store(e),
             Self::Job(JobError::Fetch(_)) => Exit::Partial,
         }
@@ -138,6 +152,11 @@ async fn run_job(
         },
     };
     let apply_migrations = !args.no_migrate;
+    let memory = if args.no_embeddings {
+        None
+    } else {
+        Some(memory_options(env)?)
+    };
 
     if args.dry_run {
         print!(
@@ -148,7 +167,8 @@ async fn run_job(
                 &window,
                 &client,
                 &database,
-                apply_migrations
+                apply_migrations,
+                memory.as_ref(),
             )
         );
         return Ok(Exit::Success);
@@ -162,6 +182,7 @@ async fn run_job(
         embedding_days: config.encoding.embedding_days,
         apply_migrations,
         client,
+        memory,
     };
     let report = pipeline::run(&options, &database, cancel).await?;
     if std::io::stdout().is_terminal() {
@@ -172,13 +193,46 @@ async fn run_job(
     if let Some(line) = report::failure_line(&report) {
         eprintln!("{line}");
     }
+    let index_failed = report.index.as_ref().is_some_and(|i| i.error.is_some());
     Ok(match report.outcome {
         RunOutcome::Succeeded => Exit::Success,
+        RunOutcome::Partial if report.securities_failed == 0 && index_failed => Exit::Index,
         RunOutcome::Partial | RunOutcome::Failed => Exit::Partial,
         RunOutcome::Interrupted => match stopped_by() {
             Some(StopSignal::Interrupt) => Exit::Interrupted,
             _ => Exit::Terminated,
         },
+    })
+}
+
+/// Chroma and the embedding model, from the environment: `CHROMA_*`, and `EMBEDDING_MODEL_DIR`
+/// or else the hub (`HF_ENDPOINT`) with a cache under `MARKET_ENCODER_MODEL_CACHE` (default
+/// `~/.cache/market-encoder/models`).
+fn memory_options(env: &dyn Fn(&'static str) -> EnvValue) -> Result<MemoryOptions, AppError> {
+    let chroma = ChromaSettings::from_env(env)?;
+    let model = match embed::model_dir_from_env() {
+        Ok(dir) => ModelSource::Dir(dir),
+        Err(EmbedError::ModelDirUnset) => {
+            let cache = match env("MARKET_ENCODER_MODEL_CACHE") {
+                EnvValue::Present(dir) if !dir.is_empty() => PathBuf::from(dir),
+                _ => match env("HOME") {
+                    EnvValue::Present(home) => {
+                        PathBuf::from(home).join(".cache/market-encoder/models")
+                    }
+                    _ => PathBuf::from(".cache/market-encoder/models"),
+                },
+            };
+            ModelSource::Hub {
+                endpoint: embed::hub_endpoint_from_env()?,
+                cache,
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(MemoryOptions {
+        chroma,
+        model,
+        batch_size: 256,
     })
 }
 

@@ -12,9 +12,11 @@ use clap::{Args, Parser, Subcommand};
     about = "Fetch daily bars from Yahoo Finance for the securities in securities.yaml and store them in PostgreSQL.",
     after_help = "Exit codes: 0 all selected securities succeeded; 1 some failed (see the summary and the runs table); \
 2 configuration or usage error; 3 database unreachable or failing; 4 another run holds the lock; \
+5 prices stored but embedding/indexing failed (Chroma unreachable, model missing); \
 130/143 interrupted by SIGINT/SIGTERM.\n\
 Environment: DATABASE_URL or DB_HOST, DB_PORT (5432), DB_NAME, DB_USER, DB_PASSWORD; \
-YAHOO_BASE_URL; LOG_LEVEL (INFO) or RUST_LOG."
+YAHOO_BASE_URL; CHROMA_URL, CHROMA_TENANT, CHROMA_DATABASE, CHROMA_TOKEN, CHROMA_COLLECTION; \
+EMBEDDING_MODEL_DIR or HF_ENDPOINT; LOG_LEVEL (INFO) or RUST_LOG."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -71,6 +73,11 @@ pub struct RunArgs {
     /// Do not apply pending migrations on start.
     #[arg(long, env = "MARKET_ENCODER_NO_MIGRATE")]
     pub no_migrate: bool,
+
+    /// Skip the embed and index stages (prices, indicators and documents are still stored;
+    /// documents stay pending for a later run).
+    #[arg(long, env = "MARKET_ENCODER_NO_EMBEDDINGS")]
+    pub no_embeddings: bool,
 }
 
 #[cfg(test)]

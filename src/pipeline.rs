@@ -6,6 +6,8 @@
 //! report is kept.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
@@ -13,11 +15,14 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
+use url::Url;
 use uuid::Uuid;
 
 use crate::config::Security;
 use crate::domain::DateWindow;
+use crate::embed::{EmbedError, MODEL_REPO, MiniLm, fetch_model};
 use crate::fetch::{ClientOptions, FetchError, YahooClient};
+use crate::index::{ChromaClient, ChromaSettings, IndexError, Metadata, MetadataValue, Record};
 use crate::settings::DatabaseSettings;
 use crate::store::{RunOutcome, RunRecord, Store, StoreError};
 use crate::validate::{DropCounts, Series, validate};
@@ -32,9 +37,64 @@ pub struct JobOptions {
     pub embedding_days: u32,
     pub apply_migrations: bool,
     pub client: ClientOptions,
+    /// Where the embed and index stages send the documents; `None` with `--no-embeddings`.
+    pub memory: Option<MemoryOptions>,
+}
+
+/// The embed and index stages' settings.
+#[derive(Debug, Clone)]
+pub struct MemoryOptions {
+    pub chroma: ChromaSettings,
+    pub model: ModelSource,
+    /// Documents embedded and upserted per round.
+    pub batch_size: usize,
+}
+
+/// Where the embedding model comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// `EMBEDDING_MODEL_DIR`: a local Hugging Face layout.
+    Dir(PathBuf),
+    /// Downloaded once from the hub (`HF_ENDPOINT`) into `cache`, then reused.
+    Hub { endpoint: Url, cache: PathBuf },
+}
+
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(f, "{}", dir.display()),
+            Self::Hub { endpoint, cache } => write!(
+                f,
+                "{MODEL_REPO} from {endpoint} (cached in {})",
+                cache.display()
+            ),
+        }
+    }
 }
 
 /// Why the job as a whole could not run (a single security failing is not a `JobError`).
+/// Why the embed and index stages stopped. Prices, indicators and documents are stored by then;
+/// the documents stay pending and the next run catches up.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error(transparent)]
+    Chroma(#[from] IndexError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the embedding worker stopped unexpectedly: {0}")]
+    Worker(String),
+}
+
+/// What the embed and index stages did in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexReport {
+    pub documents_indexed: u64,
+    pub elapsed_ms: u64,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]
@@ -105,6 +165,8 @@ pub struct RunReport {
     pub securities_failed: usize,
     pub rows_written: u64,
     pub elapsed_ms: u64,
+    /// The embed and index stages; `None` with `--no-embeddings`.
+    pub index: Option<IndexReport>,
     pub securities: Vec<SecurityReport>,
 }
 
@@ -191,10 +253,39 @@ pub async fn run(
             .unwrap_or(usize::MAX)
     });
 
+    // Embed and index what is new or changed (and whatever an earlier run left pending). It
+    // runs after every price is stored: Chroma being down never costs prices or indicators.
+    let index = match &options.memory {
+        Some(memory) if !cancel.is_cancelled() => {
+            let started = Instant::now();
+            let result = index_documents(&store, memory, cancel)
+                .instrument(
+                    info_span!(parent: &span, "index", collection = memory.chroma.collection()),
+                )
+                .await;
+            let (documents_indexed, error) = match result {
+                Ok(n) => (n, None),
+                Err((n, e)) => {
+                    error!(error = %e, documents_indexed = n, "embedding/indexing stopped; the documents stay pending for the next run");
+                    (n, Some(e.to_string()))
+                }
+            };
+            Some(IndexReport {
+                documents_indexed,
+                elapsed_ms: millis(started.elapsed()),
+                error,
+            })
+        }
+        _ => None,
+    };
+    let index_failed = index.as_ref().is_some_and(|i| i.error.is_some());
+
     let ok = count(&reports, SecurityOutcome::Succeeded);
     let failed = count(&reports, SecurityOutcome::Failed);
     let outcome = if cancel.is_cancelled() {
         RunOutcome::Interrupted
+    } else if failed == 0 && index_failed {
+        RunOutcome::Partial
     } else if failed == 0 {
         RunOutcome::Succeeded
     } else if ok == 0 {
@@ -203,10 +294,13 @@ pub async fn run(
         RunOutcome::Partial
     };
     let rows_written = reports.iter().map(|r| r.rows_written).sum();
-    let errors: BTreeMap<String, String> = reports
+    let mut errors: BTreeMap<String, String> = reports
         .iter()
         .filter_map(|r| Some((r.db_symbol.clone(), r.error.clone()?)))
         .collect();
+    if let Some(e) = index.as_ref().and_then(|i| i.error.clone()) {
+        errors.insert("(index)".to_owned(), e);
+    }
     store
         .finish_run(
             run_id,
@@ -233,6 +327,7 @@ pub async fn run(
         securities_failed: failed,
         rows_written,
         elapsed_ms: millis(started.elapsed()),
+        index,
         securities: reports,
     };
     info!(parent: &span, outcome = outcome.as_str(), ok, failed, rows_written, elapsed_ms = report.elapsed_ms, "run finished");
@@ -348,6 +443,98 @@ async fn store_security(
         "stored"
     );
     report
+}
+
+/// The embed and index stages: every pending document (new, changed, or left by an earlier run)
+/// is embedded and upserted into Chroma in rounds of `batch_size`, then marked indexed in that
+/// version. Stops between rounds on cancellation. On error, returns how many were indexed before.
+async fn index_documents(
+    store: &Store,
+    memory: &MemoryOptions,
+    cancel: &CancellationToken,
+) -> Result<u64, (u64, MemoryError)> {
+    let mut indexed = 0;
+    let fail = |indexed: u64| move |e: MemoryError| (indexed, e);
+    // Chroma first: if it is down, fail before spending time on the model.
+    let chroma = ChromaClient::connect(&memory.chroma)
+        .await
+        .map_err(|e| fail(0)(e.into()))?;
+    let collection = chroma
+        .collection(memory.chroma.collection())
+        .await
+        .map_err(|e| fail(0)(e.into()))?;
+    let model_dir = match &memory.model {
+        ModelSource::Dir(dir) => dir.clone(),
+        ModelSource::Hub { endpoint, cache } => fetch_model(endpoint, MODEL_REPO, cache)
+            .await
+            .map_err(|e| fail(0)(e.into()))?,
+    };
+    let model = tokio::task::spawn_blocking(move || MiniLm::load(&model_dir))
+        .await
+        .map_err(|e| fail(0)(MemoryError::Worker(e.to_string())))?
+        .map_err(|e| fail(0)(e.into()))?;
+    let model = Arc::new(model);
+
+    let mut after: Option<(String, NaiveDate)> = None;
+    while !cancel.is_cancelled() {
+        let batch = store
+            .pending_documents(
+                after.as_ref().map(|(s, d)| (s.as_str(), *d)),
+                memory.batch_size,
+            )
+            .await
+            .map_err(|e| fail(indexed)(e.into()))?;
+        let Some(last) = batch.last() else { break };
+        after = Some((last.symbol.clone(), last.trade_date));
+        let texts: Vec<String> = batch.iter().map(|d| d.document.clone()).collect();
+        let worker = Arc::clone(&model);
+        let vectors = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            worker.embed(&refs)
+        })
+        .await
+        .map_err(|e| fail(indexed)(MemoryError::Worker(e.to_string())))?
+        .map_err(|e| fail(indexed)(e.into()))?;
+        let records: Vec<Record> = batch
+            .iter()
+            .zip(vectors)
+            .map(|(d, embedding)| Record {
+                id: d.id(),
+                embedding,
+                document: d.document.clone(),
+                metadata: chroma_metadata(&d.metadata),
+            })
+            .collect();
+        chroma
+            .upsert(&collection, &records)
+            .await
+            .map_err(|e| fail(indexed)(e.into()))?;
+        indexed += store
+            .mark_indexed(&batch)
+            .await
+            .map_err(|e| fail(indexed)(e.into()))?;
+        info!(documents = batch.len(), total = indexed, "indexed");
+    }
+    Ok(indexed)
+}
+
+/// The stored JSON metadata (flat scalars, see `narrate::metadata`) as Chroma's typed values:
+/// integers stay integers, numbers with a fraction or exponent are floats.
+fn chroma_metadata(json: &serde_json::Map<String, serde_json::Value>) -> Metadata {
+    json.iter()
+        .filter_map(|(key, value)| {
+            let value = match value {
+                serde_json::Value::String(s) => MetadataValue::Str(s.clone()),
+                serde_json::Value::Bool(b) => MetadataValue::Bool(*b),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => MetadataValue::Int(i),
+                    None => MetadataValue::Float(n.as_f64()?),
+                },
+                _ => return None,
+            };
+            Some((key.clone(), value))
+        })
+        .collect()
 }
 
 fn count(reports: &[SecurityReport], outcome: SecurityOutcome) -> usize {

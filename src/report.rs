@@ -8,7 +8,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use crate::config::{Config, Security};
 use crate::domain::DateWindow;
 use crate::fetch::ClientOptions;
-use crate::pipeline::{RunReport, SecurityOutcome};
+use crate::pipeline::{MemoryOptions, RunReport, SecurityOutcome};
 use crate::settings::DatabaseSettings;
 
 /// What a run would do, for `--dry-run`. Shows the database target with its password redacted.
@@ -20,6 +20,7 @@ pub fn plan(
     client: &ClientOptions,
     database: &DatabaseSettings,
     apply_migrations: bool,
+    memory: Option<&MemoryOptions>,
 ) -> String {
     let mut out = String::new();
     let enabled = config.securities.iter().filter(|s| s.enabled).count();
@@ -49,6 +50,19 @@ pub fn plan(
             "not applied: --no-migrate"
         }
     );
+    match memory {
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "chroma:     {} (documents: last {} days per security)",
+                m.chroma, config.encoding.embedding_days
+            );
+            let _ = writeln!(out, "model:      {}", m.model);
+        }
+        None => {
+            let _ = writeln!(out, "chroma:     skipped (--no-embeddings)");
+        }
+    }
     let _ = writeln!(out, "selected:   {} securities", selected.len());
     for category in config.categories() {
         let in_category: Vec<&&Security> = selected
@@ -93,8 +107,18 @@ pub fn table(report: &RunReport) -> String {
             s.error.clone().unwrap_or_default(),
         ]);
     }
+    let index = match &report.index {
+        None => String::new(),
+        Some(i) => match &i.error {
+            None => format!("; {} documents indexed", i.documents_indexed),
+            Some(e) => format!(
+                "; indexing FAILED after {} documents: {e}",
+                i.documents_indexed
+            ),
+        },
+    };
     format!(
-        "{table}\nrun {} {}: {} of {} securities succeeded, {} failed, {} rows written, window {}, {:.1}s\n",
+        "{table}\nrun {} {}: {} of {} securities succeeded, {} failed, {} rows written{index}, window {}, {:.1}s\n",
         report.run_id,
         report.outcome.as_str(),
         report.securities_ok,
@@ -126,6 +150,15 @@ pub fn failure_line(report: &RunReport) -> Option<String> {
         .iter()
         .filter(|s| s.outcome == SecurityOutcome::Interrupted)
         .count();
+    if failed.is_empty()
+        && not_done == 0
+        && let Some(error) = report.index.as_ref().and_then(|i| i.error.as_ref())
+    {
+        return Some(format!(
+            "market-encoder: prices, indicators and documents stored, but indexing failed: {error}; the next run catches up (run {})",
+            report.run_id
+        ));
+    }
     match (failed.is_empty(), not_done) {
         (true, 0) => None,
         (false, _) => Some(format!(

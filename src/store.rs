@@ -619,6 +619,84 @@ impl Store {
     }
 }
 
+/// A narrative document not yet in Chroma in its current version.
+#[derive(Debug, Clone)]
+pub struct PendingDocument {
+    pub symbol: String,
+    pub trade_date: NaiveDate,
+    pub document: String,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub content_hash: String,
+}
+
+impl PendingDocument {
+    /// The stable Chroma id: `{db_symbol}:{trade_date}`.
+    #[must_use]
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.symbol, self.trade_date)
+    }
+}
+
+impl Store {
+    /// Up to `limit` documents whose current version is not in Chroma, after `after` in
+    /// (symbol, trade_date) order, so that paging always moves forward.
+    #[tracing::instrument(name = "db.pending_documents", skip_all, err(Display))]
+    pub async fn pending_documents(
+        &self,
+        after: Option<(&str, NaiveDate)>,
+        limit: usize,
+    ) -> Result<Vec<PendingDocument>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT symbol, trade_date, document, metadata, content_hash FROM documents
+             WHERE indexed_hash IS DISTINCT FROM content_hash
+               AND ($1::text IS NULL OR (symbol, trade_date) > ($1, $2::date))
+             ORDER BY symbol, trade_date LIMIT $3",
+        )
+        .bind(after.map(|(s, _)| s))
+        .bind(after.map(|(_, d)| d))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading documents to index"))?;
+        rows.iter()
+            .map(|r| {
+                let metadata: sqlx::types::Json<serde_json::Map<String, serde_json::Value>> = r
+                    .try_get(3)
+                    .map_err(query_error("reading document metadata"))?;
+                Ok(PendingDocument {
+                    symbol: r.get(0),
+                    trade_date: r.get(1),
+                    document: r.get(2),
+                    metadata: metadata.0,
+                    content_hash: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    /// Records that these documents, in the version of their hash, are in Chroma. A document
+    /// changed since it was read keeps its pending state.
+    #[tracing::instrument(name = "db.mark_indexed", skip_all, fields(documents = documents.len()), err(Display))]
+    pub async fn mark_indexed(&self, documents: &[PendingDocument]) -> Result<u64, StoreError> {
+        let symbols: Vec<&str> = documents.iter().map(|d| d.symbol.as_str()).collect();
+        let dates: Vec<NaiveDate> = documents.iter().map(|d| d.trade_date).collect();
+        let hashes: Vec<&str> = documents.iter().map(|d| d.content_hash.as_str()).collect();
+        let marked = sqlx::query(
+            "UPDATE documents d SET indexed_hash = t.h, indexed_at = now()
+             FROM UNNEST($1::text[], $2::date[], $3::text[]) AS t(s, dt, h)
+             WHERE d.symbol = t.s AND d.trade_date = t.dt AND d.content_hash = t.h",
+        )
+        .bind(symbols)
+        .bind(dates)
+        .bind(hashes)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("recording indexed documents"))?
+        .rows_affected();
+        Ok(marked)
+    }
+}
+
 /// (close / previous close) - 1, rounded half away from zero to the column's 12 decimals.
 #[must_use]
 pub fn daily_return(close: Decimal, previous_close: Decimal) -> Option<Decimal> {

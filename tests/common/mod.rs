@@ -195,17 +195,30 @@ pub async fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
-/// Runs the job over `window` for the securities in `config` against `db` and `yahoo`.
+/// Runs the job for the securities in `config` against `db` and `yahoo`, without the embed
+/// and index stages (tests of those use [`run_job_with`]).
 pub async fn run_job(config: &Path, db: &TestDb, yahoo: &FakeYahoo, extra: &[&str]) -> Run {
+    let mut args = vec!["--no-embeddings"];
+    args.extend_from_slice(extra);
+    run_job_with(config, db, yahoo, &args, &[]).await
+}
+
+/// Runs the job with extra flags and environment (e.g. CHROMA_URL, EMBEDDING_MODEL_DIR).
+pub async fn run_job_with(
+    config: &Path,
+    db: &TestDb,
+    yahoo: &FakeYahoo,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let config = config.to_str().unwrap();
     let mut args = vec!["--config", config];
     args.extend_from_slice(extra);
-    run(
-        &args,
-        &[
-            ("DATABASE_URL", db.url.as_str()),
-            ("YAHOO_BASE_URL", yahoo.base_url().as_str()),
-        ],
-    )
-    .await
+    let base_url = yahoo.base_url();
+    let mut all_env = vec![
+        ("DATABASE_URL", db.url.as_str()),
+        ("YAHOO_BASE_URL", base_url.as_str()),
+    ];
+    all_env.extend_from_slice(env);
+    run(&args, &all_env).await
 }
