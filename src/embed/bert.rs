@@ -80,7 +80,9 @@ impl BertConfig {
             ));
         }
         if self.type_vocab_size == 0 || self.vocab_size == 0 || self.intermediate_size == 0 {
-            return Some("vocab_size, type_vocab_size and intermediate_size must be > 0".to_owned());
+            return Some(
+                "vocab_size, type_vocab_size and intermediate_size must be > 0".to_owned(),
+            );
         }
         None
     }
@@ -167,7 +169,12 @@ impl Weights {
     }
 
     /// A linear layer's weight as an `(input, output)` view, and its bias.
-    fn linear(&self, name: &str, input: usize, output: usize) -> candle_core::Result<(Tensor, Vec<f32>)> {
+    fn linear(
+        &self,
+        name: &str,
+        input: usize,
+        output: usize,
+    ) -> candle_core::Result<(Tensor, Vec<f32>)> {
         let w = self.get(&format!("{name}.weight"), &[output, input])?;
         Ok((w.t()?, self.vec(&format!("{name}.bias"), &[output])?))
     }
@@ -207,10 +214,12 @@ impl Bert {
             let (q_w, q_b) = w.linear(&format!("{l}.attention.self.query"), h, h)?;
             let (k_w, k_b) = w.linear(&format!("{l}.attention.self.key"), h, h)?;
             let (v_w, v_b) = w.linear(&format!("{l}.attention.self.value"), h, h)?;
-            let (attn_out_w, attn_out_b) = w.linear(&format!("{l}.attention.output.dense"), h, h)?;
+            let (attn_out_w, attn_out_b) =
+                w.linear(&format!("{l}.attention.output.dense"), h, h)?;
             let (inter_w, inter_b) =
                 w.linear(&format!("{l}.intermediate.dense"), h, cfg.intermediate_size)?;
-            let (out_w, out_b) = w.linear(&format!("{l}.output.dense"), cfg.intermediate_size, h)?;
+            let (out_w, out_b) =
+                w.linear(&format!("{l}.output.dense"), cfg.intermediate_size, h)?;
             layers.push(Layer {
                 qkv_w: Tensor::cat(&[&q_w, &k_w, &v_w], 1)?,
                 qkv_b: [q_b, k_b, v_b].concat(),
@@ -246,7 +255,10 @@ impl Bert {
             bail!("lengths do not add up to the {tokens} token ids")
         }
         if let Some(&len) = lengths.iter().find(|&&l| l > self.max_positions) {
-            bail!("a text of {len} tokens is longer than the model's {}", self.max_positions)
+            bail!(
+                "a text of {len} tokens is longer than the model's {}",
+                self.max_positions
+            )
         }
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
             bail!("token id {id} is outside the vocabulary of {}", self.vocab)
@@ -280,30 +292,34 @@ impl Bert {
                 heads: self.heads,
                 scale,
             })?;
-            let attn = context
-                .matmul(&layer.attn_out_w)?
-                .apply_op2_no_bwd(&x, &BiasResidualNorm {
+            let attn = context.matmul(&layer.attn_out_w)?.apply_op2_no_bwd(
+                &x,
+                &BiasResidualNorm {
                     bias: &layer.attn_out_b,
                     norm: &layer.attn_norm,
-                })?;
-            let inter = attn
-                .matmul(&layer.inter_w)?
-                .apply_op1_no_bwd(&BiasGelu {
-                    bias: &layer.inter_b,
-                })?;
-            x = inter
-                .matmul(&layer.out_w)?
-                .apply_op2_no_bwd(&attn, &BiasResidualNorm {
+                },
+            )?;
+            let inter = attn.matmul(&layer.inter_w)?.apply_op1_no_bwd(&BiasGelu {
+                bias: &layer.inter_b,
+            })?;
+            x = inter.matmul(&layer.out_w)?.apply_op2_no_bwd(
+                &attn,
+                &BiasResidualNorm {
                     bias: &layer.out_b,
                     norm: &layer.out_norm,
-                })?;
+                },
+            )?;
         }
         x.flatten_all()?.to_vec1()
     }
 }
 
 /// The f32 data of a contiguous CPU tensor.
-fn contiguous_f32<'s>(storage: &'s CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'s [f32]> {
+fn contiguous_f32<'s>(
+    storage: &'s CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'s [f32]> {
     let Some((start, end)) = layout.contiguous_offsets() else {
         bail!("{op} needs a contiguous input")
     };
@@ -328,7 +344,11 @@ impl CustomOp1 for Attention<'_> {
         "bert-attention"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let input = contiguous_f32(storage, layout, self.name())?;
         let (tokens, width) = layout.shape().dims2()?;
         let h = width / 3;
@@ -421,7 +441,12 @@ impl CustomOp2 for BiasResidualNorm<'_> {
         let residual = contiguous_f32(s2, l2, self.name())?;
         let width = self.bias.len();
         if l1.shape() != l2.shape() || l1.dims().last() != Some(&width) {
-            bail!("{}: shapes {:?} and {:?}", self.name(), l1.dims(), l2.dims())
+            bail!(
+                "{}: shapes {:?} and {:?}",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            )
         }
         let mut output = vec![0f32; input.len()];
         let chunk = width * ROWS_PER_TASK;
@@ -454,11 +479,18 @@ impl CustomOp1 for BiasGelu<'_> {
         "bias-gelu"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let input = contiguous_f32(storage, layout, self.name())?;
         let width = self.bias.len();
         if layout.dims().last() != Some(&width) {
-            bail!("bias-gelu: input {:?} does not end in {width}", layout.dims())
+            bail!(
+                "bias-gelu: input {:?} does not end in {width}",
+                layout.dims()
+            )
         }
         let mut output = vec![0f32; input.len()];
         let chunk = width * ROWS_PER_TASK;
@@ -614,10 +646,13 @@ mod tests {
         };
         let bias = values(width, 7);
         let ours = x
-            .apply_op2_no_bwd(&r, &BiasResidualNorm {
-                bias: &bias,
-                norm: &norm,
-            })
+            .apply_op2_no_bwd(
+                &r,
+                &BiasResidualNorm {
+                    bias: &bias,
+                    norm: &norm,
+                },
+            )
             .unwrap();
         let reference = (|| -> candle_core::Result<Tensor> {
             let t = ((&x + &r)?.broadcast_add(&Tensor::new(bias.as_slice(), &device)?))?;
