@@ -250,12 +250,11 @@ impl MiniLm {
             .map_err(|e| tokenizer_error(e.to_string()))?;
 
         let weights_path = dir.join("model.safetensors");
-        let model = Bert::load(&read(&weights_path)?, &config).map_err(|source| {
-            EmbedError::Weights {
+        let model =
+            Bert::load(&read(&weights_path)?, &config).map_err(|source| EmbedError::Weights {
                 path: weights_path,
                 source,
-            }
-        })?;
+            })?;
 
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -2,7 +2,8 @@
 //!
 //! Phase A, the job end to end: the release `market-encoder` binary fetches N securities x 10
 //! years of daily bars from the in-process fake Yahoo (each response delayed by a realistic
-//! latency) into a fresh PostgreSQL database. Reports wall time, rows/s stored and the child's
+//! latency) into a fresh PostgreSQL database, with indicators and documents, without the
+//! embed and index stages (`--no-embeddings`). Reports wall time, rows/s stored and the child's
 //! peak RSS (`getrusage(RUSAGE_CHILDREN)`), against the latency-bound ideal
 //! ceil(N / batch_size) x latency.
 //!
@@ -88,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
     let output = tokio::process::Command::new(&args.binary)
         .args(["--config", path_str(&config_path)?])
         .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        // Prices, indicators and documents; embedding throughput is measured on its own.
+        .arg("--no-embeddings")
         .env("DATABASE_URL", &job_db.url)
         .env("YAHOO_BASE_URL", yahoo.base_url())
         .env("LOG_LEVEL", "warn")
