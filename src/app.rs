@@ -10,10 +10,11 @@ use chrono::{NaiveDate, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, FeaturesArgs, RunArgs};
 use crate::config::{Config, ConfigError};
 use crate::domain::{DateWindow, DomainError};
 use crate::embed::{self, EmbedError};
+use crate::features::{FeaturesError, Plan};
 use crate::fetch::{ClientOptions, RetryPolicy};
 use crate::index::{ChromaSettings, IndexError};
 use crate::pipeline::{self, JobError, JobOptions, MemoryOptions, ModelSource};
@@ -66,6 +67,8 @@ pub enum AppError {
     Chroma(#[from] IndexError),
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Features(#[from] FeaturesError),
 }
 
 impl AppError {
@@ -81,7 +84,12 @@ impl AppError {
             | Self::Window(_)
             | Self::Chroma(_)
             | Self::Embed(_) => Exit::Usage,
-            Self::Store(e) | Self::Job(JobError::Store(e)) => store(e),
+            Self::Store(e)
+            | Self::Job(JobError::Store(e))
+            | Self::Features(FeaturesError::Store(e)) => store(e),
+            Self::Features(FeaturesError::NoData { .. } | FeaturesError::NoDate { .. }) => {
+                Exit::Usage
+            }
             Self::Job(JobError::Fetch(_)) => Exit::Partial,
         }
     }
@@ -103,6 +111,7 @@ pub async fn run(
 ) -> Result<Exit, AppError> {
     match cli.command {
         Some(Command::Migrate) => migrate(env).await,
+        Some(Command::Features(ref args)) => features(args, env).await,
         None => run_job(&cli.run, env, cancel, stopped_by).await,
     }
 }
@@ -128,6 +137,42 @@ async fn migrate(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Exit, AppErro
             .collect::<Vec<_>>()
             .join(", ")
     );
+    Ok(Exit::Success)
+}
+
+/// `market-encoder features`: the stored features of one date as a table or one JSON object.
+async fn features(
+    args: &FeaturesArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Result<Exit, AppError> {
+    let database = DatabaseSettings::from_env(env)?;
+    let store = Store::connect(&database, 1).await?;
+    let target = store.target().to_owned();
+    let Some(latest) = store
+        .latest_feature_date()
+        .await
+        .map_err(FeaturesError::from)?
+    else {
+        return Err(FeaturesError::NoData { target }.into());
+    };
+    let date = args.date.unwrap_or(latest);
+    let mut rows = store.features_on(date).await.map_err(FeaturesError::from)?;
+    if rows.is_empty() {
+        return Err(FeaturesError::NoDate {
+            target,
+            date,
+            latest,
+        }
+        .into());
+    }
+    rows.sort_by(|a, b| {
+        crate::features::display_rank(&a.feature).cmp(&crate::features::display_rank(&b.feature))
+    });
+    if args.json {
+        println!("{}", report::features_json(date, &rows));
+    } else {
+        print!("{}", report::features_table(date, &rows));
+    }
     Ok(Exit::Success)
 }
 
@@ -183,6 +228,10 @@ async fn run_job(
         apply_migrations,
         client,
         memory,
+        features: config
+            .features
+            .enabled
+            .then(|| Plan::from_settings(&config.features)),
     };
     let report = pipeline::run(&options, &database, cancel).await?;
     if std::io::stdout().is_terminal() {
@@ -194,9 +243,14 @@ async fn run_job(
         eprintln!("{line}");
     }
     let index_failed = report.index.as_ref().is_some_and(|i| i.error.is_some());
+    let features_failed = report.features.as_ref().is_some_and(|f| f.error.is_some());
     Ok(match report.outcome {
         RunOutcome::Succeeded => Exit::Success,
-        RunOutcome::Partial if report.securities_failed == 0 && index_failed => Exit::Index,
+        RunOutcome::Partial
+            if report.securities_failed == 0 && index_failed && !features_failed =>
+        {
+            Exit::Index
+        }
         RunOutcome::Partial | RunOutcome::Failed => Exit::Partial,
         RunOutcome::Interrupted => match stopped_by() {
             Some(StopSignal::Interrupt) => Exit::Interrupted,
@@ -306,5 +360,12 @@ mod tests {
         });
         assert_eq!(down.exit(), Exit::Database);
         assert_eq!(ExitCode::from(Exit::Terminated), ExitCode::from(143));
+        let no_features = AppError::Features(FeaturesError::NoData { target: "t".into() });
+        assert_eq!(no_features.exit(), Exit::Usage);
+        let features_down = AppError::Features(FeaturesError::Store(StoreError::Connect {
+            target: "t".into(),
+            reason: "refused".into(),
+        }));
+        assert_eq!(features_down.exit(), Exit::Database);
     }
 }

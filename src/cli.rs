@@ -34,6 +34,21 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending database migrations (from migrations/) and exit.
     Migrate,
+    /// Print the stored cross-asset features of one trade date (default: the latest) and how
+    /// many are present; needs the database only.
+    Features(FeaturesArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FeaturesArgs {
+    /// The trade date (YYYY-MM-DD; default: the latest date with features).
+    #[arg(long)]
+    pub date: Option<NaiveDate>,
+
+    /// One JSON object `{"date", "features": {name: value or null}, "present", "expected"}`
+    /// instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -113,6 +128,32 @@ mod tests {
                 .is_err()
         );
         assert!(Cli::try_parse_from(["market-encoder", "--from", "2024-13-02"]).is_err());
+    }
+
+    #[test]
+    fn features_is_a_subcommand() {
+        let cli = Cli::try_parse_from(["market-encoder", "features"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Features(FeaturesArgs {
+                date: None,
+                json: false
+            }))
+        ));
+        let cli = Cli::try_parse_from([
+            "market-encoder",
+            "features",
+            "--date",
+            "2024-07-31",
+            "--json",
+        ])
+        .unwrap();
+        let Some(Command::Features(args)) = cli.command else {
+            panic!("not the features command");
+        };
+        assert_eq!(args.date, "2024-07-31".parse().ok());
+        assert!(args.json);
+        assert!(Cli::try_parse_from(["market-encoder", "features", "--date", "July"]).is_err());
     }
 
     #[test]
