@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
     name = "market-encoder",
     version,
     about = "Fetch daily bars from Yahoo Finance for the securities in securities.yaml and store them in PostgreSQL.",
-    after_help = "Exit codes: 0 all selected securities succeeded; 1 some failed (see the summary and the runs table); \
+    after_help = "Exit codes: 0 all selected securities succeeded; 1 some failed or the cross-asset features did (see the summary and the runs table); \
 2 configuration or usage error; 3 database unreachable or failing; 4 another run holds the lock; \
 5 prices stored but embedding/indexing failed (Chroma unreachable, model missing); \
 130/143 interrupted by SIGINT/SIGTERM.\n\
