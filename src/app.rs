@@ -14,7 +14,7 @@ use crate::cli::{Cli, Command, FeaturesArgs, RunArgs};
 use crate::config::{Config, ConfigError};
 use crate::domain::{DateWindow, DomainError};
 use crate::embed::{self, EmbedError};
-use crate::features::{FeaturesError, Plan};
+use crate::features::{FeaturesError, Plan, display_rank};
 use crate::fetch::{ClientOptions, RetryPolicy};
 use crate::index::{ChromaSettings, IndexError};
 use crate::pipeline::{self, JobError, JobOptions, MemoryOptions, ModelSource};
@@ -165,9 +165,7 @@ async fn features(
         }
         .into());
     }
-    rows.sort_by(|a, b| {
-        crate::features::display_rank(&a.feature).cmp(&crate::features::display_rank(&b.feature))
-    });
+    rows.sort_by(|a, b| display_rank(&a.feature).cmp(&display_rank(&b.feature)));
     if args.json {
         println!("{}", report::features_json(date, &rows));
     } else {
