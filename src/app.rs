@@ -2,23 +2,26 @@
 //! the migrations, or the dry run. `main` only sets up logging and signals around this.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cli::{Cli, Command, FeaturesArgs, RunArgs};
-use crate::config::{Config, ConfigError};
+use crate::cli::{Cli, Command, FeaturesArgs, PnlArgs, RunArgs, SimilarArgs};
+use crate::config::{Config, ConfigError, EmbeddingSettings};
 use crate::domain::{DateWindow, DomainError};
-use crate::embed::{self, EmbedError};
+use crate::embed::{self, EmbedError, Embedder, EmbedderSource, ModelSource, OpenAiSettings};
 use crate::features::{FeaturesError, Plan, display_rank};
 use crate::fetch::{ClientOptions, RetryPolicy};
-use crate::index::{ChromaSettings, IndexError};
-use crate::pipeline::{self, JobError, JobOptions, MemoryOptions, ModelSource};
+use crate::index::{ChromaClient, ChromaSettings, IndexError};
+use crate::pipeline::{self, JobError, JobOptions, MemoryOptions};
+use crate::pnl::{self, PnlError};
 use crate::report;
+use crate::search::{self, Filter, SearchError, Target};
 use crate::settings::{DatabaseSettings, EnvValue, SettingsError, yahoo_base_url};
 use crate::store::{RunOutcome, Store, StoreError};
 
@@ -36,7 +39,8 @@ pub enum Exit {
     /// Another run holds the run lock: nothing was done.
     Locked = 4,
     /// Every security's prices, indicators and documents were stored, but the embed or index
-    /// stage failed (Chroma unreachable, model missing); the next run catches up.
+    /// stage failed (Chroma unreachable, model missing); the next run catches up. For
+    /// `similar`: Chroma or the embedding model failed.
     Index = 5,
     /// Stopped by SIGINT.
     Interrupted = 130,
@@ -69,6 +73,10 @@ pub enum AppError {
     Embed(#[from] EmbedError),
     #[error(transparent)]
     Features(#[from] FeaturesError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
+    Pnl(#[from] PnlError),
 }
 
 impl AppError {
@@ -91,6 +99,13 @@ impl AppError {
                 Exit::Usage
             }
             Self::Job(JobError::Fetch(_)) => Exit::Partial,
+            Self::Search(SearchError::Index(
+                IndexError::NoCollection { .. } | IndexError::ModelMismatch { .. },
+            )) => Exit::Usage,
+            Self::Search(SearchError::Index(_) | SearchError::Embed(_)) => Exit::Index,
+            Self::Search(_) => Exit::Usage,
+            Self::Pnl(PnlError::Store(e)) => store(e),
+            Self::Pnl(_) => Exit::Usage,
         }
     }
 }
@@ -112,6 +127,8 @@ pub async fn run(
     match cli.command {
         Some(Command::Migrate) => migrate(env).await,
         Some(Command::Features(ref args)) => features(args, env).await,
+        Some(Command::Similar(ref args)) => similar(&cli.run.config, args, env).await,
+        Some(Command::Pnl(ref args)) => pnl(&cli.run.config, args, env).await,
         None => run_job(&cli.run, env, cancel, stopped_by).await,
     }
 }
@@ -195,10 +212,11 @@ async fn run_job(
         },
     };
     let apply_migrations = !args.no_migrate;
-    let memory = if args.no_embeddings {
-        None
-    } else {
-        Some(memory_options(env)?)
+    let memory = match (args.no_embeddings, args.dry_run) {
+        (true, _) => None,
+        // The dry run shows a missing API key in its plan, then fails as the run would.
+        (false, true) => Some(memory_plan(env, &config)?),
+        (false, false) => Some(memory_options(env, &config)?),
     };
 
     if args.dry_run {
@@ -214,6 +232,9 @@ async fn run_job(
                 memory.as_ref(),
             )
         );
+        if let Some(memory) = &memory {
+            require_api_key(memory)?;
+        }
         return Ok(Exit::Success);
     }
 
@@ -257,13 +278,77 @@ async fn run_job(
     })
 }
 
-/// Chroma and the embedding model, from the environment: `CHROMA_*`, and `EMBEDDING_MODEL_DIR`
-/// or else the hub (`HF_ENDPOINT`) with a cache under `MARKET_ENCODER_MODEL_CACHE` (default
-/// `~/.cache/market-encoder/models`).
-fn memory_options(env: &dyn Fn(&'static str) -> EnvValue) -> Result<MemoryOptions, AppError> {
+/// Chroma and the embedder: `CHROMA_*` from the environment, the provider from the config's
+/// `embedding:` section. `local`: `EMBEDDING_MODEL_DIR`, or else the hub (`HF_ENDPOINT`) with a
+/// cache under `MARKET_ENCODER_MODEL_CACHE` (default `~/.cache/market-encoder/models`).
+/// `openai`: the endpoint, with the key read from the variable `api_key_env` names; that variable
+/// being unset is an error (exit 2) naming it.
+pub(crate) fn memory_options(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    config: &Config,
+) -> Result<MemoryOptions, AppError> {
+    let memory = memory_plan(env, config)?;
+    require_api_key(&memory)?;
+    Ok(memory)
+}
+
+/// [`memory_options`] without the check that the API key is set.
+fn memory_plan(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    config: &Config,
+) -> Result<MemoryOptions, AppError> {
     let chroma = ChromaSettings::from_env(env)?;
-    let model = match embed::model_dir_from_env() {
-        Ok(dir) => ModelSource::Dir(dir),
+    let embedder = match &config.embedding {
+        EmbeddingSettings::Local => EmbedderSource::Local(local_model(env)?),
+        EmbeddingSettings::OpenAi(endpoint) => {
+            let mut settings =
+                OpenAiSettings::new(endpoint.base_url.clone(), endpoint.model.clone())
+                    .with_batch_size(endpoint.batch_size)
+                    .with_dimensions(endpoint.dimensions)
+                    .with_timeout(endpoint.timeout);
+            if let Some(var) = &endpoint.api_key_env {
+                settings = settings.with_api_key(var.clone(), api_key(env, var)?);
+            }
+            EmbedderSource::OpenAi(settings)
+        }
+    };
+    Ok(MemoryOptions {
+        chroma,
+        embedder,
+        batch_size: 256,
+    })
+}
+
+fn require_api_key(memory: &MemoryOptions) -> Result<(), AppError> {
+    match &memory.embedder {
+        EmbedderSource::OpenAi(settings) => Ok(settings.require_api_key()?),
+        EmbedderSource::Local(_) => Ok(()),
+    }
+}
+
+/// The value of the key variable `var`: `None` when unset or blank.
+fn api_key(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    var: &str,
+) -> Result<Option<SecretString>, AppError> {
+    // Every other variable is named by a literal; this one by the config. The lookup takes
+    // `&'static str` names, so the name (a few bytes, once per run) is leaked to get one.
+    let name: &'static str = Box::leak(var.to_owned().into_boxed_str());
+    match env(name) {
+        EnvValue::Present(value) if value.trim().is_empty() => Ok(None),
+        EnvValue::Present(value) => Ok(Some(SecretString::from(value.trim().to_owned()))),
+        EnvValue::Absent => Ok(None),
+        EnvValue::NotUnicode => Err(EmbedError::KeyInvalid {
+            var: var.to_owned(),
+        }
+        .into()),
+    }
+}
+
+/// The local model: `EMBEDDING_MODEL_DIR`, or else the hub.
+fn local_model(env: &dyn Fn(&'static str) -> EnvValue) -> Result<ModelSource, AppError> {
+    match embed::model_dir_from_env() {
+        Ok(dir) => Ok(ModelSource::Dir(dir)),
         Err(EmbedError::ModelDirUnset) => {
             let cache = match env("MARKET_ENCODER_MODEL_CACHE") {
                 EnvValue::Present(dir) if !dir.is_empty() => PathBuf::from(dir),
@@ -274,18 +359,130 @@ fn memory_options(env: &dyn Fn(&'static str) -> EnvValue) -> Result<MemoryOption
                     _ => PathBuf::from(".cache/market-encoder/models"),
                 },
             };
-            ModelSource::Hub {
+            Ok(ModelSource::Hub {
                 endpoint: embed::hub_endpoint_from_env()?,
                 cache,
-            }
+            })
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `similar`: the nearest market days to a stored day or a text, printed as a table or JSON.
+/// Reads the config for the symbol and category names and the embedding model; needs Chroma
+/// but not the database.
+async fn similar(
+    config: &Path,
+    args: &SimilarArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Result<Exit, AppError> {
+    let config = Config::load(config)?;
+    let memory = memory_options(env, &config)?;
+    let symbol = args
+        .symbol
+        .as_deref()
+        .map(|s| search::resolve_symbol(&config, s))
+        .transpose()?;
+    let category = args
+        .category
+        .as_deref()
+        .map(|c| search::resolve_category(&config, c))
+        .transpose()?;
+    let target = match (&symbol, args.date, &args.text) {
+        (Some(symbol), Some(date), _) => Target::Day {
+            symbol: symbol.clone(),
+            date,
+        },
+        (_, _, Some(text)) => Target::Text(text.clone()),
+        // clap requires --date (with --symbol) or --text
+        _ => return Ok(Exit::Usage),
     };
-    Ok(MemoryOptions {
-        chroma,
-        model,
-        batch_size: 256,
-    })
+    let filter = Filter {
+        symbol: match target {
+            Target::Day { .. } if !args.same_symbol => None,
+            _ => symbol.clone(),
+        },
+        category,
+    };
+    let chroma = ChromaClient::connect(&memory.chroma)
+        .await
+        .map_err(SearchError::from)?;
+    let collection = chroma
+        .open_collection(memory.chroma.collection())
+        .await
+        .map_err(SearchError::from)?;
+    let answer = match target {
+        Target::Day { symbol, date } => {
+            search::near_day(&chroma, &collection, &symbol, date, args.k(), &filter).await?
+        }
+        Target::Text(text) => {
+            // A text must be embedded by the model that made the collection's vectors.
+            let wanted = memory.embedder.model_id();
+            if let Some(stored) = collection.embedding_model.clone()
+                && stored != wanted
+            {
+                return Err(SearchError::from(IndexError::ModelMismatch {
+                    collection: collection.name,
+                    stored,
+                    wanted,
+                })
+                .into());
+            }
+            let embedder = Embedder::load(&memory.embedder)
+                .await
+                .map_err(SearchError::from)?;
+            let vector = embedder
+                .embed(vec![text.clone()])
+                .await
+                .map_err(SearchError::from)?
+                .pop()
+                .unwrap_or_default();
+            let query = serde_json::json!({ "text": text, "model": embedder.model_id() });
+            search::near_vector(&chroma, &collection, vector, args.k(), &filter, None, query)
+                .await?
+        }
+    };
+    if args.json {
+        println!("{}", search::json_answer(&answer));
+    } else {
+        print!("{}", search::table(&answer, &filter));
+    }
+    Ok(Exit::Success)
+}
+
+/// `pnl`: the hypothetical P&L of a position from the stored closes, as text or JSON. Reads
+/// the config only to resolve the symbol; reads the database, writes nothing.
+async fn pnl(
+    config: &Path,
+    args: &PnlArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Result<Exit, AppError> {
+    let config = Config::load(config)?;
+    let symbol = search::resolve_symbol(&config, &args.symbol)?;
+    if args.exit < args.entry {
+        return Err(PnlError::ExitBeforeEntry {
+            entry: args.entry,
+            exit: args.exit,
+        }
+        .into());
+    }
+    let database = DatabaseSettings::from_env(env)?;
+    let store = Store::connect(&database, 1).await?;
+    let answer = pnl::calculate_hypothetical_pnl(
+        &store,
+        &symbol,
+        args.entry,
+        args.exit,
+        args.quantity,
+        args.position,
+    )
+    .await?;
+    if args.json {
+        println!("{}", pnl::json(&answer));
+    } else {
+        print!("{}", pnl::text(&answer));
+    }
+    Ok(Exit::Success)
 }
 
 /// The date window from `--from/--to`, `--days-back`, or the config's `days_back`.
@@ -346,6 +543,76 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.exit(), Exit::Usage);
+    }
+
+    fn env_of(pairs: &[(&'static str, &str)]) -> impl Fn(&'static str) -> EnvValue {
+        let pairs: Vec<(&'static str, String)> =
+            pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map_or(EnvValue::Absent, |(_, v)| EnvValue::Present(v.clone()))
+        }
+    }
+
+    const OPENAI_CONFIG: &str = "securities:\n  etfs:\n    - {symbol: SPY, name: SPDR}\nembedding:\n  provider: openai\n  base_url: http://127.0.0.1:11434/v1\n  model: nomic-embed-text\n  api_key_env: MY_EMBEDDINGS_KEY\n  dimensions: 768\n";
+
+    #[test]
+    fn the_openai_provider_comes_from_the_config_and_its_key_from_the_named_variable() {
+        let config = Config::from_yaml(OPENAI_CONFIG, std::path::Path::new("c.yaml")).unwrap();
+        let memory =
+            memory_options(&env_of(&[("MY_EMBEDDINGS_KEY", " sk-secret \n")]), &config).unwrap();
+        let EmbedderSource::OpenAi(settings) = &memory.embedder else {
+            panic!("{:?}", memory.embedder);
+        };
+        assert!(settings.has_api_key());
+        assert_eq!(settings.api_key_env(), Some("MY_EMBEDDINGS_KEY"));
+        assert_eq!(settings.dimensions(), Some(768));
+        assert_eq!(memory.embedder.model_id(), "openai:nomic-embed-text");
+        assert!(!format!("{memory:?}").contains("sk-secret"));
+
+        for unset in [env_of(&[]), env_of(&[("MY_EMBEDDINGS_KEY", "  ")])] {
+            let err = memory_options(&unset, &config).unwrap_err();
+            assert_eq!(err.exit(), Exit::Usage);
+            assert!(
+                err.to_string().starts_with(
+                    "environment variable MY_EMBEDDINGS_KEY (embedding.api_key_env) is not set"
+                ),
+                "{err}"
+            );
+            // Without the check (the dry run's plan), the source says the key is missing.
+            let plan = memory_plan(&unset, &config).unwrap();
+            assert!(
+                plan.embedder
+                    .to_string()
+                    .ends_with("key from $MY_EMBEDDINGS_KEY (not set)"),
+                "{}",
+                plan.embedder
+            );
+        }
+        let not_unicode = |name: &'static str| match name {
+            "MY_EMBEDDINGS_KEY" => EnvValue::NotUnicode,
+            _ => EnvValue::Absent,
+        };
+        let err = memory_options(&not_unicode, &config).unwrap_err();
+        assert_eq!(err.exit(), Exit::Usage);
+        assert!(err.to_string().contains("MY_EMBEDDINGS_KEY"), "{err}");
+    }
+
+    #[test]
+    fn without_an_embedding_section_the_local_model_is_used() {
+        let config = Config::from_yaml(
+            "securities:\n  etfs:\n    - {symbol: SPY, name: SPDR}\n",
+            std::path::Path::new("c.yaml"),
+        )
+        .unwrap();
+        let memory = memory_options(&env_of(&[]), &config).unwrap();
+        assert!(matches!(memory.embedder, EmbedderSource::Local(_)));
+        assert_eq!(
+            memory.embedder.model_id(),
+            "sentence-transformers/all-MiniLM-L6-v2"
+        );
     }
 
     #[test]

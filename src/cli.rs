@@ -1,9 +1,10 @@
 //! Command-line arguments. Every flag a CronJob would set also reads an environment variable.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
     about = "Fetch daily bars from Yahoo Finance for the securities in securities.yaml and store them in PostgreSQL.",
     after_help = "Exit codes: 0 all selected securities succeeded; 1 some failed or the cross-asset features did (see the summary and the runs table); \
 2 configuration or usage error; 3 database unreachable or failing; 4 another run holds the lock; \
-5 prices stored but embedding/indexing failed (Chroma unreachable, model missing); \
+5 prices stored but embedding/indexing failed (Chroma unreachable, model missing), or for `similar` Chroma or the model failed; \
 130/143 interrupted by SIGINT/SIGTERM.\n\
 Environment: DATABASE_URL or DB_HOST, DB_PORT (5432), DB_NAME, DB_USER, DB_PASSWORD; \
 YAHOO_BASE_URL; CHROMA_URL, CHROMA_TENANT, CHROMA_DATABASE, CHROMA_TOKEN, CHROMA_COLLECTION; \
@@ -37,6 +38,11 @@ pub enum Command {
     /// Print the stored cross-asset features of one trade date (default: the latest) and how
     /// many are present; needs the database only.
     Features(FeaturesArgs),
+    /// Find the market days nearest to a stored day (`--symbol S --date D`) or to a description
+    /// (`--text "..."`) in the Chroma collection the job fills.
+    Similar(SimilarArgs),
+    /// Hypothetical P&L of a long or short position between two stored closes.
+    Pnl(PnlArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -52,10 +58,78 @@ pub struct FeaturesArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct PnlArgs {
+    /// The security (symbol, yahoo_symbol or db_symbol).
+    #[arg(long)]
+    pub symbol: String,
+
+    /// Entry date (YYYY-MM-DD); a day with no bar rolls forward to the next trading day.
+    #[arg(long)]
+    pub entry: NaiveDate,
+
+    /// Exit date (YYYY-MM-DD); a day with no bar rolls back to the previous trading day.
+    #[arg(long)]
+    pub exit: NaiveDate,
+
+    /// Units held (> 0; fractions allowed).
+    #[arg(long)]
+    pub quantity: crate::pnl::Quantity,
+
+    /// long or short.
+    #[arg(long, value_enum, default_value_t = crate::pnl::Position::Long)]
+    pub position: crate::pnl::Position,
+
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(group = ArgGroup::new("query").required(true).args(["date", "text"]))]
+pub struct SimilarArgs {
+    /// The security (symbol, yahoo_symbol or db_symbol); with --text, only its days are searched.
+    #[arg(long)]
+    pub symbol: Option<String>,
+
+    /// The trade date (YYYY-MM-DD) whose stored vector is the query; needs --symbol.
+    #[arg(long, requires = "symbol")]
+    pub date: Option<NaiveDate>,
+
+    /// A description to embed and search for, e.g. "tech sell-off while volatility rose".
+    #[arg(long)]
+    pub text: Option<String>,
+
+    /// How many neighbours to return (at most 1000).
+    #[arg(short, default_value = "10", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub k: u32,
+
+    /// Only days of the same security as --symbol.
+    #[arg(long, requires = "date")]
+    pub same_symbol: bool,
+
+    /// Only days of securities in this category (a key under `securities`, e.g. etfs).
+    #[arg(long)]
+    pub category: Option<String>,
+
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SimilarArgs {
+    /// `k` as the search takes it (clap has checked `1..=1000`).
+    #[must_use]
+    pub fn k(&self) -> NonZeroU32 {
+        NonZeroU32::new(self.k).unwrap_or(NonZeroU32::MIN)
+    }
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// The securities file.
     #[arg(
         long,
+        global = true,
         env = "MARKET_ENCODER_CONFIG",
         default_value = "config/securities.yaml"
     )]
@@ -161,5 +235,102 @@ mod tests {
         let cli = Cli::try_parse_from(["market-encoder", "migrate", "--verbose"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Migrate)));
         assert!(cli.verbose);
+    }
+
+    fn similar(flags: &[&str]) -> Result<SimilarArgs, clap::Error> {
+        let mut argv = vec!["market-encoder", "similar"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Some(Command::Similar(args)) => args,
+            other => panic!("not similar: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn similar_takes_a_day_or_a_text() {
+        let day = similar(&[
+            "--symbol",
+            "SPX",
+            "--date",
+            "2024-03-01",
+            "-k",
+            "5",
+            "--same-symbol",
+        ])
+        .unwrap();
+        assert_eq!(day.symbol.as_deref(), Some("SPX"));
+        assert_eq!(day.k().get(), 5);
+        assert!(day.same_symbol);
+        let text = similar(&["--text", "tech sell-off", "--category", "etfs", "--json"]).unwrap();
+        assert_eq!(text.k, 10);
+        assert_eq!(text.category.as_deref(), Some("etfs"));
+        let config = Cli::try_parse_from([
+            "market-encoder",
+            "similar",
+            "--text",
+            "x",
+            "--config",
+            "other.yaml",
+        ])
+        .unwrap();
+        assert_eq!(config.run.config, PathBuf::from("other.yaml"));
+    }
+
+    #[test]
+    fn pnl_parses_its_quantity_and_position() {
+        let cli = Cli::try_parse_from([
+            "market-encoder",
+            "pnl",
+            "--symbol",
+            "SPX",
+            "--entry",
+            "2024-01-01",
+            "--exit",
+            "2024-01-31",
+            "--quantity",
+            "0.5",
+            "--position",
+            "short",
+            "--json",
+        ])
+        .unwrap();
+        let Some(Command::Pnl(args)) = cli.command else {
+            panic!("not pnl")
+        };
+        assert_eq!(args.quantity.get().to_string(), "0.5");
+        assert_eq!(args.position, crate::pnl::Position::Short);
+        for bad in ["0", "-1", "ten"] {
+            assert!(
+                Cli::try_parse_from([
+                    "market-encoder",
+                    "pnl",
+                    "--symbol",
+                    "SPX",
+                    "--entry",
+                    "2024-01-01",
+                    "--exit",
+                    "2024-01-31",
+                    "--quantity",
+                    bad,
+                ])
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn similar_refuses_incomplete_or_mixed_queries() {
+        for flags in [
+            &[][..],
+            &["--symbol", "SPX"],
+            &["--date", "2024-03-01"],
+            &["--text", "x", "--date", "2024-03-01", "--symbol", "SPX"],
+            &["--text", "x", "--same-symbol"],
+            &["--symbol", "SPX", "--date", "2024-03-01", "-k", "0"],
+            &["--symbol", "SPX", "--date", "2024-03-01", "-k", "1001"],
+        ] {
+            assert!(similar(flags).is_err(), "{flags:?} was accepted");
+        }
     }
 }

@@ -15,10 +15,10 @@
 //!
 //! # Adding a section
 //! Write its struct with a `Default` and an `impl Section` (its `KEY`, its allowed `KEYS`, and a
-//! `read` function, see [`EncodingSettings`]), add the key to [`TOP_LEVEL_KEYS`], and add the
-//! field to [`Config`], filled in [`Config::from_yaml`] by `read_section::<NewSection>(&doc, &top)?`.
-//! A section that names securities (like [`FeatureSettings`]) is checked against `securities`
-//! once both are read.
+//! `read` function, see [`EncodingSettings`] or [`EmbeddingSettings`]), add the key to
+//! [`TOP_LEVEL_KEYS`], and add the field to [`Config`], filled in [`Config::from_yaml`] by
+//! `read_section::<NewSection>(&doc, &top)?`. A section that names securities (like
+//! [`FeatureSettings`]) is checked against `securities` once both are read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -30,6 +30,7 @@ use serde_saphyr::{
     Budget, DuplicateKeyPolicy, Location, MessageFormatter, NonFiniteFloatPolicy, Options, Spanned,
     UserMessageFormatter,
 };
+use url::Url;
 
 use crate::domain::{Category, DbSymbol, DomainError, YahooSymbol};
 use crate::features::{DEFAULT_CORRELATIONS, ROLE_KEYS, Role};
@@ -40,7 +41,12 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/securities.yaml";
 pub const CONFIG_ENV_VAR: &str = "MARKET_ENCODER_CONFIG";
 
 /// Keys allowed at the top level of the file.
-pub const TOP_LEVEL_KEYS: &[&str] = &["securities", EncodingSettings::KEY, FeatureSettings::KEY];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "securities",
+    EncodingSettings::KEY,
+    EmbeddingSettings::KEY,
+    FeatureSettings::KEY,
+];
 /// Keys allowed in one security entry.
 pub const SECURITY_KEYS: &[&str] = &["symbol", "name", "yahoo_symbol", "db_symbol", "enabled"];
 
@@ -120,6 +126,35 @@ struct NamedSymbol {
     symbol: DbSymbol,
 }
 
+/// The `embedding:` section: where the documents' vectors come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EmbeddingSettings {
+    /// `provider: local` (the default, also when the section is absent): all-MiniLM-L6-v2
+    /// in-process.
+    #[default]
+    Local,
+    /// `provider: openai`: an OpenAI-compatible embeddings endpoint.
+    OpenAi(OpenAiEndpoint),
+}
+
+/// `embedding:` with `provider: openai`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiEndpoint {
+    /// The API's base URL (`base_url`, required); requests go to `{base_url}/embeddings`.
+    pub base_url: Url,
+    /// The model name the endpoint knows (`model`, required).
+    pub model: String,
+    /// The name of the environment variable that holds the API key (`api_key_env`), if the
+    /// endpoint needs one. Never the key itself.
+    pub api_key_env: Option<String>,
+    /// Texts per request (`batch_size`, `1..=2048`, default 64).
+    pub batch_size: NonZeroUsize,
+    /// The vector length to ask for and check (`dimensions`, `1..=65536`), if set.
+    pub dimensions: Option<NonZeroU32>,
+    /// Timeout of one request (`timeout`, `1s..=600s`, default 60s).
+    pub timeout: Duration,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -129,6 +164,8 @@ pub struct Config {
     pub securities: Vec<Security>,
     /// The `encoding:` section (defaults when omitted).
     pub encoding: EncodingSettings,
+    /// The `embedding:` section ([`EmbeddingSettings::Local`] when omitted).
+    pub embedding: EmbeddingSettings,
     /// The `features:` section (defaults when omitted).
     pub features: FeatureSettings,
 }
@@ -403,24 +440,27 @@ impl Config {
             return Err(doc.invalid(
                 &root,
                 "top level",
-                "the file is empty; it must define securities (and may define encoding)".into(),
+                "the file is empty; it must define securities (and may define encoding and embedding)"
+                    .into(),
             ));
         }
         let top = doc.fields(
             &root,
             "",
             "top level",
-            "a mapping with the keys securities and encoding",
+            "a mapping with the keys securities, encoding and embedding",
             TOP_LEVEL_KEYS,
         )?;
         let securities = read_securities(&doc, &top)?;
         let encoding = read_section::<EncodingSettings>(&doc, &top)?;
+        let embedding = read_section::<EmbeddingSettings>(&doc, &top)?;
         let features = read_section::<FeatureSettings>(&doc, &top)?;
         features.check_configured(&doc, &securities)?;
         Ok(Config {
             path: path.to_path_buf(),
             securities,
             encoding,
+            embedding,
             features,
         })
     }
@@ -937,6 +977,187 @@ fn nonzero_u32(v: u32) -> NonZeroU32 {
 /// For values already range-checked to be at least 1.
 fn nonzero_usize(v: u32) -> NonZeroUsize {
     NonZeroUsize::new(usize::try_from(v).unwrap_or(usize::MAX)).unwrap_or(NonZeroUsize::MIN)
+}
+
+const PROVIDER: &str = "provider";
+const BASE_URL: &str = "base_url";
+const MODEL: &str = "model";
+const API_KEY_ENV: &str = "api_key_env";
+const EMBEDDING_BATCH_SIZE: IntSetting = IntSetting::new("batch_size", 1, 2048, 64);
+/// No default: without the key, `dimensions` is not sent and any length is accepted.
+const DIMENSIONS: IntSetting = IntSetting::new("dimensions", 1, 65_536, 0);
+const TIMEOUT: &str = "timeout";
+/// `timeout` in seconds: allowed range and default (the range of `request_timeout_secs`).
+const TIMEOUT_SECS: (u32, u32, u32) = (1, 600, 60);
+
+/// Keys allowed in `embedding:`.
+pub const EMBEDDING_KEYS: &[&str] = &[
+    PROVIDER,
+    BASE_URL,
+    MODEL,
+    API_KEY_ENV,
+    EMBEDDING_BATCH_SIZE.key,
+    DIMENSIONS.key,
+    TIMEOUT,
+];
+
+impl Section for EmbeddingSettings {
+    const KEY: &'static str = "embedding";
+    const KEYS: &'static [&'static str] = EMBEDDING_KEYS;
+
+    fn read(doc: &Doc<'_>, fields: &Fields<'_>) -> Result<Self, ConfigError> {
+        let Some(node) = fields.get(PROVIDER) else {
+            return read_local(doc, fields);
+        };
+        let field = fields.field(PROVIDER);
+        match doc.text(node, &field, "a provider name")?.as_str() {
+            "local" => read_local(doc, fields),
+            "openai" => read_openai(doc, fields).map(EmbeddingSettings::OpenAi),
+            other => Err(doc.invalid(
+                node,
+                &field,
+                format!(
+                    "{:?} is not a provider; use local (the in-process all-MiniLM-L6-v2) or openai (an OpenAI-compatible /v1/embeddings endpoint)",
+                    one_line(&preview(other))
+                ),
+            )),
+        }
+    }
+}
+
+/// `provider: local` takes no settings: an endpoint's settings there are a mistake, not a no-op.
+fn read_local(doc: &Doc<'_>, fields: &Fields<'_>) -> Result<EmbeddingSettings, ConfigError> {
+    match fields.entries.iter().find(|(key, _, _)| key != PROVIDER) {
+        Some((key, line, _)) => Err(ConfigError::Invalid {
+            path: doc.path.to_path_buf(),
+            line: *line,
+            field: fields.field(key),
+            message: "only used with provider: openai; remove it or set provider: openai".into(),
+        }),
+        None => Ok(EmbeddingSettings::Local),
+    }
+}
+
+fn read_openai(doc: &Doc<'_>, fields: &Fields<'_>) -> Result<OpenAiEndpoint, ConfigError> {
+    let url_node = fields.required(doc, BASE_URL)?;
+    let base_url = read_base_url(doc, url_node, &fields.field(BASE_URL))?;
+
+    let model_node = fields.required(doc, MODEL)?;
+    let model_field = fields.field(MODEL);
+    let model = doc.text(model_node, &model_field, "a model name")?;
+    if model.trim().is_empty() || model.trim() != model {
+        return Err(doc.invalid(
+            model_node,
+            &model_field,
+            "the model name is empty or has spaces around it; write the name the endpoint knows, e.g. nomic-embed-text or text-embedding-3-small".into(),
+        ));
+    }
+
+    let api_key_env = match fields.get(API_KEY_ENV) {
+        None => None,
+        Some(node) => Some(read_env_name(doc, node, &fields.field(API_KEY_ENV))?),
+    };
+    let (batch_size, _) = EMBEDDING_BATCH_SIZE.read(doc, fields)?;
+    let dimensions = match fields.get(DIMENSIONS.key) {
+        None => None,
+        Some(node) => NonZeroU32::new(doc.int_in(
+            node,
+            &fields.field(DIMENSIONS.key),
+            DIMENSIONS.min,
+            DIMENSIONS.max,
+        )?),
+    };
+    let timeout = match fields.get(TIMEOUT) {
+        None => Duration::from_secs(u64::from(TIMEOUT_SECS.2)),
+        Some(node) => read_seconds(doc, node, &fields.field(TIMEOUT))?,
+    };
+    Ok(OpenAiEndpoint {
+        base_url,
+        model,
+        api_key_env,
+        batch_size: nonzero_usize(batch_size),
+        dimensions,
+        timeout,
+    })
+}
+
+/// An http(s) URL without credentials, query or fragment. A URL with credentials is not echoed.
+fn read_base_url(doc: &Doc<'_>, node: &Spanned<Node>, field: &str) -> Result<Url, ConfigError> {
+    let text = doc.text(node, field, "a URL such as http://127.0.0.1:11434/v1")?;
+    let invalid = |message: String| doc.invalid(node, field, message);
+    let url = Url::parse(text.trim()).map_err(|e| {
+        invalid(format!(
+            "{:?} is not a URL ({e}); write the API's base URL, e.g. http://127.0.0.1:11434/v1 or https://api.openai.com/v1",
+            one_line(&preview(&text))
+        ))
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "credentials in the URL are not supported (the value is not shown); put the key in an environment variable and name it in api_key_env".into(),
+        ));
+    }
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "{:?} is not an http(s) URL",
+            one_line(&preview(&text))
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format!(
+            "{:?} must not have a query or fragment; requests go to {{base_url}}/embeddings",
+            one_line(&preview(&text))
+        )));
+    }
+    Ok(url)
+}
+
+/// The name of an environment variable: letters, digits and `_`, not starting with a digit. The
+/// value is not echoed when it is not one: it may be the key itself, pasted in by mistake.
+fn read_env_name(doc: &Doc<'_>, node: &Spanned<Node>, field: &str) -> Result<String, ConfigError> {
+    let text = doc.text(node, field, "the name of an environment variable")?;
+    let valid = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(text)
+    } else {
+        Err(doc.invalid(
+            node,
+            field,
+            "must be the NAME of the environment variable that holds the key (letters, digits and _), e.g. OPENAI_API_KEY, never the key itself; the value is not shown".into(),
+        ))
+    }
+}
+
+/// A whole number of seconds, written `60s` or `60`, in [`TIMEOUT_SECS`].
+fn read_seconds(doc: &Doc<'_>, node: &Spanned<Node>, field: &str) -> Result<Duration, ConfigError> {
+    let (min, max, _) = TIMEOUT_SECS;
+    let text = match &node.value {
+        Node::Int(_) | Node::Str(_) => doc.scalar_text(node).unwrap_or_default(),
+        _ => String::new(),
+    };
+    let digits = text.trim().strip_suffix('s').unwrap_or(text.trim());
+    let Ok(value) = digits.trim().parse::<i128>() else {
+        return Err(doc.wrong_type(
+            node,
+            field,
+            &format!("a duration in whole seconds such as 60s ({min}s..={max}s)"),
+        ));
+    };
+    u32::try_from(value)
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .map(|v| Duration::from_secs(u64::from(v)))
+        .ok_or_else(|| ConfigError::OutOfRange {
+            path: doc.path.to_path_buf(),
+            line: line_of(node),
+            field: field.to_owned(),
+            value: one_line(&preview(&text)),
+            min,
+            max,
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1660,6 +1881,7 @@ mod tests {
         assert_eq!(names["JPY=X"], "USD/JPY");
 
         assert_eq!(cfg.encoding, EncodingSettings::default());
+        assert_eq!(cfg.embedding, EmbeddingSettings::Local);
         assert_eq!(cfg.encoding.days_back, 60);
         assert_eq!(cfg.encoding.embedding_days, 30);
         assert_eq!(cfg.encoding.batch_size.get(), 5);
@@ -1999,7 +2221,7 @@ mod tests {
     fn unknown_keys_name_line_field_and_allowed_keys() {
         assert_eq!(
             err(&format!("{MINIMAL}encodign:\n  days_back: 5\n")),
-            "config/securities.yaml:5: encodign: unknown key; allowed keys here: securities, encoding, features"
+            "config/securities.yaml:5: encodign: unknown key; allowed keys here: securities, encoding, embedding, features"
         );
         assert_eq!(
             err(
@@ -2192,11 +2414,11 @@ mod tests {
         assert_eq!(err("securities: {}\n"), expected);
         assert_eq!(
             err(""),
-            "config/securities.yaml:1: top level: the file is empty; it must define securities (and may define encoding)"
+            "config/securities.yaml:1: top level: the file is empty; it must define securities (and may define encoding and embedding)"
         );
         assert_eq!(
             err("- a\n- b\n"),
-            "config/securities.yaml:1: top level: expected a mapping with the keys securities and encoding, found a list"
+            "config/securities.yaml:1: top level: expected a mapping with the keys securities, encoding and embedding, found a list"
         );
         assert_eq!(
             err("securities:\n  - symbol: SPY\n"),
@@ -2242,6 +2464,210 @@ mod tests {
             err("securities:\n  [a, b]: [{symbol: A, name: a}]\n"),
             "config/securities.yaml:2: securities: expected a plain key name, found a list"
         );
+    }
+
+    // ---- embedding -------------------------------------------------------------------------
+
+    fn openai(cfg: &Config) -> &OpenAiEndpoint {
+        match &cfg.embedding {
+            EmbeddingSettings::OpenAi(endpoint) => endpoint,
+            EmbeddingSettings::Local => panic!("expected provider openai, got local"),
+        }
+    }
+
+    /// `MINIMAL` (4 lines) followed by an `embedding:` section (line 5) with this body.
+    fn embedding(body: &str) -> Result<Config, ConfigError> {
+        parse(&format!("{MINIMAL}embedding:\n{body}"))
+    }
+
+    fn embedding_err(body: &str) -> String {
+        err(&format!("{MINIMAL}embedding:\n{body}"))
+    }
+
+    const OPENAI: &str =
+        "  provider: openai\n  base_url: http://127.0.0.1:11434/v1\n  model: nomic-embed-text\n";
+
+    #[test]
+    fn embedding_defaults_to_the_local_model() {
+        assert_eq!(parse(MINIMAL).unwrap().embedding, EmbeddingSettings::Local);
+        assert_eq!(embedding("").unwrap().embedding, EmbeddingSettings::Local);
+        assert_eq!(
+            embedding("  provider: local\n").unwrap().embedding,
+            EmbeddingSettings::Local
+        );
+    }
+
+    #[test]
+    fn openai_section_is_read() {
+        let cfg = embedding(
+            "  provider: openai\n  base_url: https://api.openai.com/v1/\n  model: text-embedding-3-small\n  \
+             api_key_env: OPENAI_API_KEY\n  batch_size: 2048\n  dimensions: 512\n  timeout: 90s\n",
+        )
+        .unwrap();
+        assert_eq!(
+            openai(&cfg),
+            &OpenAiEndpoint {
+                base_url: Url::parse("https://api.openai.com/v1/").unwrap(),
+                model: "text-embedding-3-small".into(),
+                api_key_env: Some("OPENAI_API_KEY".into()),
+                batch_size: NonZeroUsize::new(2048).unwrap(),
+                dimensions: NonZeroU32::new(512),
+                timeout: Duration::from_secs(90),
+            }
+        );
+        // The encoding section may come before or after; `timeout` may omit the unit.
+        let cfg = parse(&format!(
+            "embedding:\n{OPENAI}  timeout: 5\n{MINIMAL}encoding:\n  days_back: 5\n"
+        ))
+        .unwrap();
+        assert_eq!(openai(&cfg).timeout, Duration::from_secs(5));
+        assert_eq!(cfg.encoding.days_back, 5);
+    }
+
+    #[test]
+    fn openai_defaults_match_the_client() {
+        let cfg = embedding(OPENAI).unwrap();
+        let e = openai(&cfg);
+        assert_eq!(e.base_url.as_str(), "http://127.0.0.1:11434/v1");
+        assert_eq!(e.model, "nomic-embed-text");
+        assert_eq!(e.api_key_env, None);
+        assert_eq!(e.dimensions, None);
+        assert_eq!(e.batch_size.get(), crate::embed::openai::DEFAULT_BATCH_SIZE);
+        assert_eq!(e.timeout, crate::embed::openai::DEFAULT_TIMEOUT);
+        assert_eq!(
+            usize::try_from(EMBEDDING_BATCH_SIZE.max).unwrap(),
+            crate::embed::openai::MAX_BATCH_SIZE
+        );
+    }
+
+    #[test]
+    fn shipped_config_example_of_the_openai_provider_parses() {
+        // The commented example in the shipped file, uncommented, is a valid section.
+        let text = shipped_text();
+        let example: Vec<String> = text
+            .lines()
+            .skip_while(|l| *l != "# embedding:")
+            .take_while(|l| l.starts_with("# ") && !l.starts_with("# A Chroma"))
+            .map(|l| l.trim_start_matches("# ").to_owned())
+            .collect();
+        assert!(
+            example.len() > 5,
+            "no commented embedding example in the shipped config"
+        );
+        let cfg = parse(&format!("{MINIMAL}{}\n", example.join("\n"))).unwrap();
+        let e = openai(&cfg);
+        assert_eq!(e.model, "nomic-embed-text");
+        assert_eq!(e.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+        assert_eq!(e.dimensions, NonZeroU32::new(768));
+    }
+
+    fn shipped_text() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH))
+            .unwrap()
+    }
+
+    #[test]
+    fn embedding_errors_name_line_and_field() {
+        assert_eq!(
+            embedding_err(&format!("{OPENAI}  modle: x\n")),
+            "config/securities.yaml:9: embedding.modle: unknown key; allowed keys here: provider, base_url, model, api_key_env, batch_size, dimensions, timeout"
+        );
+        assert_eq!(
+            embedding_err("  provider: openai\n  base_url: http://h/v1\n"),
+            "config/securities.yaml:6: embedding.model: required key is missing"
+        );
+        assert_eq!(
+            embedding_err("  provider: openai\n  model: m\n"),
+            "config/securities.yaml:6: embedding.base_url: required key is missing"
+        );
+        assert_eq!(
+            embedding_err("  provider: cohere\n"),
+            r#"config/securities.yaml:6: embedding.provider: "cohere" is not a provider; use local (the in-process all-MiniLM-L6-v2) or openai (an OpenAI-compatible /v1/embeddings endpoint)"#
+        );
+        assert_eq!(
+            embedding_err("  provider: local\n  model: nomic-embed-text\n"),
+            "config/securities.yaml:7: embedding.model: only used with provider: openai; remove it or set provider: openai"
+        );
+        assert_eq!(
+            embedding_err("  base_url: http://h/v1\n"),
+            "config/securities.yaml:6: embedding.base_url: only used with provider: openai; remove it or set provider: openai"
+        );
+        assert_eq!(
+            embedding_err(&format!("{OPENAI}  batch_size: 4096\n")),
+            "config/securities.yaml:9: embedding.batch_size: 4096 is out of range; allowed: 1..=2048"
+        );
+        assert_eq!(
+            embedding_err(&format!("{OPENAI}  dimensions: 768x\n")),
+            r#"config/securities.yaml:9: embedding.dimensions: expected a whole number in 1..=65536, found "768x""#
+        );
+        assert_eq!(
+            embedding_err(&format!("{OPENAI}  timeout: 1m\n")),
+            r#"config/securities.yaml:9: embedding.timeout: expected a duration in whole seconds such as 60s (1s..=600s), found "1m""#
+        );
+        assert_eq!(
+            embedding_err(&format!("{OPENAI}  timeout: 0s\n")),
+            "config/securities.yaml:9: embedding.timeout: 0s is out of range; allowed: 1..=600"
+        );
+        assert_eq!(
+            embedding_err(&format!("{OPENAI}  timeout: 601\n")),
+            "config/securities.yaml:9: embedding.timeout: 601 is out of range; allowed: 1..=600"
+        );
+        assert_eq!(
+            embedding_err(&format!("{OPENAI}  timeout: [1]\n")),
+            "config/securities.yaml:9: embedding.timeout: expected a duration in whole seconds such as 60s (1s..=600s), found a list"
+        );
+        assert_eq!(
+            embedding_err("  provider: openai\n  base_url: ftp://h/v1\n  model: m\n"),
+            r#"config/securities.yaml:7: embedding.base_url: "ftp://h/v1" is not an http(s) URL"#
+        );
+        assert_eq!(
+            embedding_err("  provider: openai\n  base_url: localhost:11434\n  model: m\n"),
+            r#"config/securities.yaml:7: embedding.base_url: "localhost:11434" is not an http(s) URL"#
+        );
+        assert_eq!(
+            embedding_err("  provider: openai\n  base_url: not a url\n  model: m\n"),
+            r#"config/securities.yaml:7: embedding.base_url: "not a url" is not a URL (relative URL without a base); write the API's base URL, e.g. http://127.0.0.1:11434/v1 or https://api.openai.com/v1"#
+        );
+        assert_eq!(
+            embedding_err("  provider: openai\n  base_url: http://h/v1?key=1\n  model: m\n"),
+            r#"config/securities.yaml:7: embedding.base_url: "http://h/v1?key=1" must not have a query or fragment; requests go to {base_url}/embeddings"#
+        );
+        assert_eq!(
+            embedding_err(&format!("{OPENAI}  model: x\n")),
+            "config/securities.yaml:9: embedding.model: key appears twice (first on line 8); keep one"
+        );
+        assert_eq!(
+            embedding_err("  provider: openai\n  base_url: http://h/v1\n  model: \" m\"\n"),
+            "config/securities.yaml:8: embedding.model: the model name is empty or has spaces around it; write the name the endpoint knows, e.g. nomic-embed-text or text-embedding-3-small"
+        );
+        assert_eq!(
+            err(&format!("{MINIMAL}embedding: openai\n")),
+            r#"config/securities.yaml:5: embedding: expected a mapping of settings, found "openai""#
+        );
+    }
+
+    #[test]
+    fn secrets_in_the_embedding_section_are_not_echoed() {
+        let msg = embedding_err(
+            "  provider: openai\n  base_url: https://user:hunter2@api.example.com/v1\n  model: m\n",
+        );
+        assert_eq!(
+            msg,
+            "config/securities.yaml:7: embedding.base_url: credentials in the URL are not supported (the value is not shown); put the key in an environment variable and name it in api_key_env"
+        );
+        let msg = embedding_err(&format!("{OPENAI}  api_key_env: sk-proj-abc123\n"));
+        assert_eq!(
+            msg,
+            "config/securities.yaml:9: embedding.api_key_env: must be the NAME of the environment variable that holds the key (letters, digits and _), e.g. OPENAI_API_KEY, never the key itself; the value is not shown"
+        );
+        for name in ["OPENAI_API_KEY", "_K", "key2"] {
+            let cfg = embedding(&format!("{OPENAI}  api_key_env: {name}\n")).unwrap();
+            assert_eq!(openai(&cfg).api_key_env.as_deref(), Some(name));
+        }
+        for bad in ["2KEY", "A-B", "\"\"", "A B"] {
+            let msg = embedding_err(&format!("{OPENAI}  api_key_env: {bad}\n"));
+            assert!(msg.contains("the value is not shown"), "{bad}: {msg}");
+        }
     }
 
     // ---- select ----------------------------------------------------------------------------

@@ -1,4 +1,13 @@
-//! Embed: all-MiniLM-L6-v2 sentence embeddings computed in-process, on the CPU, no service.
+//! Embed: the vectors of the documents. [`Embedder`] is what the pipeline and the `similar`
+//! command use; it is one of two providers, chosen by the config's `embedding:` section
+//! ([`EmbedderSource`]):
+//! - `local` (the default): all-MiniLM-L6-v2 computed in-process, on the CPU, no service
+//!   ([`MiniLm`], described below);
+//! - `openai`: any OpenAI-compatible `/v1/embeddings` endpoint (Ollama, vLLM, TEI, OpenAI), see
+//!   [`openai`].
+//!
+//! Both give unit-length vectors, and each names its model ([`Embedder::model_id`]) so that a
+//! Chroma collection records which model its vectors came from.
 //!
 //! [`MiniLm::embed`] computes what sentence-transformers' `encode(..., normalize_embeddings=True)`
 //! and Chroma's default embedding function compute: BERT word-piece tokenisation truncated at
@@ -6,7 +15,7 @@
 //! pooling of the last hidden state over the text's tokens (the attention mask), L2
 //! normalisation; 384 dimensions. Texts go through in batches of [`BATCH_SIZE`], longest first
 //! as in sentence-transformers, [`BATCHES_IN_FLIGHT`] at a time; a batch carries no padding at
-//! all (see `embed/bert.rs`).
+//! all (see `crates/minilm`).
 //! `tests/embed.rs` checks the vectors against sentence-transformers' own (cosine >= 0.999).
 //!
 //! The model is a local Hugging Face directory (`config.json`, `tokenizer.json`,
@@ -19,7 +28,7 @@
 //!   download at build or run time (ONNX Runtime via `ort` needs a prebuilt native library and an
 //!   ONNX export, `tch` needs libtorch); matrix products by the `gemm` crate (AVX2/FMA kernels,
 //!   multi-threaded on rayon, no BLAS); reads `model.safetensors` as it is. Its `matmul` does
-//!   the heavy lifting; the encoder around it (`embed/bert.rs`, a few hundred lines) is ours:
+//!   the heavy lifting; the encoder around it (`crates/minilm`, a few hundred lines) is ours:
 //!   it fuses the elementwise work and skips padding, and it saves `candle-transformers` (~100
 //!   models, about 3 minutes of release build on 2 cores) and `candle-nn`.
 //! - `tokenizers` (Hugging Face's own, the one sentence-transformers runs) with
@@ -36,11 +45,13 @@
 //! is CPU-bound and blocking: call it from `tokio::task::spawn_blocking`, not on an async
 //! worker.
 
-mod bert;
+pub mod openai;
 
+use std::fmt;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -48,7 +59,9 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 use url::Url;
 
-use bert::{Bert, BertConfig};
+use crate::retry::Transient;
+use minilm::{Bert, BertConfig};
+pub use openai::{OpenAiEmbedder, OpenAiSettings};
 
 /// The Hugging Face repository of the model, for [`fetch_model`].
 pub const MODEL_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
@@ -121,6 +134,192 @@ pub enum EmbedError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the embedding worker stopped unexpectedly: {0}")]
+    Worker(String),
+    #[error(
+        "environment variable {var} (embedding.api_key_env) is not set; export the API key for {url} in it, or remove api_key_env if the endpoint needs no key"
+    )]
+    KeyUnset { var: String, url: String },
+    #[error(
+        "environment variable {var} does not hold a usable API key (it must be one line of visible ASCII); the value is not shown"
+    )]
+    KeyInvalid { var: String },
+    #[error("cannot build the HTTP client for the embeddings endpoint {url}: {reason}")]
+    Client { url: String, reason: String },
+    #[error(
+        "the embeddings endpoint {url} refused the request (HTTP {status}: {message}); {}",
+        key_hint(api_key_env.as_deref())
+    )]
+    Unauthorized {
+        url: String,
+        status: u16,
+        message: String,
+        api_key_env: Option<String>,
+    },
+    #[error(
+        "the embeddings endpoint {url} answered HTTP 404 ({message}); check embedding.base_url (it usually ends in /v1) and embedding.model ({model:?}: is it served there?)"
+    )]
+    NotFound {
+        url: String,
+        model: String,
+        message: String,
+    },
+    #[error(
+        "the embeddings endpoint {url} rejected a request of {texts} texts (HTTP {status}: {message}); check embedding.model, embedding.dimensions and embedding.batch_size"
+    )]
+    Rejected {
+        url: String,
+        texts: usize,
+        status: u16,
+        message: String,
+    },
+    #[error(
+        "the embeddings endpoint {url} is unreachable ({detail}); start the server or check embedding.base_url"
+    )]
+    Unreachable { url: String, detail: String },
+    #[error(
+        "the embeddings endpoint {url} kept failing ({last}) after {attempts} attempts; check the server (and embedding.timeout) and rerun"
+    )]
+    Unavailable {
+        url: String,
+        attempts: u32,
+        last: Transient,
+    },
+    #[error(
+        "the embeddings endpoint {url} sent an unusable answer: {detail}; check that embedding.base_url is an OpenAI-compatible API"
+    )]
+    BadResponse { url: String, detail: String },
+    #[error(
+        "the embeddings endpoint {url} returned vectors of {got} values but embedding.dimensions is {want}; set dimensions to what {model:?} produces, or remove it"
+    )]
+    WrongDimensions {
+        url: String,
+        model: String,
+        got: usize,
+        want: u32,
+    },
+}
+
+/// What to do about a refused key.
+fn key_hint(api_key_env: Option<&str>) -> String {
+    match api_key_env {
+        Some(var) => format!("check the key in ${var}"),
+        None => "the endpoint wants a key: put it in an environment variable and name that variable in embedding.api_key_env".to_owned(),
+    }
+}
+
+/// Where the local model comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// `EMBEDDING_MODEL_DIR`: a local Hugging Face layout.
+    Dir(PathBuf),
+    /// Downloaded once from the hub (`HF_ENDPOINT`) into `cache`, then reused.
+    Hub { endpoint: Url, cache: PathBuf },
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(f, "{}", dir.display()),
+            Self::Hub { endpoint, cache } => write!(
+                f,
+                "{MODEL_REPO} from {endpoint} (cached in {})",
+                cache.display()
+            ),
+        }
+    }
+}
+
+/// Where vectors come from (from the config's `embedding:` section and the environment).
+/// `Display` shows it without secrets.
+#[derive(Debug, Clone)]
+pub enum EmbedderSource {
+    /// all-MiniLM-L6-v2 in-process.
+    Local(ModelSource),
+    /// An OpenAI-compatible embeddings endpoint.
+    OpenAi(OpenAiSettings),
+}
+
+impl EmbedderSource {
+    /// The [`Embedder::model_id`] of the embedder this source loads, known before loading it.
+    #[must_use]
+    pub fn model_id(&self) -> String {
+        match self {
+            Self::Local(_) => MODEL_REPO.to_owned(),
+            Self::OpenAi(settings) => settings.model_id(),
+        }
+    }
+}
+
+impl fmt::Display for EmbedderSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(ModelSource::Dir(dir)) => {
+                write!(f, "local {MODEL_REPO} (in-process) from {}", dir.display())
+            }
+            Self::Local(hub) => write!(f, "local {hub} (in-process)"),
+            Self::OpenAi(settings) => write!(f, "{settings}"),
+        }
+    }
+}
+
+/// A loaded embedder of either provider: texts in, unit-length vectors out.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per run or command, never in a collection
+pub enum Embedder {
+    Local(Arc<MiniLm>),
+    OpenAi(OpenAiEmbedder),
+}
+
+impl Embedder {
+    /// Local: the model directory (downloaded first if it comes from the hub), loaded on the
+    /// blocking pool. OpenAI: the HTTP client; no request is made yet.
+    pub async fn load(source: &EmbedderSource) -> Result<Embedder, EmbedError> {
+        match source {
+            EmbedderSource::Local(model) => {
+                let dir = match model {
+                    ModelSource::Dir(dir) => dir.clone(),
+                    ModelSource::Hub { endpoint, cache } => {
+                        fetch_model(endpoint, MODEL_REPO, cache).await?
+                    }
+                };
+                let model = tokio::task::spawn_blocking(move || MiniLm::load(&dir))
+                    .await
+                    .map_err(|e| EmbedError::Worker(e.to_string()))??;
+                Ok(Embedder::Local(Arc::new(model)))
+            }
+            EmbedderSource::OpenAi(settings) => {
+                Ok(Embedder::OpenAi(OpenAiEmbedder::new(settings)?))
+            }
+        }
+    }
+
+    /// One unit-length vector per text, in order. Local: computed on the blocking pool (the
+    /// async workers stay free); OpenAI: requests of `batch_size` texts.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match self {
+            Embedder::Local(model) => {
+                let model = Arc::clone(model);
+                tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    model.embed(&refs)
+                })
+                .await
+                .map_err(|e| EmbedError::Worker(e.to_string()))?
+            }
+            Embedder::OpenAi(client) => client.embed(&texts).await,
+        }
+    }
+
+    /// The model the vectors come from: [`MODEL_REPO`] for the local model, `openai:<model>`
+    /// for an endpoint. Recorded in (and checked against) the Chroma collection's metadata.
+    #[must_use]
+    pub fn model_id(&self) -> String {
+        match self {
+            Embedder::Local(_) => MODEL_REPO.to_owned(),
+            Embedder::OpenAi(client) => client.model_id(),
+        }
+    }
 }
 
 /// all-MiniLM-L6-v2 (or any BERT sentence-transformers model with mean pooling), ready to embed.

@@ -3,9 +3,9 @@
 //!
 //! Retries decide *whether* apart from *when*: [`classify_status`] and [`classify_transport`] say
 //! whether a failure is transient (429, 5xx, timeout, dropped connection) or permanent (404
-//! delisted, 400, any other 4xx, a body that is not chart JSON); `backon`'s exponential backoff
-//! with jitter says when, and a `Retry-After` header can only lengthen the wait (up to
-//! `retry_max`).
+//! delisted, 400, any other 4xx, a body that is not chart JSON); the loop in [`crate::retry`]
+//! (shared with the Chroma and embeddings clients) says when: `backon`'s exponential backoff with
+//! jitter, where a `Retry-After` header can only lengthen the wait (up to `retry_max`).
 
 pub mod wire;
 
@@ -13,16 +13,17 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use tracing::{debug, warn};
+use reqwest::header::HeaderMap;
+use tracing::debug;
 use url::Url;
 
 use crate::domain::{DateWindow, YahooSymbol};
+use crate::retry::{self, Attempt};
+pub use crate::retry::{RetryPolicy, retry_after};
 pub use wire::ChartEnvelope;
 
 /// Yahoo answers clients without a browser-like User-Agent with 429/403 (reference README).
@@ -123,40 +124,6 @@ pub fn classify_transport(error: &reqwest::Error, timeout: Duration) -> Transien
     }
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
-#[must_use]
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    (when.with_timezone(&Utc) - Utc::now()).to_std().ok()
-}
-
-/// How retries are timed.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt (so `max_retries + 1` attempts in all).
-    pub max_retries: u32,
-    /// First backoff delay; doubles each time, with jitter.
-    pub base: Duration,
-    /// Cap on any single wait, including one asked for by `Retry-After`.
-    pub max: Duration,
-}
-
-impl RetryPolicy {
-    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.base)
-            .with_max_delay(self.max)
-            .with_factor(2.0)
-            .with_jitter()
-            .with_max_times(usize::try_from(self.max_retries).unwrap_or(usize::MAX))
-            .build()
-    }
-}
-
 /// Everything the client needs; built from `securities.yaml` and `YAHOO_BASE_URL`.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -231,40 +198,40 @@ impl YahooClient {
         window: &DateWindow,
     ) -> Result<ChartEnvelope, FetchError> {
         let url = self.chart_url(symbol, window);
-        let mut delays = self.retry.backoff();
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            self.limiter.until_ready().await;
-            let started = Instant::now();
-            let (reason, after) = match self.attempt(symbol, &url).await {
-                Ok(body) => {
+        let body = retry::retry(
+            &self.retry,
+            "Yahoo chart request",
+            |attempt| {
+                let url = &url;
+                async move {
+                    self.limiter.until_ready().await;
+                    let started = Instant::now();
+                    let body = self.attempt(symbol, url).await?;
                     debug!(
                         attempt,
                         elapsed_ms = started.elapsed().as_millis(),
                         bytes = body.len(),
                         "chart received"
                     );
-                    return decode(symbol, &body);
+                    Ok(body)
                 }
-                Err(AttemptError::Fatal(e)) => return Err(e),
-                Err(AttemptError::Transient { reason, after }) => (reason, after),
-            };
-            let Some(backoff) = delays.next() else {
-                return Err(FetchError::GaveUp {
-                    symbol: symbol.to_string(),
-                    attempts: attempt,
-                    last: reason,
-                });
-            };
-            let wait = after.map_or(backoff, |a| a.min(self.retry.max).max(backoff));
-            warn!(attempt, error = %reason, wait_ms = wait.as_millis(), "retrying");
-            tokio::time::sleep(wait).await;
-        }
+            },
+            |last, attempts| FetchError::GaveUp {
+                symbol: symbol.to_string(),
+                attempts,
+                last,
+            },
+        )
+        .await?;
+        decode(symbol, &body)
     }
 
-    async fn attempt(&self, symbol: &YahooSymbol, url: &Url) -> Result<Vec<u8>, AttemptError> {
-        let transport = |e: reqwest::Error| AttemptError::Transient {
+    async fn attempt(
+        &self,
+        symbol: &YahooSymbol,
+        url: &Url,
+    ) -> Result<Vec<u8>, Attempt<Transient, FetchError>> {
+        let transport = |e: reqwest::Error| Attempt::Retry {
             reason: classify_transport(&e, self.timeout),
             after: None,
         };
@@ -273,7 +240,7 @@ impl YahooClient {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(AttemptError::Fatal(FetchError::Malformed {
+                return Err(Attempt::Stop(FetchError::Malformed {
                     symbol: symbol.to_string(),
                     detail: format!("body larger than {MAX_BODY_BYTES} bytes"),
                 }));
@@ -284,12 +251,12 @@ impl YahooClient {
             return Ok(body);
         }
         match classify_status(status, response.headers()) {
-            Verdict::Retry { reason, after } => Err(AttemptError::Transient { reason, after }),
+            Verdict::Retry { reason, after } => Err(Attempt::Retry { reason, after }),
             Verdict::Fail => {
                 let description = wire::error_description(&body)
                     .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
                 let (symbol, status) = (symbol.to_string(), status.as_u16());
-                Err(AttemptError::Fatal(if status == 404 {
+                Err(Attempt::Stop(if status == 404 {
                     FetchError::NotFound {
                         symbol,
                         status,
@@ -305,15 +272,6 @@ impl YahooClient {
             }
         }
     }
-}
-
-/// The result of one failed attempt: try again (possibly not before `after`), or stop.
-enum AttemptError {
-    Transient {
-        reason: Transient,
-        after: Option<Duration>,
-    },
-    Fatal(FetchError),
 }
 
 fn decode(symbol: &YahooSymbol, body: &[u8]) -> Result<ChartEnvelope, FetchError> {
@@ -358,7 +316,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
 
     use super::*;
 
@@ -392,34 +350,6 @@ mod tests {
                 after: Some(Duration::from_secs(7))
             }
         );
-    }
-
-    #[test]
-    fn retry_after_as_http_date() {
-        let mut headers = HeaderMap::new();
-        let later = (Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
-        headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
-        let d = retry_after(&headers).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers), None);
-    }
-
-    #[test]
-    fn backoff_grows_and_stops() {
-        let policy = RetryPolicy {
-            max_retries: 3,
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(250),
-        };
-        let delays: Vec<_> = policy.backoff().collect();
-        assert_eq!(delays.len(), 3);
-        // jitter adds up to one base delay on top; the cap applies before jitter
-        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200));
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(500)));
     }
 
     #[test]

@@ -20,10 +20,14 @@
 //!
 //! Upsert *merges* metadata: a key left out of a later upsert keeps its old value.
 //!
-//! Retries, as in `fetch`: a status or transport failure is classified as transient (429, 5xx,
-//! timeout, connection refused or dropped) or permanent (any other 4xx, never retried); backon's
-//! jittered exponential backoff says when, and `Retry-After` can only lengthen a wait. Every call
-//! is idempotent (upserts with stable ids), so retrying one that reached the server is safe.
+//! Retries, as in `fetch` and with the same loop ([`crate::retry`]): a status or transport
+//! failure is classified as transient (429, 5xx, timeout, connection refused or dropped) or
+//! permanent (any other 4xx, never retried); backon's jittered exponential backoff says when, and
+//! `Retry-After` can only lengthen a wait. Every call is idempotent (upserts with stable ids), so
+//! retrying one that reached the server is safe.
+//!
+//! The vectors of different embedding models are not comparable: [`ChromaClient::collection_for_model`]
+//! records the model in a new collection's metadata and refuses an existing one of another model.
 
 pub mod wire;
 
@@ -32,17 +36,17 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use tracing::debug;
 use url::Url;
 
-use crate::fetch::{RetryPolicy, retry_after};
+pub use crate::retry::Transient;
+use crate::retry::{self, Attempt, RetryPolicy, classify_transport, one_line, retry_after};
 use crate::settings::EnvValue;
 
 /// Where Chroma is when neither `CHROMA_URL` nor `CHROMA_HOST`/`CHROMA_PORT` say.
@@ -64,6 +68,9 @@ pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
 };
 /// The metadata the collection is created with (informational).
 const CREATED_BY: (&str, &str) = ("created_by", "market-encoder");
+/// The collection metadata key that records which model made its vectors (see
+/// [`ChromaClient::collection_for_model`]).
+pub const EMBEDDING_MODEL_KEY: &str = "embedding_model";
 
 /// Why talking to Chroma failed. Each message is one line naming Chroma and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +116,23 @@ pub enum IndexError {
         "Chroma collection {collection} measures {space} distance, not cosine; delete it or set CHROMA_COLLECTION to a new name"
     )]
     WrongSpace { collection: String, space: String },
+    #[error(
+        "collection {collection} holds vectors of model {stored} but this run embeds with {wanted}; set CHROMA_COLLECTION to another collection or delete {collection}"
+    )]
+    ModelMismatch {
+        collection: String,
+        stored: String,
+        wanted: String,
+    },
+    #[error(
+        "Chroma at {url} has no collection {collection} in {tenant}/{database}; run the job first (it creates it) or set CHROMA_COLLECTION"
+    )]
+    NoCollection {
+        url: String,
+        tenant: String,
+        database: String,
+        collection: String,
+    },
     #[error("record {id:?} cannot be sent to Chroma: {problem}")]
     InvalidRecord { id: String, problem: String },
     #[error("Chroma rejected {what} (HTTP {status}: {message})")]
@@ -140,17 +164,6 @@ impl IndexError {
             _ => None,
         }
     }
-}
-
-/// A failure worth trying again.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Transient {
-    #[error("HTTP {status}: {message}")]
-    Status { status: u16, message: String },
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("{0}")]
-    Connection(String),
 }
 
 /// How to reach Chroma. `Debug` and `Display` never show the token.
@@ -419,6 +432,10 @@ pub struct Collection {
     /// The distance function as the server reports it (always `cosine` once returned by
     /// [`ChromaClient::collection`]).
     pub space: String,
+    /// The model whose vectors the collection holds, as recorded in its metadata
+    /// ([`EMBEDDING_MODEL_KEY`]) when [`ChromaClient::collection_for_model`] created it; `None`
+    /// for a collection created otherwise.
+    pub embedding_model: Option<String>,
 }
 
 /// A Chroma server (one tenant and database of it). Cheap to share by reference.
@@ -559,9 +576,46 @@ impl ChromaClient {
     }
 
     /// The collection `name`, created with cosine distance if it does not exist. Fails with
-    /// [`IndexError::WrongSpace`] if it exists with another distance.
+    /// [`IndexError::WrongSpace`] if it exists with another distance. Records no model and
+    /// checks none: the job uses [`Self::collection_for_model`].
     #[tracing::instrument(name = "chroma.collection", skip_all, fields(collection = name), err(Display))]
     pub async fn collection(&self, name: &str) -> Result<Collection, IndexError> {
+        self.get_or_create(name, None).await
+    }
+
+    /// As [`Self::collection`], for vectors of the embedding model `model_id`: a new collection
+    /// records it in its metadata ([`EMBEDDING_MODEL_KEY`]), and an existing one that records
+    /// another model is refused with [`IndexError::ModelMismatch`] (its vectors would not be
+    /// comparable with this model's). An existing collection that records no model (created
+    /// before this check existed, or by [`Self::collection`]) is accepted as it is.
+    #[tracing::instrument(name = "chroma.collection", skip_all, fields(collection = name, model = model_id), err(Display))]
+    pub async fn collection_for_model(
+        &self,
+        name: &str,
+        model_id: &str,
+    ) -> Result<Collection, IndexError> {
+        let collection = self.get_or_create(name, Some(model_id)).await?;
+        match &collection.embedding_model {
+            Some(stored) if stored != model_id => Err(IndexError::ModelMismatch {
+                collection: collection.name,
+                stored: stored.clone(),
+                wanted: model_id.to_owned(),
+            }),
+            _ => Ok(collection),
+        }
+    }
+
+    /// Get-or-create with cosine distance; `model_id`, if any, goes into a new collection's
+    /// metadata (Chroma keeps an existing collection's metadata as it is).
+    async fn get_or_create(
+        &self,
+        name: &str,
+        model_id: Option<&str>,
+    ) -> Result<Collection, IndexError> {
+        let mut metadata = BTreeMap::from([CREATED_BY]);
+        if let Some(model_id) = model_id {
+            metadata.insert(EMBEDDING_MODEL_KEY, model_id);
+        }
         let body = wire::CreateCollection {
             name,
             get_or_create: true,
@@ -571,7 +625,7 @@ impl ChromaClient {
                 }),
                 spann: None,
             },
-            metadata: BTreeMap::from([CREATED_BY]),
+            metadata,
         };
         let what = format!("the creation of collection {name}");
         let created: wire::CollectionBody = self
@@ -582,23 +636,7 @@ impl ChromaClient {
                 Some(to_body(&body, &what)?),
             )
             .await?;
-        let space = created
-            .configuration_json
-            .as_ref()
-            .and_then(wire::Configuration::space)
-            .unwrap_or("l2 (Chroma's default)")
-            .to_owned();
-        if space != "cosine" {
-            return Err(IndexError::WrongSpace {
-                collection: created.name,
-                space,
-            });
-        }
-        Ok(Collection {
-            id: created.id,
-            name: created.name,
-            space,
-        })
+        cosine_collection(created)
     }
 
     /// Inserts or replaces `records` (by id) and returns how many distinct ids were written.
@@ -763,6 +801,32 @@ impl ChromaClient {
             .collect()
     }
 
+    /// The existing collection `name`, for reading: unlike [`Self::collection`] it never
+    /// creates one. Fails with [`IndexError::NoCollection`] if there is none, and with
+    /// [`IndexError::WrongSpace`] if it does not measure cosine distance.
+    #[tracing::instrument(name = "chroma.open_collection", skip_all, fields(collection = name), err(Display))]
+    pub async fn open_collection(&self, name: &str) -> Result<Collection, IndexError> {
+        let what = format!("the lookup of collection {name}");
+        let found: Result<wire::CollectionBody, _> = self
+            .call(
+                Method::GET,
+                self.db_url(&["collections", name])?,
+                &what,
+                None,
+            )
+            .await;
+        match found {
+            Ok(body) => cosine_collection(body),
+            Err(IndexError::Rejected { status: 404, .. }) => Err(IndexError::NoCollection {
+                url: self.shown_url.clone(),
+                tenant: self.tenant.clone(),
+                database: self.database.clone(),
+                collection: name.to_owned(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes the collection `name` and its records. Deleting one that does not exist is not an
     /// error.
     #[tracing::instrument(name = "chroma.delete_collection", skip_all, fields(collection = name), err(Display))]
@@ -824,53 +888,28 @@ impl ChromaClient {
         what: &str,
         body: Option<Bytes>,
     ) -> Result<T, IndexError> {
-        let mut delays = backoff(&self.retry);
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let (reason, after) = match self.attempt(&method, &url, body.clone()).await {
-                Ok(bytes) => {
-                    return serde_json::from_slice(&bytes).map_err(|e| IndexError::Decode {
-                        what: what.to_owned(),
-                        detail: e.to_string(),
-                    });
-                }
-                Err(AttemptError::Transient { reason, after }) => (reason, after),
-                Err(AttemptError::Rejected { status, message }) => {
-                    return Err(if status == 401 || status == 403 {
-                        IndexError::Unauthorized {
-                            url: self.shown_url.clone(),
-                            what: what.to_owned(),
-                            status,
-                            message,
-                        }
-                    } else {
-                        IndexError::Rejected {
-                            what: what.to_owned(),
-                            status,
-                            message,
-                        }
-                    });
-                }
-            };
-            let Some(backoff) = delays.next() else {
-                return Err(match reason {
-                    Transient::Status { .. } => IndexError::Unavailable {
-                        url: self.shown_url.clone(),
-                        what: what.to_owned(),
-                        attempts: attempt,
-                        last: reason,
-                    },
-                    Transient::Timeout(_) | Transient::Connection(_) => IndexError::Unreachable {
-                        url: self.shown_url.clone(),
-                        detail: reason.to_string(),
-                    },
-                });
-            };
-            let wait = after.map_or(backoff, |a| a.min(self.retry.max).max(backoff));
-            warn!(attempt, error = %reason, wait_ms = wait.as_millis(), "retrying Chroma request");
-            tokio::time::sleep(wait).await;
-        }
+        let bytes = retry::retry(
+            &self.retry,
+            "Chroma request",
+            |_| self.attempt(&method, &url, body.clone(), what),
+            |last, attempts| match last {
+                Transient::Status { .. } => IndexError::Unavailable {
+                    url: self.shown_url.clone(),
+                    what: what.to_owned(),
+                    attempts,
+                    last,
+                },
+                Transient::Timeout(_) | Transient::Connection(_) => IndexError::Unreachable {
+                    url: self.shown_url.clone(),
+                    detail: last.to_string(),
+                },
+            },
+        )
+        .await?;
+        serde_json::from_slice(&bytes).map_err(|e| IndexError::Decode {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })
     }
 
     async fn attempt(
@@ -878,8 +917,9 @@ impl ChromaClient {
         method: &Method,
         url: &Url,
         body: Option<Bytes>,
-    ) -> Result<Bytes, AttemptError> {
-        let transport = |e: reqwest::Error| AttemptError::Transient {
+        what: &str,
+    ) -> Result<Bytes, Attempt<Transient, IndexError>> {
+        let transport = |e: reqwest::Error| Attempt::Retry {
             reason: classify_transport(&e, self.timeout),
             after: None,
         };
@@ -895,66 +935,55 @@ impl ChromaClient {
             return Ok(bytes);
         }
         let message = error_message(status, &bytes);
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            Err(AttemptError::Transient {
-                reason: Transient::Status {
-                    status: status.as_u16(),
-                    message,
-                },
+        let status = status.as_u16();
+        Err(if status == 429 || status >= 500 {
+            Attempt::Retry {
+                reason: Transient::Status { status, message },
                 after,
-            })
-        } else {
-            Err(AttemptError::Rejected {
-                status: status.as_u16(),
+            }
+        } else if status == 401 || status == 403 {
+            Attempt::Stop(IndexError::Unauthorized {
+                url: self.shown_url.clone(),
+                what: what.to_owned(),
+                status,
                 message,
             })
-        }
+        } else {
+            Attempt::Stop(IndexError::Rejected {
+                what: what.to_owned(),
+                status,
+                message,
+            })
+        })
     }
 }
 
-/// The result of one failed attempt: try again (not before `after` if the server said so), or
-/// stop.
-enum AttemptError {
-    Transient {
-        reason: Transient,
-        after: Option<Duration>,
-    },
-    Rejected {
-        status: u16,
-        message: String,
-    },
-}
-
-fn backoff(policy: &RetryPolicy) -> impl Iterator<Item = Duration> + use<> {
-    ExponentialBuilder::default()
-        .with_min_delay(policy.base)
-        .with_max_delay(policy.max)
-        .with_factor(2.0)
-        .with_jitter()
-        .with_max_times(usize::try_from(policy.max_retries).unwrap_or(usize::MAX))
-        .build()
-}
-
-/// Transport failures (no status) are all transient; the detail is short enough for one line.
-fn classify_transport(error: &reqwest::Error, timeout: Duration) -> Transient {
-    if error.is_timeout() {
-        return Transient::Timeout(timeout);
+/// The collection as the server described it, if it measures cosine distance.
+fn cosine_collection(body: wire::CollectionBody) -> Result<Collection, IndexError> {
+    let space = body
+        .configuration_json
+        .as_ref()
+        .and_then(wire::Configuration::space)
+        .unwrap_or("l2 (Chroma's default)")
+        .to_owned();
+    if space != "cosine" {
+        return Err(IndexError::WrongSpace {
+            collection: body.name,
+            space,
+        });
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut innermost = error.to_string();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Transient::Connection(match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-                std::io::ErrorKind::TimedOut => "connection timed out".into(),
-                _ => io.to_string(),
-            });
-        }
-        innermost = e.to_string();
-        source = e.source();
-    }
-    Transient::Connection(innermost)
+    let embedding_model = body
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get(EMBEDDING_MODEL_KEY))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    Ok(Collection {
+        id: body.id,
+        name: body.name,
+        space,
+        embedding_model,
+    })
 }
 
 /// Chroma's `{"error", "message"}` body, else the start of the body, else the status text.
@@ -969,17 +998,6 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else {
         one_line(&text)
-    }
-}
-
-/// At most 300 characters on one line.
-fn one_line(text: &str) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > 300 {
-        let cut: String = flat.chars().take(300).collect();
-        format!("{cut}...")
-    } else {
-        flat
     }
 }
 

@@ -6,8 +6,6 @@
 //! report is kept.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
@@ -15,15 +13,17 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
-use url::Url;
 use uuid::Uuid;
 
 use crate::config::Security;
 use crate::domain::DateWindow;
-use crate::embed::{EmbedError, MODEL_REPO, MiniLm, fetch_model};
+pub use crate::embed::ModelSource;
+use crate::embed::{EmbedError, Embedder, EmbedderSource};
 use crate::features::Plan;
 use crate::fetch::{ClientOptions, FetchError, YahooClient};
-use crate::index::{ChromaClient, ChromaSettings, IndexError, Metadata, MetadataValue, Record};
+use crate::index::{
+    ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
+};
 use crate::settings::DatabaseSettings;
 use crate::store::{RunOutcome, RunRecord, Store, StoreError};
 use crate::validate::{DropCounts, Series, validate};
@@ -49,31 +49,10 @@ pub struct JobOptions {
 #[derive(Debug, Clone)]
 pub struct MemoryOptions {
     pub chroma: ChromaSettings,
-    pub model: ModelSource,
+    /// Where the vectors come from (the config's `embedding:` section).
+    pub embedder: EmbedderSource,
     /// Documents embedded and upserted per round.
     pub batch_size: usize,
-}
-
-/// Where the embedding model comes from.
-#[derive(Debug, Clone)]
-pub enum ModelSource {
-    /// `EMBEDDING_MODEL_DIR`: a local Hugging Face layout.
-    Dir(PathBuf),
-    /// Downloaded once from the hub (`HF_ENDPOINT`) into `cache`, then reused.
-    Hub { endpoint: Url, cache: PathBuf },
-}
-
-impl std::fmt::Display for ModelSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Dir(dir) => write!(f, "{}", dir.display()),
-            Self::Hub { endpoint, cache } => write!(
-                f,
-                "{MODEL_REPO} from {endpoint} (cached in {})",
-                cache.display()
-            ),
-        }
-    }
 }
 
 /// Why the job as a whole could not run (a single security failing is not a `JobError`).
@@ -87,8 +66,6 @@ pub enum MemoryError {
     Embed(#[from] EmbedError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the embedding worker stopped unexpectedly: {0}")]
-    Worker(String),
 }
 
 /// What the embed and index stages did in a run.
@@ -535,25 +512,21 @@ async fn index_documents(
 ) -> Result<u64, (u64, MemoryError)> {
     let mut indexed = 0;
     let fail = |indexed: u64| move |e: MemoryError| (indexed, e);
-    // Chroma first: if it is down, fail before spending time on the model.
+    // Chroma first: if it is down, or its collection holds another model's vectors, fail
+    // before spending time on the model.
     let chroma = ChromaClient::connect(&memory.chroma)
         .await
         .map_err(|e| fail(0)(e.into()))?;
     let collection = chroma
-        .collection(memory.chroma.collection())
+        .collection_for_model(memory.chroma.collection(), &memory.embedder.model_id())
         .await
         .map_err(|e| fail(0)(e.into()))?;
-    let model_dir = match &memory.model {
-        ModelSource::Dir(dir) => dir.clone(),
-        ModelSource::Hub { endpoint, cache } => fetch_model(endpoint, MODEL_REPO, cache)
-            .await
-            .map_err(|e| fail(0)(e.into()))?,
-    };
-    let model = tokio::task::spawn_blocking(move || MiniLm::load(&model_dir))
+    reconcile(store, &chroma, &collection)
         .await
-        .map_err(|e| fail(0)(MemoryError::Worker(e.to_string())))?
+        .map_err(|e| fail(0)(e))?;
+    let embedder = Embedder::load(&memory.embedder)
+        .await
         .map_err(|e| fail(0)(e.into()))?;
-    let model = Arc::new(model);
 
     let mut after: Option<(String, NaiveDate)> = None;
     while !cancel.is_cancelled() {
@@ -567,14 +540,10 @@ async fn index_documents(
         let Some(last) = batch.last() else { break };
         after = Some((last.symbol.clone(), last.trade_date));
         let texts: Vec<String> = batch.iter().map(|d| d.document.clone()).collect();
-        let worker = Arc::clone(&model);
-        let vectors = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            worker.embed(&refs)
-        })
-        .await
-        .map_err(|e| fail(indexed)(MemoryError::Worker(e.to_string())))?
-        .map_err(|e| fail(indexed)(e.into()))?;
+        let vectors = embedder
+            .embed(texts)
+            .await
+            .map_err(|e| fail(indexed)(e.into()))?;
         let records: Vec<Record> = batch
             .iter()
             .zip(vectors)
@@ -598,9 +567,33 @@ async fn index_documents(
     Ok(indexed)
 }
 
+/// If the collection holds fewer records than PostgreSQL says were indexed, Chroma lost some
+/// (a wiped volume, a recreated or renamed collection): every document is marked pending, so
+/// this run re-indexes them all instead of leaving search silently incomplete. Ids are
+/// stable, so records still there are overwritten, not duplicated.
+async fn reconcile(
+    store: &Store,
+    chroma: &ChromaClient,
+    collection: &Collection,
+) -> Result<(), MemoryError> {
+    let in_chroma = chroma.count(collection).await? as u64;
+    let indexed = store.indexed_documents().await?;
+    if in_chroma < indexed {
+        let pending = store.forget_indexed().await?;
+        warn!(
+            collection = %collection.name,
+            in_chroma,
+            indexed,
+            pending,
+            "Chroma holds fewer records than were indexed; re-indexing all documents"
+        );
+    }
+    Ok(())
+}
+
 /// The stored JSON metadata (flat scalars, see `narrate::metadata`) as Chroma's typed values:
 /// integers stay integers, numbers with a fraction or exponent are floats.
-fn chroma_metadata(json: &serde_json::Map<String, serde_json::Value>) -> Metadata {
+pub fn chroma_metadata(json: &serde_json::Map<String, serde_json::Value>) -> Metadata {
     json.iter()
         .filter_map(|(key, value)| {
             let value = match value {

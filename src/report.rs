@@ -60,7 +60,7 @@ pub fn plan(
                 "chroma:     {} (documents: last {} days per security)",
                 m.chroma, config.encoding.embedding_days
             );
-            let _ = writeln!(out, "model:      {}", m.model);
+            let _ = writeln!(out, "embedding:  {}", m.embedder);
         }
         None => {
             let _ = writeln!(out, "chroma:     skipped (--no-embeddings)");

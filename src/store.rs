@@ -699,6 +699,95 @@ impl Store {
         .rows_affected();
         Ok(marked)
     }
+
+    /// The first and last stored closes of `symbol` from `from` to `to` (inclusive), how many
+    /// trading days lie after the first up to the last, its whole stored range (`None`: no
+    /// bar at all), and its currency.
+    #[tracing::instrument(name = "db.closes_between", skip(self), err(Display))]
+    pub async fn closes_between(
+        &self,
+        symbol: &DbSymbol,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<CloseWindow, StoreError> {
+        let row = sqlx::query(
+            "WITH span AS (SELECT min(trade_date) AS first, max(trade_date) AS last
+                           FROM market_data WHERE symbol = $1),
+                  inside AS (SELECT trade_date, close_price FROM market_data
+                             WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3)
+             SELECT span.first, span.last,
+                    (SELECT trade_date FROM inside ORDER BY trade_date LIMIT 1),
+                    (SELECT close_price FROM inside ORDER BY trade_date LIMIT 1),
+                    (SELECT trade_date FROM inside ORDER BY trade_date DESC LIMIT 1),
+                    (SELECT close_price FROM inside ORDER BY trade_date DESC LIMIT 1),
+                    (SELECT count(*) FROM inside) AS days,
+                    (SELECT currency FROM securities WHERE db_symbol = $1)
+             FROM span",
+        )
+        .bind(symbol.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("reading closes"))?;
+        let pair = |d: Option<NaiveDate>, p: Option<Decimal>| d.zip(p);
+        let days: i64 = row.get(6);
+        let (first, last): (Option<NaiveDate>, Option<NaiveDate>) = (row.get(0), row.get(1));
+        Ok(CloseWindow {
+            stored_range: first.zip(last),
+            first: pair(row.get(2), row.get(3)),
+            last: pair(row.get(4), row.get(5)),
+            trading_days: (days - 1).max(0),
+            currency: row.get(7),
+        })
+    }
+
+    /// Every symbol with stored prices, sorted.
+    #[tracing::instrument(name = "db.stored_symbols", skip_all, err(Display))]
+    pub async fn stored_symbols(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT db_symbol FROM securities ORDER BY db_symbol")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("listing stored symbols"))
+    }
+
+    /// How many documents are recorded as indexed (in some version).
+    #[tracing::instrument(name = "db.indexed_documents", skip_all, err(Display))]
+    pub async fn indexed_documents(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM documents WHERE indexed_hash IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query_error("counting indexed documents"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Marks every document pending again, so the next embed and index stage rewrites them all
+    /// (the collection lost records, or is a new one). Returns how many were marked.
+    #[tracing::instrument(name = "db.forget_indexed", skip_all, err(Display))]
+    pub async fn forget_indexed(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE documents SET indexed_hash = NULL, indexed_at = NULL WHERE indexed_hash IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("marking documents pending"))?
+        .rows_affected())
+    }
+}
+
+/// A security's stored closes between two dates, for the P&L (see [`Store::closes_between`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseWindow {
+    /// First and last stored trade date of the security, `None` if it has no bar.
+    pub stored_range: Option<(NaiveDate, NaiveDate)>,
+    /// The first stored bar in the window: date and close.
+    pub first: Option<(NaiveDate, Decimal)>,
+    /// The last stored bar in the window: date and close.
+    pub last: Option<(NaiveDate, Decimal)>,
+    /// Stored bars in the window after the first one.
+    pub trading_days: i64,
+    pub currency: Option<String>,
 }
 
 /// The feature calendar as a CTE named `calendar`: the dates on which an input of `$1` (the

@@ -228,5 +228,260 @@ async fn with_chroma_down_prices_are_kept_and_the_next_run_catches_up() {
     let client = memory.client().await;
     let collection = client.collection(&memory.collection).await.unwrap();
     assert_eq!(client.count(&collection).await.unwrap(), 30);
+
+    // Chroma lost the collection (a wiped volume, a new CHROMA_COLLECTION): the next run sees
+    // fewer records than PostgreSQL says were indexed and re-indexes everything.
+    memory.drop_collection().await;
+    let refill = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
+    assert_eq!(refill.code, 0, "{refill:#?}");
+    assert_eq!(refill.summary()["index"]["documents_indexed"], 30);
+    assert!(
+        refill.stderr.contains("re-indexing all"),
+        "the operator is told why: {}",
+        refill.stderr
+    );
+    let collection = client.open_collection(&memory.collection).await.unwrap();
+    assert_eq!(client.count(&collection).await.unwrap(), 30);
+    memory.drop_collection().await;
+}
+
+/// `similar` as a user runs it, against the collection a job run filled.
+async fn similar(memory: &Memory, cfg: &std::path::Path, flags: &[&str]) -> common::Run {
+    let mut args = vec!["similar", "--config", cfg.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    common::run(&args, &memory.env()).await
+}
+
+fn neighbours(r: &common::Run) -> Vec<Value> {
+    assert_eq!(r.code, 0, "{r:#?}");
+    let answer: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    answer["neighbours"].as_array().unwrap().clone()
+}
+
+fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    1.0 - dot / (norm(a) * norm(b))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn similar_finds_the_nearest_days_to_a_stored_day_or_a_text() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let memory = Memory::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[
+            ("etfs", "SPY", "SPY"),
+            ("etfs", "QQQ", "QQQ"),
+            ("indices", "^GSPC", "SPX"),
+        ],
+        "",
+    );
+    let r = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+
+    // Every stored vector, to check Chroma's answer against a brute-force search.
+    let documents: Vec<(String, chrono::NaiveDate, String)> =
+        sqlx::query_as("SELECT symbol, trade_date, document FROM documents ORDER BY 1, 2")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let ids: Vec<String> = documents
+        .iter()
+        .map(|(s, d, _)| format!("{s}:{d}"))
+        .collect();
+    let client = memory.client().await;
+    let collection = client.open_collection(&memory.collection).await.unwrap();
+    let stored = client
+        .get(
+            &collection,
+            &ids,
+            &[Include::Embeddings, Include::Metadatas],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 90);
+    let (symbol, date, _) = &documents[documents.len() - 20]; // a SPY day
+    assert_eq!(symbol, "SPY");
+    let query_id = format!("SPY:{date}");
+    let query = stored.iter().find(|h| h.id == query_id).unwrap();
+    let query_vector = query.embedding.clone().unwrap();
+    let mut expected: Vec<(f32, &str)> = stored
+        .iter()
+        .filter(|h| h.id != query_id)
+        .map(|h| {
+            (
+                cosine_distance(&query_vector, h.embedding.as_ref().unwrap()),
+                h.id.as_str(),
+            )
+        })
+        .collect();
+    expected.sort_by(|a, b| a.0.total_cmp(&b.0));
+
+    // A stored day: its 5 nearest other days, nearest first, as a brute-force search finds them.
+    let date = date.to_string();
+    let found = neighbours(
+        &similar(
+            &memory,
+            &cfg,
+            &["--symbol", "SPY", "--date", &date, "-k", "5", "--json"],
+        )
+        .await,
+    );
+    assert_eq!(found.len(), 5);
+    for (rank, (n, (distance, id))) in found.iter().zip(&expected).enumerate() {
+        assert_eq!(n["rank"], rank + 1);
+        assert_eq!(n["id"], *id, "rank {}: {found:#?}", rank + 1);
+        let got = n["distance"].as_f64().unwrap() as f32;
+        assert!((got - distance).abs() < 1e-4, "{got} vs {distance}");
+        assert!((n["similarity"].as_f64().unwrap() as f32 - (1.0 - distance)).abs() < 1e-4);
+        assert!(n["document"].as_str().unwrap().contains(" closed at "));
+        assert!(n["metadata"]["trade_date_int"].is_i64());
+    }
+
+    // Filters: the same security (named by its Yahoo symbol), or one category.
+    let (_, spx_date, _) = documents.iter().find(|(s, _, _)| s == "SPX").unwrap();
+    let spx_date = spx_date.to_string();
+    let same = neighbours(
+        &similar(
+            &memory,
+            &cfg,
+            &[
+                "--symbol",
+                "^GSPC",
+                "--date",
+                &spx_date,
+                "--same-symbol",
+                "-k",
+                "7",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(same.len(), 7);
+    assert!(same.iter().all(|n| n["symbol"] == "SPX"), "{same:#?}");
+    assert!(same.iter().all(|n| n["id"] != format!("SPX:{spx_date}")));
+    let indices = neighbours(
+        &similar(
+            &memory,
+            &cfg,
+            &[
+                "--symbol",
+                "SPY",
+                "--date",
+                &date,
+                "--category",
+                "indices",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(indices.len(), 10);
+    assert!(
+        indices
+            .iter()
+            .all(|n| n["metadata"]["category"] == "indices")
+    );
+
+    // A text is embedded with the documents' model: a stored document finds itself first.
+    let (qqq, qqq_date, qqq_text) = documents.iter().find(|(s, _, _)| s == "QQQ").unwrap();
+    let by_text =
+        neighbours(&similar(&memory, &cfg, &["--text", qqq_text, "-k", "3", "--json"]).await);
+    assert_eq!(by_text[0]["id"], format!("{qqq}:{qqq_date}"));
+    assert!(
+        by_text[0]["similarity"].as_f64().unwrap() > 0.999,
+        "{by_text:#?}"
+    );
+    let spy_only = neighbours(
+        &similar(
+            &memory,
+            &cfg,
+            &[
+                "--text",
+                "sell-off with rising volatility",
+                "--symbol",
+                "SPY",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(spy_only.len(), 10);
+    assert!(spy_only.iter().all(|n| n["symbol"] == "SPY"));
+
+    // On a terminal-style run without --json: the query day's document, then a table.
+    let table = similar(
+        &memory,
+        &cfg,
+        &["--symbol", "SPY", "--date", &date, "-k", "3"],
+    )
+    .await;
+    assert_eq!(table.code, 0, "{table:#?}");
+    assert!(
+        table.stdout.starts_with(&format!(
+            "3 nearest to market day {query_id} in {}",
+            memory.collection
+        )),
+        "{}",
+        table.stdout
+    );
+    for id in expected.iter().take(3).map(|(_, id)| id) {
+        let (s, d) = id.split_once(':').unwrap();
+        assert!(
+            table.stdout.lines().any(|l| l.contains(s) && l.contains(d)),
+            "{id} not in\n{}",
+            table.stdout
+        );
+    }
+
+    // What cannot be answered: one line naming the problem, and a non-zero exit.
+    let saturday = similar(&memory, &cfg, &["--symbol", "SPY", "--date", "2024-07-06"]).await;
+    assert_eq!(saturday.code, 2, "{saturday:#?}");
+    assert!(
+        saturday.stderr.contains(&format!(
+            "SPY on 2024-07-06 is not in Chroma collection {}",
+            memory.collection
+        )),
+        "{}",
+        saturday.stderr
+    );
+    let category = similar(&memory, &cfg, &["--text", "x", "--category", "bonds"]).await;
+    assert_eq!(category.code, 2, "{category:#?}");
+    assert!(
+        category.stderr.contains("unknown category \"bonds\""),
+        "{}",
+        category.stderr
+    );
+    let missing = format!("{}_missing", memory.collection);
+    let mut env = memory.env();
+    env[1] = ("CHROMA_COLLECTION", missing.as_str());
+    let mut args = vec!["similar", "--config", cfg.to_str().unwrap()];
+    args.extend(["--symbol", "SPY", "--date", &date]);
+    let no_collection = common::run(&args, &env).await;
+    assert_eq!(no_collection.code, 2, "{no_collection:#?}");
+    assert!(
+        no_collection
+            .stderr
+            .contains(&format!("has no collection {missing}")),
+        "{}",
+        no_collection.stderr
+    );
+    assert!(
+        client.open_collection(&missing).await.is_err(),
+        "a search must not create a collection"
+    );
+    env[0] = ("CHROMA_URL", "http://127.0.0.1:9");
+    let down = common::run(&args, &env).await;
+    assert_eq!(down.code, 5, "{down:#?}");
+    assert!(
+        down.stderr
+            .contains("Chroma at http://127.0.0.1:9 is unreachable"),
+        "{}",
+        down.stderr
+    );
     memory.drop_collection().await;
 }

@@ -83,6 +83,9 @@ pub struct CollectionBody {
     pub name: String,
     #[serde(default)]
     pub configuration_json: Option<Configuration>,
+    /// The collection's metadata (`null` when it has none); values may be any scalar.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `POST .../collections/{id}/upsert`. All arrays have one entry per record, in the same order.
@@ -167,6 +170,11 @@ mod tests {
             "embedding_function":null},"schema":{},"metadata":null,"dimension":null,
             "tenant":"default_tenant","database":"default_database","log_position":0,"version":0}"#;
         let c: CollectionBody = serde_json::from_str(body).unwrap();
+        assert!(c.metadata.is_none());
         assert_eq!(c.configuration_json.unwrap().space(), Some("cosine"));
+        let with_metadata = r#"{"id":"x","name":"t","configuration_json":null,
+            "metadata":{"embedding_model":"openai:m","created_by":"market-encoder","n":1}}"#;
+        let c: CollectionBody = serde_json::from_str(with_metadata).unwrap();
+        assert_eq!(c.metadata.unwrap()["embedding_model"], "openai:m");
     }
 }

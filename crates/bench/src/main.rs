@@ -4,15 +4,29 @@
 //! years of daily bars from the in-process fake Yahoo (each response delayed by a realistic
 //! latency) into a fresh PostgreSQL database, with indicators and documents, without the
 //! embed and index stages (`--no-embeddings`). Reports wall time, rows/s stored and the child's
-//! peak RSS (`getrusage(RUSAGE_CHILDREN)`), against the latency-bound ideal
+//! own peak RSS (`run_measured`), against the latency-bound ideal
 //! ceil(N / batch_size) x latency.
 //!
 //! Phase B, the database side alone, in the same run: the same rows stored through
 //! `Store::store_series` (one transaction per security, `batch_size` at a time) versus
 //! PostgreSQL's own `COPY` of the very same rows into a copy of the table, at the same
 //! concurrency. Series are prepared in memory first; only the writes are timed.
+//!
+//! Phase C, market memory, with `--memory` (`scripts/bench.sh --memory` provides Chroma, the
+//! model and sentence-transformers), on phase A's database and its `embedding_days` (30)
+//! documents per security, 6,000 for the default 200 securities: the release binary again
+//! with its embed and index stages into a fresh Chroma collection (wall time, documents/s, the
+//! child's own peak RSS against phase A's: what the model and its activations take);
+//! `MiniLm::embed` alone in-process (sentences/s, rayon threads) versus sentence-transformers on
+//! the very same texts (`st_throughput.py` with `--st-python`); then our Chroma client upserting
+//! those vectors into a fresh collection (new, then unchanged records/s) and 100 queries of
+//! k = 10 (median and p95 latency). Details in `memory.rs`; it also prints rows for README's
+//! Performance table.
+
+mod memory;
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -53,11 +67,40 @@ struct Args {
     /// Skip phase B.
     #[arg(long)]
     skip_store_phase: bool,
+    /// Also run phase C, market memory (needs Chroma and the model; scripts/bench.sh --memory
+    /// provides both).
+    #[arg(long)]
+    memory: bool,
+    /// Chroma for phase C (a scratch collection is created and deleted on it).
+    #[arg(long, env = "CHROMA_URL")]
+    chroma_url: Option<String>,
+    /// The all-MiniLM-L6-v2 model directory for phase C.
+    #[arg(long, env = "EMBEDDING_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// A python with sentence-transformers, to compare phase C's embedding throughput with.
+    #[arg(long)]
+    st_python: Option<PathBuf>,
 }
+
+/// Trade dates per security that get a document (the job's default, written out): phase C
+/// embeds securities x this many.
+const EMBEDDING_DAYS: u32 = 30;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let memory_needs = if args.memory {
+        Some((
+            args.chroma_url
+                .as_deref()
+                .context("--memory needs --chroma-url or CHROMA_URL (scripts/bench.sh --memory starts Chroma)")?,
+            args.model_dir
+                .as_deref()
+                .context("--memory needs --model-dir or EMBEDDING_MODEL_DIR (scripts/bench.sh --memory provides it)")?,
+        ))
+    } else {
+        None
+    };
     let to = NaiveDate::from_ymd_opt(2024, 12, 31).context("date")?;
     let from = NaiveDate::from_ymd_opt(2025 - i32::try_from(args.years)?, 1, 1).context("date")?;
     let window = DateWindow::new(from, to)?;
@@ -85,25 +128,30 @@ async fn main() -> anyhow::Result<()> {
         ..Options::default()
     })
     .await?;
-    let started = Instant::now();
-    let output = tokio::process::Command::new(&args.binary)
-        .args(["--config", path_str(&config_path)?])
-        .args(["--from", &from.to_string(), "--to", &to.to_string()])
-        // Prices, indicators and documents; embedding throughput is measured on its own.
-        .arg("--no-embeddings")
-        .env("DATABASE_URL", &job_db.url)
-        .env("YAHOO_BASE_URL", yahoo.base_url())
-        .env("LOG_LEVEL", "warn")
-        .output()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot run {} (build it with cargo build --release)",
-                args.binary
-            )
-        })?;
-    let wall = started.elapsed();
-    let peak_rss_kib = getrusage(UsageWho::RUSAGE_CHILDREN)?.max_rss();
+    let job_args: Vec<String> = vec![
+        "--config".into(),
+        path_str(&config_path)?.into(),
+        "--from".into(),
+        from.to_string(),
+        "--to".into(),
+        to.to_string(),
+    ];
+    let (output, wall, peak_rss_kib) = run_measured(
+        tokio::process::Command::new(&args.binary)
+            .args(&job_args)
+            // Prices, indicators and documents; the embed and index stages are phase C.
+            .arg("--no-embeddings")
+            .env("DATABASE_URL", &job_db.url)
+            .env("YAHOO_BASE_URL", yahoo.base_url())
+            .env("LOG_LEVEL", "warn"),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot run {} (build it with cargo build --release)",
+            args.binary
+        )
+    })?;
     if !output.status.success() {
         bail!(
             "market-encoder exited with {}: {}",
@@ -111,13 +159,7 @@ async fn main() -> anyhow::Result<()> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: serde_json::Value = stdout
-        .lines()
-        .find(|l| l.starts_with("{\"summary\""))
-        .map(serde_json::from_str)
-        .transpose()?
-        .context("no summary line from market-encoder")?;
+    let summary = summary_of(&output.stdout)?;
     let rows = summary["summary"]["rows_written"].as_u64().unwrap_or(0);
     let requests = yahoo.request_log().len();
     let ideal = Duration::from_millis(args.latency_ms)
@@ -147,8 +189,28 @@ async fn main() -> anyhow::Result<()> {
         "   peak RSS            {:>10.1} MiB",
         kib_to_mib(peak_rss_kib)
     )?;
+    // Phase C runs now, on phase A's database (printed after phase B); phase B then has the
+    // server to itself, as without --memory.
+    let memory = match memory_needs {
+        None => None,
+        Some((chroma_url, model_dir)) => Some(
+            memory::run(&memory::Inputs {
+                binary: &args.binary,
+                job_args: &job_args,
+                database_url: &job_db.url,
+                yahoo_base_url: &yahoo.base_url(),
+                chroma_url,
+                model_dir,
+                st_python: args.st_python.as_deref(),
+                work_dir: &dir,
+                phase_a_peak_rss_kib: peak_rss_kib,
+            })
+            .await,
+        ),
+    };
     yahoo.shutdown().await;
     job_db.drop_db().await?;
+    let memory = memory.transpose().context("phase C (market memory)")?;
 
     let mut store_rate = None;
     if !args.skip_store_phase {
@@ -179,19 +241,98 @@ async fn main() -> anyhow::Result<()> {
         )?;
         store_rate = Some((per_second(ours.0, ours.1), per_second(copy.0, copy.1)));
     }
+    if let Some(memory) = &memory {
+        memory.write_text(&mut report)?;
+        writeln!(report, "README, Performance table rows (phase C):")?;
+        report.push_str(&memory.readme_rows());
+    }
     print!("{report}");
-    println!(
-        "{}",
-        serde_json::json!({
-            "securities": args.securities, "years": args.years, "latency_ms": args.latency_ms,
-            "batch_size": args.batch_size, "wall_s": wall.as_secs_f64(), "rows": rows,
-            "rows_per_s": per_second(rows, wall), "ideal_s": ideal.as_secs_f64(),
-            "peak_rss_mib": kib_to_mib(peak_rss_kib),
-            "store_rows_per_s": store_rate.map(|r| r.0), "copy_rows_per_s": store_rate.map(|r| r.1),
-        })
-    );
+    let mut json = serde_json::json!({
+        "securities": args.securities, "years": args.years, "latency_ms": args.latency_ms,
+        "batch_size": args.batch_size, "wall_s": wall.as_secs_f64(), "rows": rows,
+        "rows_per_s": per_second(rows, wall), "ideal_s": ideal.as_secs_f64(),
+        "peak_rss_mib": kib_to_mib(peak_rss_kib),
+        "store_rows_per_s": store_rate.map(|r| r.0), "copy_rows_per_s": store_rate.map(|r| r.1),
+    });
+    if let Some(memory) = &memory {
+        json["memory"] = memory.json();
+    }
+    println!("{json}");
     std::fs::remove_dir_all(&dir)?;
+    if let Some(failure) = memory.as_ref().and_then(memory::MemoryReport::failure) {
+        bail!("phase C: sentence-transformers failed: {failure}");
+    }
     Ok(())
+}
+
+/// How often a measured child's `/proc/<pid>/status` is read while it runs.
+const RSS_POLL: Duration = Duration::from_millis(20);
+
+/// Runs `command` to completion with its output captured, and measures that child on its own:
+/// its output, wall time and peak RSS (KiB).
+///
+/// The peak: getrusage(RUSAGE_CHILDREN) is the largest of all children reaped so far, including
+/// those of whatever this process was before an exec (scripts/bench.sh execs us right after
+/// `cargo build`, whose peak is far above the job's). When it grew while this child ran, it is
+/// exactly this child's. Otherwise this child stayed below an earlier one, and the figure is
+/// its high-water mark (VmHWM) read from /proc/<pid>/status every 20 ms while it ran, which can
+/// miss only a new peak in its last 20 ms.
+async fn run_measured(
+    command: &mut tokio::process::Command,
+) -> anyhow::Result<(std::process::Output, Duration, i64)> {
+    let children_before = getrusage(UsageWho::RUSAGE_CHILDREN)?.max_rss();
+    let started = Instant::now();
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let status = child.id().map(|pid| format!("/proc/{pid}/status"));
+    let waiting = child.wait_with_output();
+    tokio::pin!(waiting);
+    let mut polled_kib = 0;
+    let mut poll = tokio::time::interval(RSS_POLL);
+    let output = loop {
+        tokio::select! {
+            output = &mut waiting => break output?,
+            _ = poll.tick() => {
+                if let Some(kib) = status.as_deref().and_then(|s| status_kib(s, "VmHWM:")) {
+                    polled_kib = polled_kib.max(kib);
+                }
+            }
+        }
+    };
+    let wall = started.elapsed();
+    let children_after = getrusage(UsageWho::RUSAGE_CHILDREN)?.max_rss();
+    let peak_kib = if children_after > children_before {
+        children_after
+    } else {
+        polled_kib
+    };
+    Ok((output, wall, peak_kib))
+}
+
+/// A `kB` field of a `/proc/.../status` file (`VmHWM:`, `VmRSS:`), if there is one.
+fn status_kib(path: &str, key: &str) -> Option<i64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The `{"summary": ...}` line of the job's stdout.
+fn summary_of(stdout: &[u8]) -> anyhow::Result<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .find(|l| l.starts_with("{\"summary\""))
+        .map(serde_json::from_str)
+        .transpose()?
+        .context("no summary line from market-encoder")
 }
 
 type Timed = (u64, Duration);
@@ -297,7 +438,7 @@ fn config_yaml(securities: usize, batch_size: usize) -> String {
     }
     let _ = write!(
         yaml,
-        "encoding:\n  days_back: 60\n  batch_size: {batch_size}\n  max_retries: 3\n  request_timeout_secs: 30\n  requests_per_second: 1000\n"
+        "encoding:\n  days_back: 60\n  embedding_days: {EMBEDDING_DAYS}\n  batch_size: {batch_size}\n  max_retries: 3\n  request_timeout_secs: 30\n  requests_per_second: 1000\n"
     );
     yaml
 }

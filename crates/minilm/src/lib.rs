@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 /// The fields of a Hugging Face BERT `config.json` that the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct BertConfig {
+pub struct BertConfig {
     #[serde(default)]
     pub model_type: Option<String>,
     pub vocab_size: usize,
@@ -132,7 +132,7 @@ struct Layer {
     out_norm: Norm,
 }
 
-pub(crate) struct Bert {
+pub struct Bert {
     /// `(vocab, hidden)`, row-major.
     word_embeddings: Vec<f32>,
     /// Position embeddings plus the token-type-0 embedding, `(max_positions, hidden)`.

@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# sentence-transformers for scripts/*.sh: the reference implementation the benchmark's market
+# memory phase compares our in-process embedder with. Source it; do not run it. Needs bash,
+# python3 (with venv) and PyPI.
+#
+# ensure_st: makes sure a python that can `import sentence_transformers` exists and exports
+#   ST_PYTHON  that python
+#   1. ST_PYTHON already set: use it if it imports sentence_transformers; fail loudly if it does
+#      not (a typo must not silently measure another install).
+#   2. Otherwise the venv ${MARKET_ENCODER_ST_VENV:-~/.cache/market-encoder/st-venv}, created once
+#      with sentence-transformers==$ME_ST_VERSION from PyPI. It pulls torch (PyPI's Linux build,
+#      with its CUDA libraries: several GB, minutes); later calls reuse it. A marker file says the
+#      install finished, so a half-finished venv is never used; concurrent callers wait on a lock
+#      instead of installing twice.
+#
+# Usage (scripts/bench.sh --memory):
+#   source scripts/lib/st.sh
+#   ensure_st                # exports ST_PYTHON
+#   ... --st-python "$ST_PYTHON"
+
+ME_ST_VERSION="${MARKET_ENCODER_ST_VERSION:-6.2.0}"
+ME_ST_VENV="${MARKET_ENCODER_ST_VENV:-${HOME:-/tmp}/.cache/market-encoder/st-venv}"
+
+st_log() { printf 'sentence-transformers: %s\n' "$*" >&2; }
+
+# st_venv: creates the venv (once; a marker file says the install finished) and prints its
+# python. Concurrent callers wait on a lock instead of installing twice.
+st_venv() {
+  local venv="$ME_ST_VENV" marker="$ME_ST_VENV/.market-encoder-sentence-transformers-$ME_ST_VERSION"
+  if [ ! -f "$marker" ]; then
+    mkdir -p "$(dirname "$venv")" || return 1
+    (
+      if command -v flock >/dev/null 2>&1; then
+        exec 9>"$venv.lock" && flock 9
+      fi
+      [ -f "$marker" ] && exit 0 # another process finished it while we waited
+      started=$SECONDS
+      st_log "installing sentence-transformers==$ME_ST_VERSION (and torch) into $venv (once; several GB, minutes)..."
+      rm -rf "$venv"
+      "${MARKET_ENCODER_PYTHON:-python3}" -m venv "$venv" >&2 || {
+        st_log "cannot create a venv with ${MARKET_ENCODER_PYTHON:-python3} (Debian: apt-get install python3-venv; or set MARKET_ENCODER_PYTHON)"
+        exit 1
+      }
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        "sentence-transformers==$ME_ST_VERSION" >&2 || {
+        st_log "pip install sentence-transformers==$ME_ST_VERSION failed (is PyPI reachable? enough disk?)"
+        exit 1
+      }
+      "$venv/bin/python" -c 'import sentence_transformers, torch' >&2 || {
+        st_log "sentence-transformers==$ME_ST_VERSION installed but does not import"
+        exit 1
+      }
+      touch "$marker"
+      st_log "installed sentence-transformers==$ME_ST_VERSION in $((SECONDS - started)) s"
+    ) || return 1
+  fi
+  printf '%s\n' "$venv/bin/python"
+}
+
+ensure_st() {
+  if [ -n "${ST_PYTHON:-}" ]; then
+    if "$ST_PYTHON" -c 'import sentence_transformers' 2>/dev/null; then
+      export ST_PYTHON
+      return 0
+    fi
+    st_log "ST_PYTHON=$ST_PYTHON cannot import sentence_transformers; unset it to use the cached venv"
+    return 1
+  fi
+  local python
+  python=$(st_venv) || return 1
+  export ST_PYTHON="$python"
+}
