@@ -11,10 +11,11 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cli::{Cli, Command, PnlArgs, RunArgs, SimilarArgs};
+use crate::cli::{Cli, Command, FeaturesArgs, PnlArgs, RunArgs, SimilarArgs};
 use crate::config::{Config, ConfigError, EmbeddingSettings};
 use crate::domain::{DateWindow, DomainError};
 use crate::embed::{self, EmbedError, Embedder, EmbedderSource, ModelSource, OpenAiSettings};
+use crate::features::{FeaturesError, Plan, display_rank};
 use crate::fetch::{ClientOptions, RetryPolicy};
 use crate::index::{ChromaClient, ChromaSettings, IndexError};
 use crate::pipeline::{self, JobError, JobOptions, MemoryOptions};
@@ -71,6 +72,8 @@ pub enum AppError {
     #[error(transparent)]
     Embed(#[from] EmbedError),
     #[error(transparent)]
+    Features(#[from] FeaturesError),
+    #[error(transparent)]
     Search(#[from] SearchError),
     #[error(transparent)]
     Pnl(#[from] PnlError),
@@ -89,7 +92,12 @@ impl AppError {
             | Self::Window(_)
             | Self::Chroma(_)
             | Self::Embed(_) => Exit::Usage,
-            Self::Store(e) | Self::Job(JobError::Store(e)) => store(e),
+            Self::Store(e)
+            | Self::Job(JobError::Store(e))
+            | Self::Features(FeaturesError::Store(e)) => store(e),
+            Self::Features(FeaturesError::NoData { .. } | FeaturesError::NoDate { .. }) => {
+                Exit::Usage
+            }
             Self::Job(JobError::Fetch(_)) => Exit::Partial,
             Self::Search(SearchError::Index(
                 IndexError::NoCollection { .. } | IndexError::ModelMismatch { .. },
@@ -118,6 +126,7 @@ pub async fn run(
 ) -> Result<Exit, AppError> {
     match cli.command {
         Some(Command::Migrate) => migrate(env).await,
+        Some(Command::Features(ref args)) => features(args, env).await,
         Some(Command::Similar(ref args)) => similar(&cli.run.config, args, env).await,
         Some(Command::Pnl(ref args)) => pnl(&cli.run.config, args, env).await,
         None => run_job(&cli.run, env, cancel, stopped_by).await,
@@ -145,6 +154,40 @@ async fn migrate(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Exit, AppErro
             .collect::<Vec<_>>()
             .join(", ")
     );
+    Ok(Exit::Success)
+}
+
+/// `market-encoder features`: the stored features of one date as a table or one JSON object.
+async fn features(
+    args: &FeaturesArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Result<Exit, AppError> {
+    let database = DatabaseSettings::from_env(env)?;
+    let store = Store::connect(&database, 1).await?;
+    let target = store.target().to_owned();
+    let Some(latest) = store
+        .latest_feature_date()
+        .await
+        .map_err(FeaturesError::from)?
+    else {
+        return Err(FeaturesError::NoData { target }.into());
+    };
+    let date = args.date.unwrap_or(latest);
+    let mut rows = store.features_on(date).await.map_err(FeaturesError::from)?;
+    if rows.is_empty() {
+        return Err(FeaturesError::NoDate {
+            target,
+            date,
+            latest,
+        }
+        .into());
+    }
+    rows.sort_by(|a, b| display_rank(&a.feature).cmp(&display_rank(&b.feature)));
+    if args.json {
+        println!("{}", report::features_json(date, &rows));
+    } else {
+        print!("{}", report::features_table(date, &rows));
+    }
     Ok(Exit::Success)
 }
 
@@ -204,6 +247,10 @@ async fn run_job(
         apply_migrations,
         client,
         memory,
+        features: config
+            .features
+            .enabled
+            .then(|| Plan::from_settings(&config.features)),
     };
     let report = pipeline::run(&options, &database, cancel).await?;
     if std::io::stdout().is_terminal() {
@@ -215,9 +262,14 @@ async fn run_job(
         eprintln!("{line}");
     }
     let index_failed = report.index.as_ref().is_some_and(|i| i.error.is_some());
+    let features_failed = report.features.as_ref().is_some_and(|f| f.error.is_some());
     Ok(match report.outcome {
         RunOutcome::Succeeded => Exit::Success,
-        RunOutcome::Partial if report.securities_failed == 0 && index_failed => Exit::Index,
+        RunOutcome::Partial
+            if report.securities_failed == 0 && index_failed && !features_failed =>
+        {
+            Exit::Index
+        }
         RunOutcome::Partial | RunOutcome::Failed => Exit::Partial,
         RunOutcome::Interrupted => match stopped_by() {
             Some(StopSignal::Interrupt) => Exit::Interrupted,
@@ -573,5 +625,12 @@ mod tests {
         });
         assert_eq!(down.exit(), Exit::Database);
         assert_eq!(ExitCode::from(Exit::Terminated), ExitCode::from(143));
+        let no_features = AppError::Features(FeaturesError::NoData { target: "t".into() });
+        assert_eq!(no_features.exit(), Exit::Usage);
+        let features_down = AppError::Features(FeaturesError::Store(StoreError::Connect {
+            target: "t".into(),
+            reason: "refused".into(),
+        }));
+        assert_eq!(features_down.exit(), Exit::Database);
     }
 }

@@ -11,7 +11,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
     name = "market-encoder",
     version,
     about = "Fetch daily bars from Yahoo Finance for the securities in securities.yaml and store them in PostgreSQL.",
-    after_help = "Exit codes: 0 all selected securities succeeded; 1 some failed (see the summary and the runs table); \
+    after_help = "Exit codes: 0 all selected securities succeeded; 1 some failed or the cross-asset features did (see the summary and the runs table); \
 2 configuration or usage error; 3 database unreachable or failing; 4 another run holds the lock; \
 5 prices stored but embedding/indexing failed (Chroma unreachable, model missing), or for `similar` Chroma or the model failed; \
 130/143 interrupted by SIGINT/SIGTERM.\n\
@@ -35,11 +35,26 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending database migrations (from migrations/) and exit.
     Migrate,
+    /// Print the stored cross-asset features of one trade date (default: the latest) and how
+    /// many are present; needs the database only.
+    Features(FeaturesArgs),
     /// Find the market days nearest to a stored day (`--symbol S --date D`) or to a description
     /// (`--text "..."`) in the Chroma collection the job fills.
     Similar(SimilarArgs),
     /// Hypothetical P&L of a long or short position between two stored closes.
     Pnl(PnlArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FeaturesArgs {
+    /// The trade date (YYYY-MM-DD; default: the latest date with features).
+    #[arg(long)]
+    pub date: Option<NaiveDate>,
+
+    /// One JSON object `{"date", "features": {name: value or null}, "present", "expected"}`
+    /// instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -187,6 +202,32 @@ mod tests {
                 .is_err()
         );
         assert!(Cli::try_parse_from(["market-encoder", "--from", "2024-13-02"]).is_err());
+    }
+
+    #[test]
+    fn features_is_a_subcommand() {
+        let cli = Cli::try_parse_from(["market-encoder", "features"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Features(FeaturesArgs {
+                date: None,
+                json: false
+            }))
+        ));
+        let cli = Cli::try_parse_from([
+            "market-encoder",
+            "features",
+            "--date",
+            "2024-07-31",
+            "--json",
+        ])
+        .unwrap();
+        let Some(Command::Features(args)) = cli.command else {
+            panic!("not the features command");
+        };
+        assert_eq!(args.date, "2024-07-31".parse().ok());
+        assert!(args.json);
+        assert!(Cli::try_parse_from(["market-encoder", "features", "--date", "July"]).is_err());
     }
 
     #[test]

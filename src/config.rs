@@ -17,9 +17,10 @@
 //! Write its struct with a `Default` and an `impl Section` (its `KEY`, its allowed `KEYS`, and a
 //! `read` function, see [`EncodingSettings`] or [`EmbeddingSettings`]), add the key to
 //! [`TOP_LEVEL_KEYS`], and add the field to [`Config`], filled in [`Config::from_yaml`] by
-//! `read_section::<NewSection>(&doc, &top)?`.
+//! `read_section::<NewSection>(&doc, &top)?`. A section that names securities (like
+//! [`FeatureSettings`]) is checked against `securities` once both are read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +33,7 @@ use serde_saphyr::{
 use url::Url;
 
 use crate::domain::{Category, DbSymbol, DomainError, YahooSymbol};
+use crate::features::{DEFAULT_CORRELATIONS, ROLE_KEYS, Role};
 
 /// Where the config file is looked for when neither `--config` nor the variable is set.
 pub const DEFAULT_CONFIG_PATH: &str = "config/securities.yaml";
@@ -39,7 +41,12 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/securities.yaml";
 pub const CONFIG_ENV_VAR: &str = "MARKET_ENCODER_CONFIG";
 
 /// Keys allowed at the top level of the file.
-pub const TOP_LEVEL_KEYS: &[&str] = &["securities", EncodingSettings::KEY, EmbeddingSettings::KEY];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "securities",
+    EncodingSettings::KEY,
+    EmbeddingSettings::KEY,
+    FeatureSettings::KEY,
+];
 /// Keys allowed in one security entry.
 pub const SECURITY_KEYS: &[&str] = &["symbol", "name", "yahoo_symbol", "db_symbol", "enabled"];
 
@@ -83,6 +90,42 @@ pub struct EncodingSettings {
     pub retry_max: Duration,
 }
 
+/// The `features:` section: which configured securities play which role in the cross-asset
+/// features, and their windows. Formulas: `src/features.rs` and ARCHITECTURE.md.
+///
+/// Absent (or empty), every role takes [`Role::default_symbol`] (the shipped file's
+/// db_symbols) and the correlations are [`DEFAULT_CORRELATIONS`]. `roles` overrides role by
+/// role; `correlations`, when written, is the whole list. A db_symbol written in the section
+/// must be configured under `securities` (enabled or not); a default one need not be, and its
+/// features are then NULL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureSettings {
+    /// Whether the job computes the features (`enabled`, default true).
+    pub enabled: bool,
+    /// The db_symbol of every role.
+    pub roles: BTreeMap<Role, DbSymbol>,
+    /// Returns in the correlation windows (`correlation_days`, `5..=252`, default 30).
+    pub correlation_days: u32,
+    /// Returns in the dollar-strength momentum (`momentum_days`, `1..=252`, default 20).
+    pub momentum_days: u32,
+    /// Returns in the credit-spread differential (`spread_days`, `1..=252`, default 20).
+    pub spread_days: u32,
+    /// `ml_{name}_correlation`: name and the db_symbol correlated with the `btc` role, in file
+    /// order.
+    pub correlations: Vec<(String, DbSymbol)>,
+    /// The db_symbols written in the section, with their field and line, for the check against
+    /// `securities`.
+    named: Vec<NamedSymbol>,
+}
+
+/// A db_symbol written in a section, where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NamedSymbol {
+    field: String,
+    line: usize,
+    symbol: DbSymbol,
+}
+
 /// The `embedding:` section: where the documents' vectors come from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum EmbeddingSettings {
@@ -123,6 +166,8 @@ pub struct Config {
     pub encoding: EncodingSettings,
     /// The `embedding:` section ([`EmbeddingSettings::Local`] when omitted).
     pub embedding: EmbeddingSettings,
+    /// The `features:` section (defaults when omitted).
+    pub features: FeatureSettings,
 }
 
 /// Why the config could not be loaded or a selection could not be made.
@@ -409,11 +454,14 @@ impl Config {
         let securities = read_securities(&doc, &top)?;
         let encoding = read_section::<EncodingSettings>(&doc, &top)?;
         let embedding = read_section::<EmbeddingSettings>(&doc, &top)?;
+        let features = read_section::<FeatureSettings>(&doc, &top)?;
+        features.check_configured(&doc, &securities)?;
         Ok(Config {
             path: path.to_path_buf(),
             securities,
             encoding,
             embedding,
+            features,
         })
     }
 
@@ -716,6 +764,208 @@ impl Section for EncodingSettings {
             retry_base: Duration::from_millis(u64::from(base_ms)),
             retry_max: Duration::from_millis(u64::from(max_ms)),
         })
+    }
+}
+
+const FEATURES_ENABLED: &str = "enabled";
+const FEATURE_ROLES: &str = "roles";
+const FEATURE_CORRELATIONS: &str = "correlations";
+const CORRELATION_DAYS: IntSetting = IntSetting::new("correlation_days", 5, 252, 30);
+const MOMENTUM_DAYS: IntSetting = IntSetting::new("momentum_days", 1, 252, 20);
+const SPREAD_DAYS: IntSetting = IntSetting::new("spread_days", 1, 252, 20);
+
+/// Keys allowed in `features:`.
+pub const FEATURE_KEYS: &[&str] = &[
+    FEATURES_ENABLED,
+    FEATURE_ROLES,
+    CORRELATION_DAYS.key,
+    MOMENTUM_DAYS.key,
+    SPREAD_DAYS.key,
+    FEATURE_CORRELATIONS,
+];
+
+/// Longest correlation name (the column `ml_{name}_correlation` stays well under 63 bytes).
+const MAX_CORRELATION_NAME: usize = 32;
+
+impl Default for FeatureSettings {
+    fn default() -> Self {
+        // The defaults are constants that parse (a unit test holds every role to it).
+        FeatureSettings {
+            enabled: true,
+            roles: Role::ALL
+                .into_iter()
+                .filter_map(|r| Some((r, DbSymbol::parse(r.default_symbol()).ok()?)))
+                .collect(),
+            correlation_days: CORRELATION_DAYS.default,
+            momentum_days: MOMENTUM_DAYS.default,
+            spread_days: SPREAD_DAYS.default,
+            correlations: DEFAULT_CORRELATIONS
+                .iter()
+                .filter_map(|(name, s)| Some(((*name).to_owned(), DbSymbol::parse(s).ok()?)))
+                .collect(),
+            named: Vec::new(),
+        }
+    }
+}
+
+impl FeatureSettings {
+    /// The db_symbol that plays `role`.
+    #[must_use]
+    pub fn symbol(&self, role: Role) -> Option<&DbSymbol> {
+        self.roles.get(&role)
+    }
+
+    /// Every db_symbol written in the section must be a configured security's.
+    fn check_configured(&self, doc: &Doc<'_>, securities: &[Security]) -> Result<(), ConfigError> {
+        for named in &self.named {
+            if securities.iter().any(|s| s.db_symbol == named.symbol) {
+                continue;
+            }
+            let wanted = named.symbol.as_str();
+            let hint = securities
+                .iter()
+                .find(|s| {
+                    s.symbol == wanted
+                        || s.yahoo_symbol.as_str() == wanted
+                        || s.db_symbol.as_str().eq_ignore_ascii_case(wanted)
+                })
+                .map(|s| {
+                    format!(
+                        "; did you mean {:?}, the db_symbol of the security on line {}?",
+                        s.db_symbol.as_str(),
+                        s.line
+                    )
+                })
+                .unwrap_or_default();
+            return Err(ConfigError::Invalid {
+                path: doc.path.to_path_buf(),
+                line: named.line,
+                field: named.field.clone(),
+                message: format!(
+                    "{wanted:?} is not the db_symbol of any security in this file{hint}; features name securities by db_symbol"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn read_roles(
+        &mut self,
+        doc: &Doc<'_>,
+        node: &Spanned<Node>,
+        field: &str,
+    ) -> Result<(), ConfigError> {
+        let roles = doc.fields(
+            node,
+            field,
+            field,
+            "a mapping of role to db_symbol, e.g. `vix: VIX`",
+            ROLE_KEYS,
+        )?;
+        for (key, _, value) in &roles.entries {
+            let field = roles.field(key);
+            let symbol = named_symbol(doc, value, &field)?;
+            if let Some(role) = Role::parse(key) {
+                self.roles.insert(role, symbol.clone());
+            }
+            self.named.push(NamedSymbol {
+                field,
+                line: line_of(value),
+                symbol,
+            });
+        }
+        Ok(())
+    }
+
+    fn read_correlations(
+        &mut self,
+        doc: &Doc<'_>,
+        node: &Spanned<Node>,
+        field: &str,
+    ) -> Result<(), ConfigError> {
+        let Node::Map(pairs) = &node.value else {
+            return Err(doc.wrong_type(
+                node,
+                field,
+                "a mapping of name to db_symbol, e.g. `nasdaq: QQQ`",
+            ));
+        };
+        self.correlations.clear();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (key, value) in pairs {
+            let name = doc.key_text(key, field)?;
+            let name_field = join(field, &name);
+            if let Some(&first_line) = seen.get(&name) {
+                return Err(ConfigError::DuplicateKey {
+                    path: doc.path.to_path_buf(),
+                    line: line_of(key),
+                    field: name_field,
+                    first_line,
+                });
+            }
+            seen.insert(name.clone(), line_of(key));
+            let valid = name.len() <= MAX_CORRELATION_NAME
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                return Err(doc.invalid(
+                    key,
+                    &name_field,
+                    format!(
+                        "{:?} is not a correlation name: use 1..={MAX_CORRELATION_NAME} characters of a-z 0-9 _ starting with a letter (the feature is ml_{{name}}_correlation)",
+                        preview(&name)
+                    ),
+                ));
+            }
+            let symbol = named_symbol(doc, value, &name_field)?;
+            self.named.push(NamedSymbol {
+                field: name_field,
+                line: line_of(value),
+                symbol: symbol.clone(),
+            });
+            self.correlations.push((name, symbol));
+        }
+        Ok(())
+    }
+}
+
+/// A db_symbol value of a section.
+fn named_symbol(doc: &Doc<'_>, node: &Spanned<Node>, field: &str) -> Result<DbSymbol, ConfigError> {
+    let text = doc.text(node, field, "a db_symbol")?;
+    DbSymbol::parse(&text).map_err(|error| ConfigError::InvalidValue {
+        path: doc.path.to_path_buf(),
+        line: line_of(node),
+        field: field.to_owned(),
+        error: Box::new(error),
+        note: "",
+    })
+}
+
+impl Section for FeatureSettings {
+    const KEY: &'static str = "features";
+    const KEYS: &'static [&'static str] = FEATURE_KEYS;
+
+    fn read(doc: &Doc<'_>, fields: &Fields<'_>) -> Result<Self, ConfigError> {
+        let mut settings = FeatureSettings::default();
+        if let Some(node) = fields.get(FEATURES_ENABLED) {
+            settings.enabled = doc.boolean(node, &fields.field(FEATURES_ENABLED))?;
+        }
+        if let Some(node) = fields.get(FEATURE_ROLES)
+            && !matches!(node.value, Node::Null)
+        {
+            settings.read_roles(doc, node, &fields.field(FEATURE_ROLES))?;
+        }
+        (settings.correlation_days, _) = CORRELATION_DAYS.read(doc, fields)?;
+        (settings.momentum_days, _) = MOMENTUM_DAYS.read(doc, fields)?;
+        (settings.spread_days, _) = SPREAD_DAYS.read(doc, fields)?;
+        if let Some(node) = fields.get(FEATURE_CORRELATIONS)
+            && !matches!(node.value, Node::Null)
+        {
+            settings.read_correlations(doc, node, &fields.field(FEATURE_CORRELATIONS))?;
+        }
+        Ok(settings)
     }
 }
 
@@ -1666,6 +1916,147 @@ mod tests {
         assert!(all.iter().all(|s| s.symbol != "GC=F"));
     }
 
+    #[test]
+    fn shipped_config_writes_out_the_feature_defaults() {
+        let cfg = shipped();
+        let defaults = FeatureSettings::default();
+        let f = &cfg.features;
+        assert!(f.enabled);
+        assert_eq!(f.roles, defaults.roles);
+        assert_eq!(f.correlations, defaults.correlations);
+        assert_eq!(
+            (f.correlation_days, f.momentum_days, f.spread_days),
+            (30, 20, 20)
+        );
+        // Every default role names a configured, enabled security of the shipped file.
+        for role in Role::ALL {
+            let symbol = f.symbol(role).unwrap();
+            assert!(
+                cfg.securities
+                    .iter()
+                    .any(|s| s.enabled && &s.db_symbol == symbol),
+                "{role:?} -> {symbol}"
+            );
+        }
+    }
+
+    // ---- the features section ----------------------------------------------------------------
+
+    /// Securities with these db_symbols (one category), then `features`.
+    fn with_features(symbols: &[&str], features: &str) -> String {
+        let mut yaml = String::from("securities:\n  etfs:\n");
+        for s in symbols {
+            yaml.push_str(&format!("    - {{symbol: {s}, name: {s}}}\n"));
+        }
+        yaml.push_str("features:\n");
+        yaml.push_str(features);
+        yaml
+    }
+
+    #[test]
+    fn feature_defaults_cover_every_role_and_need_no_securities() {
+        let d = FeatureSettings::default();
+        assert_eq!(d.roles.len(), Role::ALL.len());
+        for role in Role::ALL {
+            assert_eq!(d.symbol(role).unwrap().as_str(), role.default_symbol());
+        }
+        assert_eq!(d.correlations.len(), DEFAULT_CORRELATIONS.len());
+        // Absent or empty, the defaults apply, though AAPL plays no role.
+        assert_eq!(parse(MINIMAL).unwrap().features, d);
+        assert_eq!(parse(&format!("{MINIMAL}features:\n")).unwrap().features, d);
+    }
+
+    #[test]
+    fn feature_roles_override_one_by_one_and_correlations_replace_the_list() {
+        let cfg = parse(&with_features(
+            &["SPY", "QQQ", "IBIT"],
+            "  enabled: false\n  roles:\n    btc: IBIT\n    qqq: QQQ\n  correlation_days: 60\n  momentum_days: 5\n  spread_days: 1\n  correlations:\n    sp500: SPY\n    tech_2: QQQ\n",
+        ))
+        .unwrap();
+        let f = cfg.features;
+        assert!(!f.enabled);
+        assert_eq!(f.symbol(Role::Btc).unwrap().as_str(), "IBIT");
+        assert_eq!(f.symbol(Role::Qqq).unwrap().as_str(), "QQQ");
+        assert_eq!(f.symbol(Role::Vix).unwrap().as_str(), "VIX"); // default kept
+        assert_eq!(
+            (f.correlation_days, f.momentum_days, f.spread_days),
+            (60, 5, 1)
+        );
+        let names: Vec<(&str, &str)> = f
+            .correlations
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_str()))
+            .collect();
+        assert_eq!(names, [("sp500", "SPY"), ("tech_2", "QQQ")]);
+        let none = parse(&with_features(&["SPY"], "  correlations: {}\n")).unwrap();
+        assert!(none.features.correlations.is_empty());
+    }
+
+    #[test]
+    fn a_feature_symbol_must_be_a_configured_db_symbol() {
+        assert_eq!(
+            err(&with_features(
+                &["SPY", "QQQ"],
+                "  roles:\n    qqq: QQQ\n    vix: VIXX\n"
+            )),
+            "config/securities.yaml:8: features.roles.vix: \"VIXX\" is not the db_symbol of any security in this file; features name securities by db_symbol"
+        );
+        // A Yahoo symbol or a case slip gets a hint with the line of the security.
+        let yaml = "securities:\n  volatility:\n    - symbol: \"^VIX\"\n      name: VIX\n      db_symbol: VIX\nfeatures:\n  roles:\n    vix: \"^VIX\"\n";
+        assert_eq!(
+            err(yaml),
+            "config/securities.yaml:8: features.roles.vix: \"^VIX\" is not the db_symbol of any security in this file; did you mean \"VIX\", the db_symbol of the security on line 3?; features name securities by db_symbol"
+        );
+        assert_eq!(
+            err(&with_features(
+                &["SPY"],
+                "  correlations:\n    nasdaq: qqq\n"
+            )),
+            "config/securities.yaml:6: features.correlations.nasdaq: \"qqq\" is not the db_symbol of any security in this file; features name securities by db_symbol"
+        );
+        // A disabled security may play a role (its stored closes still count).
+        assert!(parse("securities:\n  etfs:\n    - {symbol: QQQ, name: Q, enabled: false}\n    - {symbol: SPY, name: S}\nfeatures:\n  roles:\n    qqq: QQQ\n").is_ok());
+    }
+
+    #[test]
+    fn feature_section_errors_name_line_and_field() {
+        assert_eq!(
+            err(&with_features(&["SPY"], "  roles:\n    nasdaq: SPY\n")),
+            "config/securities.yaml:6: features.roles.nasdaq: unknown key; allowed keys here: qqq, hyg, vix, tlt, arkk, spy, iwm, lqd, gld, dxy, btc"
+        );
+        assert_eq!(
+            err(&with_features(&["SPY"], "  windows: 3\n")),
+            "config/securities.yaml:5: features.windows: unknown key; allowed keys here: enabled, roles, correlation_days, momentum_days, spread_days, correlations"
+        );
+        assert_eq!(
+            err(&with_features(&["SPY"], "  correlation_days: 2\n")),
+            "config/securities.yaml:5: features.correlation_days: 2 is out of range; allowed: 5..=252"
+        );
+        assert_eq!(
+            err(&with_features(&["SPY"], "  enabled: yes\n")),
+            "config/securities.yaml:5: features.enabled: expected true or false, found \"yes\""
+        );
+        assert_eq!(
+            err(&with_features(&["SPY"], "  correlations:\n    S&P: SPY\n")),
+            "config/securities.yaml:6: features.correlations[\"S&P\"]: \"S&P\" is not a correlation name: use 1..=32 characters of a-z 0-9 _ starting with a letter (the feature is ml_{name}_correlation)"
+        );
+        assert_eq!(
+            err(&with_features(
+                &["SPY"],
+                "  correlations:\n    a: SPY\n    a: SPY\n"
+            )),
+            "config/securities.yaml:7: features.correlations.a: key appears twice (first on line 6); keep one"
+        );
+        assert_eq!(
+            err(&with_features(&["SPY"], "  correlations: [SPY]\n")),
+            "config/securities.yaml:5: features.correlations: expected a mapping of name to db_symbol, e.g. `nasdaq: QQQ`, found a list"
+        );
+        assert_eq!(
+            err(&with_features(&["SPY"], "  roles:\n    spy: \"S P Y\"\n")),
+            "config/securities.yaml:6: features.roles.spy: symbol \"S P Y\" has a character outside A-Z a-z 0-9 ^ = . - _ (found ' ' at position 2)"
+        );
+    }
+
     // ---- successful parsing ----------------------------------------------------------------
 
     #[test]
@@ -1830,7 +2221,7 @@ mod tests {
     fn unknown_keys_name_line_field_and_allowed_keys() {
         assert_eq!(
             err(&format!("{MINIMAL}encodign:\n  days_back: 5\n")),
-            "config/securities.yaml:5: encodign: unknown key; allowed keys here: securities, encoding, embedding"
+            "config/securities.yaml:5: encodign: unknown key; allowed keys here: securities, encoding, embedding, features"
         );
         assert_eq!(
             err(

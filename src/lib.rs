@@ -1,7 +1,8 @@
 //! market-encoder: the daily market-data job as a library; `main.rs` is a thin shell around it.
 //!
 //! Stages, in the order data flows (one module each): [`config`] -> [`fetch`] -> [`validate`]
-//! -> [`store`] -> [`report`]; [`pipeline`] runs them per security, [`app`] maps a command line
+//! -> [`store`] -> [`report`]; [`features`] computes the cross-asset features of all of them;
+//! [`pipeline`] runs them per security, [`app`] maps a command line
 //! to a run and an exit code. See ARCHITECTURE.md.
 pub mod analyze;
 pub mod app;
@@ -9,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod embed;
+pub mod features;
 pub mod fetch;
 pub mod index;
 pub mod logging;

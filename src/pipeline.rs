@@ -19,6 +19,7 @@ use crate::config::Security;
 use crate::domain::DateWindow;
 pub use crate::embed::ModelSource;
 use crate::embed::{EmbedError, Embedder, EmbedderSource};
+use crate::features::Plan;
 use crate::fetch::{ClientOptions, FetchError, YahooClient};
 use crate::index::{
     ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
@@ -39,6 +40,9 @@ pub struct JobOptions {
     pub client: ClientOptions,
     /// Where the embed and index stages send the documents; `None` with `--no-embeddings`.
     pub memory: Option<MemoryOptions>,
+    /// The cross-asset features to compute after every security is stored; `None` when
+    /// `features.enabled` is false.
+    pub features: Option<Plan>,
 }
 
 /// The embed and index stages' settings.
@@ -68,6 +72,21 @@ pub enum MemoryError {
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexReport {
     pub documents_indexed: u64,
+    pub elapsed_ms: u64,
+    pub error: Option<String>,
+}
+
+/// What the features stage did in a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FeaturesReport {
+    /// Rows of `market_features` inserted, changed or removed.
+    pub rows_written: u64,
+    /// Calendar dates computed.
+    pub dates: usize,
+    /// Features per date.
+    pub features: usize,
+    /// Values that are `NULL` (inputs missing), among dates x features.
+    pub null_values: usize,
     pub elapsed_ms: u64,
     pub error: Option<String>,
 }
@@ -142,6 +161,8 @@ pub struct RunReport {
     pub securities_failed: usize,
     pub rows_written: u64,
     pub elapsed_ms: u64,
+    /// The features stage; `None` when disabled or interrupted before it.
+    pub features: Option<FeaturesReport>,
     /// The embed and index stages; `None` with `--no-embeddings`.
     pub index: Option<IndexReport>,
     pub securities: Vec<SecurityReport>,
@@ -230,6 +251,19 @@ pub async fn run(
             .unwrap_or(usize::MAX)
     });
 
+    // The cross-asset features, once, from the stored closes of every input (whichever
+    // securities this run selected). A failure costs no prices: it is reported, the run is
+    // partial, and the next run recomputes from its window.
+    let features = match &options.features {
+        Some(plan) if !cancel.is_cancelled() => Some(
+            compute_features(&store, plan, options.window.from())
+                .instrument(info_span!(parent: &span, "features"))
+                .await,
+        ),
+        _ => None,
+    };
+    let features_failed = features.as_ref().is_some_and(|f| f.error.is_some());
+
     // Embed and index what is new or changed (and whatever an earlier run left pending). It
     // runs after every price is stored: Chroma being down never costs prices or indicators.
     let index = match &options.memory {
@@ -261,7 +295,7 @@ pub async fn run(
     let failed = count(&reports, SecurityOutcome::Failed);
     let outcome = if cancel.is_cancelled() {
         RunOutcome::Interrupted
-    } else if failed == 0 && index_failed {
+    } else if failed == 0 && (index_failed || features_failed) {
         RunOutcome::Partial
     } else if failed == 0 {
         RunOutcome::Succeeded
@@ -275,9 +309,13 @@ pub async fn run(
         .iter()
         .filter_map(|r| Some((r.db_symbol.clone(), r.error.clone()?)))
         .collect();
+    if let Some(e) = features.as_ref().and_then(|f| f.error.clone()) {
+        errors.insert("(features)".to_owned(), e);
+    }
     if let Some(e) = index.as_ref().and_then(|i| i.error.clone()) {
         errors.insert("(index)".to_owned(), e);
     }
+    let features_written = features.as_ref().map_or(0, |f| f.rows_written);
     store
         .finish_run(
             run_id,
@@ -287,6 +325,7 @@ pub async fn run(
                 securities_ok: ok,
                 securities_failed: failed,
                 rows_written,
+                features_written,
                 details: &reports,
                 errors: &errors,
             },
@@ -304,10 +343,11 @@ pub async fn run(
         securities_failed: failed,
         rows_written,
         elapsed_ms: millis(started.elapsed()),
+        features,
         index,
         securities: reports,
     };
-    info!(parent: &span, outcome = outcome.as_str(), ok, failed, rows_written, elapsed_ms = report.elapsed_ms, "run finished");
+    info!(parent: &span, outcome = outcome.as_str(), ok, failed, rows_written, features_written, elapsed_ms = report.elapsed_ms, "run finished");
     Ok(report)
 }
 
@@ -419,6 +459,46 @@ async fn store_security(
         store_ms = report.store_ms,
         "stored"
     );
+    report
+}
+
+/// The features stage: computes and stores the features, logs one warning per feature that has
+/// `NULL`s (naming the missing inputs), and reports; an error ends up in the report.
+async fn compute_features(store: &Store, plan: &Plan, from: NaiveDate) -> FeaturesReport {
+    let started = Instant::now();
+    let mut report = FeaturesReport {
+        features: plan.features.len(),
+        ..FeaturesReport::default()
+    };
+    match store.compute_features(plan, from).await {
+        Ok(written) => {
+            for gap in &written.gaps {
+                let missing: Vec<&str> = gap.missing.iter().map(String::as_str).collect();
+                warn!(
+                    feature = %gap.feature,
+                    missing = %missing.join(","),
+                    null_dates = gap.null_dates,
+                    dates = gap.dates,
+                    "{gap}"
+                );
+            }
+            report.rows_written = written.rows_written;
+            report.dates = written.dates;
+            report.null_values = written.null_values;
+            info!(
+                rows_written = written.rows_written,
+                dates = written.dates,
+                features = written.features,
+                null_values = written.null_values,
+                "features stored"
+            );
+        }
+        Err(e) => {
+            error!(error = %e, "cross-asset features failed; prices are stored and the next run recomputes them");
+            report.error = Some(e.to_string());
+        }
+    }
+    report.elapsed_ms = millis(started.elapsed());
     report
 }
 

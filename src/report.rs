@@ -3,13 +3,16 @@
 
 use std::fmt::Write as _;
 
+use chrono::NaiveDate;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::config::{Config, Security};
 use crate::domain::DateWindow;
+use crate::features::{Inputs, Plan};
 use crate::fetch::ClientOptions;
 use crate::pipeline::{MemoryOptions, RunReport, SecurityOutcome};
 use crate::settings::DatabaseSettings;
+use crate::store::StoredFeature;
 
 /// What a run would do, for `--dry-run`. Shows the database target with its password redacted.
 #[must_use]
@@ -62,6 +65,20 @@ pub fn plan(
         None => {
             let _ = writeln!(out, "chroma:     skipped (--no-embeddings)");
         }
+    }
+    if config.features.enabled {
+        let plan = Plan::from_settings(&config.features);
+        let _ = writeln!(
+            out,
+            "features:   {} per trade date from {} (correlations {} returns, momentum {}, credit spread {})",
+            plan.features.len(),
+            plan.symbols().join(" "),
+            config.features.correlation_days,
+            config.features.momentum_days,
+            config.features.spread_days
+        );
+    } else {
+        let _ = writeln!(out, "features:   skipped (features.enabled: false)");
     }
     let _ = writeln!(out, "selected:   {} securities", selected.len());
     for category in config.categories() {
@@ -117,8 +134,18 @@ pub fn table(report: &RunReport) -> String {
             ),
         },
     };
+    let features = match &report.features {
+        None => String::new(),
+        Some(f) => match &f.error {
+            None => format!(
+                "; {} feature rows written ({} features x {} dates, {} NULL)",
+                f.rows_written, f.features, f.dates, f.null_values
+            ),
+            Some(e) => format!("; features FAILED: {e}"),
+        },
+    };
     format!(
-        "{table}\nrun {} {}: {} of {} securities succeeded, {} failed, {} rows written{index}, window {}, {:.1}s\n",
+        "{table}\nrun {} {}: {} of {} securities succeeded, {} failed, {} rows written{features}{index}, window {}, {:.1}s\n",
         report.run_id,
         report.outcome.as_str(),
         report.securities_ok,
@@ -152,6 +179,15 @@ pub fn failure_line(report: &RunReport) -> Option<String> {
         .count();
     if failed.is_empty()
         && not_done == 0
+        && let Some(error) = report.features.as_ref().and_then(|f| f.error.as_ref())
+    {
+        return Some(format!(
+            "market-encoder: prices, indicators and documents stored, but the cross-asset features failed: {error}; the next run recomputes them (run {})",
+            report.run_id
+        ));
+    }
+    if failed.is_empty()
+        && not_done == 0
         && let Some(error) = report.index.as_ref().and_then(|i| i.error.as_ref())
     {
         return Some(format!(
@@ -173,6 +209,47 @@ pub fn failure_line(report: &RunReport) -> Option<String> {
             report.securities_total, report.run_id
         )),
     }
+}
+
+/// The `features` command's table: feature, value, inputs, then "N of M features present".
+#[must_use]
+pub fn features_table(date: NaiveDate, features: &[StoredFeature]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["feature", "value", "inputs"]);
+    for f in features {
+        let inputs = serde_json::from_value::<Inputs>(f.inputs.clone())
+            .map_or_else(|_| f.inputs.to_string(), |i| i.to_string());
+        table.add_row([
+            f.feature.clone(),
+            f.value
+                .map_or_else(|| "NULL".to_owned(), |v| format!("{v:.6}")),
+            inputs,
+        ]);
+    }
+    let present = features.iter().filter(|f| f.value.is_some()).count();
+    format!(
+        "cross-asset features for {date}\n{table}\n{present} of {} features present\n",
+        features.len()
+    )
+}
+
+/// The `features` command's JSON: `{"date", "features": {name: value or null}, "present",
+/// "expected"}`.
+#[must_use]
+pub fn features_json(date: NaiveDate, features: &[StoredFeature]) -> String {
+    let values: serde_json::Map<String, serde_json::Value> = features
+        .iter()
+        .map(|f| (f.feature.clone(), serde_json::json!(f.value)))
+        .collect();
+    serde_json::json!({
+        "date": date,
+        "features": values,
+        "present": features.iter().filter(|f| f.value.is_some()).count(),
+        "expected": features.len(),
+    })
+    .to_string()
 }
 
 fn outcome_word(outcome: SecurityOutcome) -> &'static str {

@@ -22,6 +22,7 @@ use crate::analyze::{
 };
 use crate::config::Security;
 use crate::domain::{DateWindow, DbSymbol};
+use crate::features::{self, Gap, Panel, Plan};
 use crate::narrate::{self, DayFacts};
 use crate::settings::DatabaseSettings;
 use crate::validate::Series;
@@ -98,6 +99,8 @@ pub struct RunRecord<'a, D: Serialize> {
     pub securities_ok: usize,
     pub securities_failed: usize,
     pub rows_written: u64,
+    /// Rows of `market_features` written by the features stage.
+    pub features_written: u64,
     pub details: &'a D,
     pub errors: &'a std::collections::BTreeMap<String, String>,
 }
@@ -225,7 +228,7 @@ impl Store {
         sqlx::query(
             "UPDATE runs SET finished_at = now(), outcome = $2, securities_total = $3,
                  securities_ok = $4, securities_failed = $5, rows_written = $6,
-                 details = $7, errors = $8
+                 details = $7, errors = $8, features_written = $9
              WHERE id = $1",
         )
         .bind(id)
@@ -236,6 +239,7 @@ impl Store {
         .bind(i64::try_from(record.rows_written).unwrap_or(i64::MAX))
         .bind(Json(record.details))
         .bind(Json(record.errors))
+        .bind(i64::try_from(record.features_written).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await
         .map_err(query_error("recording the end of the run"))?;
@@ -784,6 +788,215 @@ pub struct CloseWindow {
     /// Stored bars in the window after the first one.
     pub trading_days: i64,
     pub currency: Option<String>,
+}
+
+/// The feature calendar as a CTE named `calendar`: the dates on which an input of `$1` (the
+/// inputs less the `btc` role) that is not crypto by Yahoo's instrument type has a close.
+macro_rules! calendar_cte {
+    () => {
+        "WITH calendar AS (
+             SELECT DISTINCT m.trade_date FROM market_data m
+             LEFT JOIN securities s ON s.db_symbol = m.symbol
+             WHERE m.symbol = ANY($1::text[])
+               AND s.instrument_type IS DISTINCT FROM 'CRYPTOCURRENCY') "
+    };
+}
+
+/// What the features stage wrote.
+#[derive(Debug, Clone, Default)]
+pub struct FeaturesWritten {
+    /// Rows inserted, changed or removed.
+    pub rows_written: u64,
+    /// Calendar dates computed.
+    pub dates: usize,
+    /// Features per date.
+    pub features: usize,
+    /// Values computed as `NULL`.
+    pub null_values: usize,
+    /// The `NULL`s of each feature, for one warning each.
+    pub gaps: Vec<Gap>,
+}
+
+/// One stored feature of one date, for the `features` command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFeature {
+    pub feature: String,
+    pub value: Option<f64>,
+    pub inputs: serde_json::Value,
+}
+
+impl Store {
+    /// The features stage: every feature of `plan` on every calendar date from `changed_from`
+    /// (or the first calendar date that lacks one of them, if earlier) to the last stored one,
+    /// from the stored closes plus the look-back before it; written in one transaction,
+    /// unchanged rows untouched, rows of features no longer in the plan removed for those
+    /// dates. Features are causal like indicators, so later dates are recomputed too.
+    #[tracing::instrument(name = "db.features", skip_all, fields(features = plan.features.len()), err(Display))]
+    pub async fn compute_features(
+        &self,
+        plan: &Plan,
+        changed_from: NaiveDate,
+    ) -> Result<FeaturesWritten, StoreError> {
+        let symbols = plan.symbols();
+        let calendar_symbols: Vec<&str> = symbols
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !plan.calendar_exclude.iter().any(|x| x == s))
+            .collect();
+        let names = plan.names();
+        let first_missing: Option<NaiveDate> = sqlx::query_scalar(concat!(
+            calendar_cte!(),
+            "SELECT min(c.trade_date) FROM calendar c CROSS JOIN UNNEST($2::text[]) AS f(name)
+             WHERE NOT EXISTS (SELECT 1 FROM market_features x
+                               WHERE x.trade_date = c.trade_date AND x.feature = f.name)"
+        ))
+        .bind(&calendar_symbols)
+        .bind(&names)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("finding dates without features"))?;
+        let from = first_missing.map_or(changed_from, |d| d.min(changed_from));
+
+        let dates: Vec<NaiveDate> = sqlx::query_scalar(concat!(
+            calendar_cte!(),
+            "(SELECT trade_date FROM calendar WHERE trade_date < $2 ORDER BY trade_date DESC LIMIT $3)
+             UNION ALL (SELECT trade_date FROM calendar WHERE trade_date >= $2)"
+        ))
+        .bind(&calendar_symbols)
+        .bind(from)
+        .bind(i64::try_from(plan.lookback()).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading the feature calendar"))?;
+        let Some(&first) = dates.iter().min() else {
+            return Ok(FeaturesWritten {
+                features: names.len(),
+                ..FeaturesWritten::default()
+            });
+        };
+
+        let closes = sqlx::query(
+            "SELECT symbol, trade_date, close_price FROM market_data
+             WHERE symbol = ANY($1::text[]) AND trade_date >= $2",
+        )
+        .bind(&symbols)
+        .bind(first)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading the closes of the feature inputs"))?;
+        let mut panel = Panel::new(dates);
+        for row in &closes {
+            let close: Decimal = row.get(2);
+            if let Some(close) = close.to_f64() {
+                panel.insert(row.get::<&str, _>(0), row.get(1), close);
+            }
+        }
+        drop(closes);
+
+        let computed = features::compute(plan, &panel, from);
+        let n = computed.rows.len();
+        let (mut row_dates, mut row_names, mut values, mut inputs) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for row in &computed.rows {
+            row_dates.push(row.trade_date);
+            row_names.push(row.feature);
+            values.push(row.value);
+            inputs.push(
+                serde_json::to_value(&row.inputs)
+                    .unwrap_or_else(|_| serde_json::json!({ "kind": "unrecorded" })),
+            );
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error("starting a transaction"))?;
+        let upserted = sqlx::query(
+            "INSERT INTO market_features (trade_date, feature, value, inputs)
+             SELECT * FROM UNNEST($1::date[], $2::text[], $3::float8[], $4::jsonb[])
+             ON CONFLICT (trade_date, feature) DO UPDATE SET
+                 value = EXCLUDED.value, inputs = EXCLUDED.inputs, updated_at = now()
+             WHERE (market_features.value, market_features.inputs)
+                IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.inputs)",
+        )
+        .bind(&row_dates)
+        .bind(&row_names)
+        .bind(&values)
+        .bind(&inputs)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("upserting features"))?
+        .rows_affected();
+        let removed = sqlx::query(
+            "DELETE FROM market_features WHERE trade_date >= $1 AND feature <> ALL($2::text[])",
+        )
+        .bind(from)
+        .bind(&names)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("removing features no longer configured"))?
+        .rows_affected();
+        tx.commit()
+            .await
+            .map_err(query_error("committing the transaction"))?;
+        Ok(FeaturesWritten {
+            rows_written: upserted + removed,
+            dates: panel.dates().iter().filter(|d| **d >= from).count(),
+            features: names.len(),
+            null_values: values.iter().filter(|v| v.is_none()).count(),
+            gaps: computed.gaps,
+        })
+    }
+
+    /// The latest date with stored features; `None` when there are none (or no
+    /// `market_features` table: the job has never run against this database).
+    #[tracing::instrument(name = "db.latest_feature_date", skip_all, err(Display))]
+    pub async fn latest_feature_date(&self) -> Result<Option<NaiveDate>, StoreError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('market_features') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("looking for the market_features table"))?;
+        if !exists {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT max(trade_date) FROM market_features")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("reading the latest feature date"))
+    }
+
+    /// The stored features of `date`.
+    #[tracing::instrument(name = "db.features_on", skip_all, fields(%date), err(Display))]
+    pub async fn features_on(&self, date: NaiveDate) -> Result<Vec<StoredFeature>, StoreError> {
+        let rows =
+            sqlx::query("SELECT feature, value, inputs FROM market_features WHERE trade_date = $1")
+                .bind(date)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_error("reading features"))?;
+        rows.iter()
+            .map(|r| {
+                let inputs: Json<serde_json::Value> = r
+                    .try_get(2)
+                    .map_err(query_error("reading feature inputs"))?;
+                Ok(StoredFeature {
+                    feature: r.get(0),
+                    value: r.get(1),
+                    inputs: inputs.0,
+                })
+            })
+            .collect()
+    }
+
+    /// Where the store points (password redacted), for messages.
+    #[must_use]
+    pub fn target(&self) -> &str {
+        &self.target
+    }
 }
 
 /// (close / previous close) - 1, rounded half away from zero to the column's 12 decimals.

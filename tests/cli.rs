@@ -45,6 +45,13 @@ async fn dry_run_prints_the_plan_and_touches_nothing() {
     assert!(r.stdout.contains("indices (4)"), "{}", r.stdout);
     assert!(r.stdout.contains("^GSPC"), "{}", r.stdout);
     assert!(r.stdout.contains("etfs (6)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "features:   14 per trade date from ARKK BTCUSD DXY GLD HYG IWM LQD QQQ SPY TLT VIX"
+        ),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains("crypto"), "{}", r.stdout);
     assert!(
         r.stdout.contains("60 days") || r.stdout.contains("61 days"),
@@ -129,6 +136,14 @@ async fn a_config_error_names_file_line_and_field_and_exits_2() {
     assert_eq!(r.code, 2, "{r:#?}");
     assert!(
         r.stderr.contains("securities.yaml:9: securities.etfs[0].db_symbol: \"SPX\" is already used by securities.indices[0] (line 5)"),
+        "{}",
+        r.stderr
+    );
+
+    let r = dry_run_of("securities:\n  etfs:\n    - symbol: \"SPY\"\n      name: \"SPDR\"\nfeatures:\n  roles:\n    spy: SPX\n").await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(
+        r.stderr.contains("securities.yaml:7: features.roles.spy: \"SPX\" is not the db_symbol of any security in this file"),
         "{}",
         r.stderr
     );
@@ -241,7 +256,13 @@ async fn migrate_applies_the_schema_once() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    for t in ["market_data", "runs", "securities"] {
+    for t in [
+        "market_data",
+        "runs",
+        "securities",
+        "market_features",
+        "ml_market_features",
+    ] {
         assert!(tables.iter().any(|x| x == t), "{tables:?}");
     }
 }

@@ -108,6 +108,16 @@ pub async fn fake_with_latency(latency: Duration) -> FakeYahoo {
 
 /// A securities.yaml with these (category, symbol, db_symbol) and quick retry settings.
 pub fn config(dir: &Path, securities: &[(&str, &str, &str)], encoding: &str) -> PathBuf {
+    config_with(dir, securities, encoding, "")
+}
+
+/// Like [`config`], followed by `extra` top-level YAML (e.g. a `features:` section).
+pub fn config_with(
+    dir: &Path,
+    securities: &[(&str, &str, &str)],
+    encoding: &str,
+    extra: &str,
+) -> PathBuf {
     let mut yaml = String::from("securities:\n");
     let mut categories: Vec<&str> = securities.iter().map(|s| s.0).collect();
     categories.dedup();
@@ -125,6 +135,7 @@ pub fn config(dir: &Path, securities: &[(&str, &str, &str)], encoding: &str) -> 
     } else {
         encoding
     });
+    yaml.push_str(extra);
     let path = dir.join("securities.yaml");
     std::fs::write(&path, yaml).unwrap();
     path
