@@ -545,24 +545,16 @@ mod tests {
         assert_eq!(err.exit(), Exit::Usage);
     }
 
-    fn env_of(pairs: &[(&'static str, &str)]) -> impl Fn(&'static str) -> EnvValue {
-        let pairs: Vec<(&'static str, String)> =
-            pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map_or(EnvValue::Absent, |(_, v)| EnvValue::Present(v.clone()))
-        }
-    }
-
     const OPENAI_CONFIG: &str = "securities:\n  etfs:\n    - {symbol: SPY, name: SPDR}\nembedding:\n  provider: openai\n  base_url: http://127.0.0.1:11434/v1\n  model: nomic-embed-text\n  api_key_env: MY_EMBEDDINGS_KEY\n  dimensions: 768\n";
 
     #[test]
     fn the_openai_provider_comes_from_the_config_and_its_key_from_the_named_variable() {
         let config = Config::from_yaml(OPENAI_CONFIG, std::path::Path::new("c.yaml")).unwrap();
-        let memory =
-            memory_options(&env_of(&[("MY_EMBEDDINGS_KEY", " sk-secret \n")]), &config).unwrap();
+        let memory = memory_options(
+            &EnvValue::from_pairs(&[("MY_EMBEDDINGS_KEY", " sk-secret \n")]),
+            &config,
+        )
+        .unwrap();
         let EmbedderSource::OpenAi(settings) = &memory.embedder else {
             panic!("{:?}", memory.embedder);
         };
@@ -572,7 +564,10 @@ mod tests {
         assert_eq!(memory.embedder.model_id(), "openai:nomic-embed-text");
         assert!(!format!("{memory:?}").contains("sk-secret"));
 
-        for unset in [env_of(&[]), env_of(&[("MY_EMBEDDINGS_KEY", "  ")])] {
+        for unset in [
+            EnvValue::from_pairs(&[]),
+            EnvValue::from_pairs(&[("MY_EMBEDDINGS_KEY", "  ")]),
+        ] {
             let err = memory_options(&unset, &config).unwrap_err();
             assert_eq!(err.exit(), Exit::Usage);
             assert!(
@@ -607,7 +602,7 @@ mod tests {
             std::path::Path::new("c.yaml"),
         )
         .unwrap();
-        let memory = memory_options(&env_of(&[]), &config).unwrap();
+        let memory = memory_options(&EnvValue::from_pairs(&[]), &config).unwrap();
         assert!(matches!(memory.embedder, EmbedderSource::Local(_)));
         assert_eq!(
             memory.embedder.model_id(),

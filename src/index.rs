@@ -1128,19 +1128,7 @@ fn zip_hits(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    fn env_of(pairs: &[(&'static str, &str)]) -> impl Fn(&'static str) -> EnvValue {
-        let map: HashMap<&'static str, String> =
-            pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        move |name| {
-            map.get(name)
-                .cloned()
-                .map_or(EnvValue::Absent, EnvValue::Present)
-        }
-    }
 
     fn record(id: &str, doc: &str) -> Record {
         Record {
@@ -1153,7 +1141,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let s = ChromaSettings::from_env(&env_of(&[])).unwrap();
+        let s = ChromaSettings::from_env(&EnvValue::from_pairs(&[])).unwrap();
         assert_eq!(s.url().as_str(), "http://127.0.0.1:8000/");
         assert_eq!(
             s.to_string(),
@@ -1163,7 +1151,7 @@ mod tests {
 
     #[test]
     fn host_and_port_and_token_redacted() {
-        let s = ChromaSettings::from_env(&env_of(&[
+        let s = ChromaSettings::from_env(&EnvValue::from_pairs(&[
             ("CHROMA_HOST", "chroma.internal"),
             ("CHROMA_PORT", "8001"),
             ("CHROMA_TOKEN", "ck-supersecret"),
@@ -1177,33 +1165,37 @@ mod tests {
             "http://chroma.internal:8001 (tenant t, database d, collection c1x, token [redacted])"
         );
         assert!(!format!("{s:?}").contains("supersecret"));
-        let v6 = ChromaSettings::from_env(&env_of(&[("CHROMA_HOST", "::1")])).unwrap();
+        let v6 =
+            ChromaSettings::from_env(&EnvValue::from_pairs(&[("CHROMA_HOST", "::1")])).unwrap();
         assert_eq!(v6.url().as_str(), "http://[::1]:8000/");
     }
 
     #[test]
     fn url_wins_and_bad_values_name_the_variable() {
-        let s = ChromaSettings::from_env(&env_of(&[
+        let s = ChromaSettings::from_env(&EnvValue::from_pairs(&[
             ("CHROMA_URL", "https://chroma.example.com/prefix"),
             ("CHROMA_HOST", "ignored"),
         ]))
         .unwrap();
         assert_eq!(s.url().as_str(), "https://chroma.example.com/prefix");
-        let err = ChromaSettings::from_env(&env_of(&[("CHROMA_URL", "ftp://x")]))
+        let err = ChromaSettings::from_env(&EnvValue::from_pairs(&[("CHROMA_URL", "ftp://x")]))
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("CHROMA_URL") && err.contains("ftp://x"),
             "{err}"
         );
-        let err = ChromaSettings::from_env(&env_of(&[("CHROMA_URL", "http://u:hunter2@h:1")]))
-            .unwrap_err()
-            .to_string();
+        let err = ChromaSettings::from_env(&EnvValue::from_pairs(&[(
+            "CHROMA_URL",
+            "http://u:hunter2@h:1",
+        )]))
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("CHROMA_URL") && !err.contains("hunter2"),
             "{err}"
         );
-        let err = ChromaSettings::from_env(&env_of(&[("CHROMA_PORT", "80a")]))
+        let err = ChromaSettings::from_env(&EnvValue::from_pairs(&[("CHROMA_PORT", "80a")]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("CHROMA_PORT") && err.contains("80a"), "{err}");

@@ -25,7 +25,7 @@ use crate::index::{
     ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
 };
 use crate::settings::DatabaseSettings;
-use crate::store::{RunOutcome, RunRecord, Store, StoreError};
+use crate::store::{PendingDocument, RunOutcome, RunRecord, Store, StoreError};
 use crate::validate::{DropCounts, Series, validate};
 
 /// What to run.
@@ -547,12 +547,7 @@ async fn index_documents(
         let records: Vec<Record> = batch
             .iter()
             .zip(vectors)
-            .map(|(d, embedding)| Record {
-                id: d.id(),
-                embedding,
-                document: d.document.clone(),
-                metadata: chroma_metadata(&d.metadata),
-            })
+            .map(|(d, embedding)| record(d, embedding))
             .collect();
         chroma
             .upsert(&collection, &records)
@@ -589,6 +584,18 @@ async fn reconcile(
         );
     }
     Ok(())
+}
+
+/// The Chroma record of a document and its vector: id `{db_symbol}:{trade_date}`, the text,
+/// the metadata as Chroma's typed values.
+#[must_use]
+pub fn record(document: &PendingDocument, embedding: Vec<f32>) -> Record {
+    Record {
+        id: document.id(),
+        embedding,
+        document: document.document.clone(),
+        metadata: chroma_metadata(&document.metadata),
+    }
 }
 
 /// The stored JSON metadata (flat scalars, see `narrate::metadata`) as Chroma's typed values:

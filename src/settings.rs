@@ -222,6 +222,20 @@ impl EnvValue {
         }
     }
 
+    /// An environment made of these pairs only, in the shape `app::run` and the `from_env`
+    /// constructors take: for tests, and for programs that embed the library with their own
+    /// configuration source.
+    pub fn from_pairs(pairs: &[(&'static str, &str)]) -> impl Fn(&'static str) -> Self + use<> {
+        let pairs: Vec<(&'static str, String)> =
+            pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map_or(Self::Absent, |(_, v)| Self::Present(v.clone()))
+        }
+    }
+
     fn into_option(self, name: &'static str) -> Result<Option<String>, SettingsError> {
         match self {
             Self::Absent => Ok(None),
@@ -253,23 +267,11 @@ fn redact_sqlx_error(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    fn env_of(pairs: &[(&'static str, &str)]) -> impl Fn(&'static str) -> EnvValue {
-        let map: HashMap<&'static str, String> =
-            pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        move |name| {
-            map.get(name)
-                .cloned()
-                .map_or(EnvValue::Absent, EnvValue::Present)
-        }
-    }
 
     #[test]
     fn parts_are_required_and_password_is_redacted() {
-        let env = env_of(&[
+        let env = EnvValue::from_pairs(&[
             ("DB_HOST", "db.internal"),
             ("DB_NAME", "markets"),
             ("DB_USER", "encoder"),
@@ -285,7 +287,7 @@ mod tests {
 
     #[test]
     fn missing_part_names_the_variable() {
-        let env = env_of(&[("DB_HOST", "h"), ("DB_NAME", "n"), ("DB_USER", "u")]);
+        let env = EnvValue::from_pairs(&[("DB_HOST", "h"), ("DB_NAME", "n"), ("DB_USER", "u")]);
         let err = DatabaseSettings::from_env(&env).unwrap_err().to_string();
         assert!(err.contains("DB_PASSWORD"), "{err}");
         assert!(err.contains("DATABASE_URL"), "{err}");
@@ -293,7 +295,7 @@ mod tests {
 
     #[test]
     fn bad_port_is_reported() {
-        let env = env_of(&[
+        let env = EnvValue::from_pairs(&[
             ("DB_HOST", "h"),
             ("DB_NAME", "n"),
             ("DB_USER", "u"),
@@ -306,7 +308,7 @@ mod tests {
 
     #[test]
     fn database_url_wins_and_is_redacted() {
-        let env = env_of(&[(
+        let env = EnvValue::from_pairs(&[(
             "DATABASE_URL",
             "postgres://me:s3cr%40t@127.0.0.1:6543/prices?sslmode=disable",
         )]);
@@ -325,7 +327,7 @@ mod tests {
 
     #[test]
     fn bad_database_url_does_not_echo_it() {
-        let env = env_of(&[("DATABASE_URL", "mysql://me:topsecret@host/db")]);
+        let env = EnvValue::from_pairs(&[("DATABASE_URL", "mysql://me:topsecret@host/db")]);
         let err = DatabaseSettings::from_env(&env).unwrap_err().to_string();
         assert!(!err.contains("topsecret"), "{err}");
         assert!(err.contains("DATABASE_URL"), "{err}");
@@ -333,12 +335,12 @@ mod tests {
 
     #[test]
     fn yahoo_base_url_defaults_and_validates() {
-        let none = env_of(&[]);
+        let none = EnvValue::from_pairs(&[]);
         assert_eq!(
             yahoo_base_url(&none).unwrap().as_str(),
             "https://query2.finance.yahoo.com/"
         );
-        let bad = env_of(&[("YAHOO_BASE_URL", "ftp://x")]);
+        let bad = EnvValue::from_pairs(&[("YAHOO_BASE_URL", "ftp://x")]);
         assert!(
             yahoo_base_url(&bad)
                 .unwrap_err()

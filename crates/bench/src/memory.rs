@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use market_encoder::embed::MiniLm;
 use market_encoder::index::{ChromaClient, ChromaSettings, Include, Record};
-use market_encoder::pipeline::chroma_metadata;
+use market_encoder::pipeline::record;
 use market_encoder::settings::EnvValue;
 use market_encoder::store::PendingDocument;
 use sqlx::{Connection, PgConnection, Row};
@@ -381,12 +381,7 @@ async fn index_and_query(
     let records: Vec<Record> = documents
         .iter()
         .zip(vectors)
-        .map(|(d, embedding)| Record {
-            id: d.id(),
-            embedding,
-            document: d.document.clone(),
-            metadata: chroma_metadata(&d.metadata),
-        })
+        .map(|(d, embedding)| record(d, embedding))
         .collect();
     let collection = client.collection(name).await?;
     let new = upsert_rounds(client, &collection, &records).await?;
