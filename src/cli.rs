@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
+use crate::domain::{DateWindow, DomainError};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "market-encoder",
@@ -139,6 +141,14 @@ pub struct RunArgs {
     #[arg(long, env = "MARKET_ENCODER_DRY_RUN")]
     pub dry_run: bool,
 
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// What a run fetches and which stages it runs (the flags of a run other than `--config` and
+/// `--dry-run`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct JobArgs {
     /// Only these categories (keys under `securities`), e.g. `--categories indices etfs`.
     #[arg(long, num_args = 1.., value_delimiter = ',', env = "MARKET_ENCODER_CATEGORIES")]
     pub categories: Vec<String>,
@@ -169,6 +179,25 @@ pub struct RunArgs {
     pub no_embeddings: bool,
 }
 
+impl JobArgs {
+    /// The date window of a run that starts on `today` (UTC): `--from/--to`, or the last
+    /// `--days-back` (else `default_days_back`) days up to `--to` (else today).
+    pub fn window(
+        &self,
+        default_days_back: u32,
+        today: NaiveDate,
+    ) -> Result<DateWindow, DomainError> {
+        let to = self.to.unwrap_or(today);
+        match self.from {
+            Some(from) => DateWindow::new(from, to),
+            None => Ok(DateWindow::days_back(
+                to,
+                self.days_back.unwrap_or(default_days_back),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -191,8 +220,8 @@ mod tests {
             "SPY,^VIX",
         ])
         .unwrap();
-        assert_eq!(cli.run.categories, ["indices", "etfs"]);
-        assert_eq!(cli.run.symbols, ["SPY", "^VIX"]);
+        assert_eq!(cli.run.job.categories, ["indices", "etfs"]);
+        assert_eq!(cli.run.job.symbols, ["SPY", "^VIX"]);
     }
 
     #[test]
