@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cli::{Cli, Command, FeaturesArgs, JobArgs, PnlArgs, RunArgs, SimilarArgs};
+use crate::cli::{Cli, Command, FeaturesArgs, JobArgs, PnlArgs, RunArgs, ServeArgs, SimilarArgs};
 use crate::config::{Config, ConfigError, EmbeddingSettings, Security};
 use crate::domain::{DateWindow, DomainError};
 use crate::embed::{self, EmbedError, Embedder, EmbedderSource, ModelSource, OpenAiSettings};
@@ -22,6 +22,7 @@ use crate::pipeline::{self, JobError, JobOptions, MemoryOptions};
 use crate::pnl::{self, PnlError};
 use crate::report;
 use crate::search::{self, Filter, SearchError, Target};
+use crate::serve::{self, ServeError, ServeOptions};
 use crate::settings::{DatabaseSettings, EnvValue, SettingsError, yahoo_base_url};
 use crate::store::{RunOutcome, Store, StoreError};
 
@@ -77,6 +78,8 @@ pub enum AppError {
     Search(#[from] SearchError),
     #[error(transparent)]
     Pnl(#[from] PnlError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 impl AppError {
@@ -106,6 +109,9 @@ impl AppError {
             Self::Search(_) => Exit::Usage,
             Self::Pnl(PnlError::Store(e)) => store(e),
             Self::Pnl(_) => Exit::Usage,
+            Self::Serve(ServeError::Bind { .. }) => Exit::Usage,
+            Self::Serve(ServeError::Store(e)) => store(e),
+            Self::Serve(ServeError::Server(_)) => Exit::Partial,
         }
     }
 }
@@ -129,6 +135,7 @@ pub async fn run(
         Some(Command::Features(ref args)) => features(args, env).await,
         Some(Command::Similar(ref args)) => similar(&cli.run.config, args, env).await,
         Some(Command::Pnl(ref args)) => pnl(&cli.run.config, args, env).await,
+        Some(Command::Serve(ref args)) => serve(&cli.run.config, args, env, cancel).await,
         None => run_job(&cli.run, env, cancel, stopped_by).await,
     }
 }
@@ -245,7 +252,8 @@ struct JobPlan {
     database: DatabaseSettings,
 }
 
-/// Builds a run from its flags, the securities file and the environment. `today` sets the
+/// Builds a run: the one-shot run (the CronJob) and every run of `serve` come from here, so
+/// they select the same securities with the same client, stages and database. `today` sets the
 /// window's default end. `check_api_key`: an embedding provider whose key variable is unset is
 /// an error now (a dry run shows it in its plan first).
 fn job_plan(
@@ -296,6 +304,44 @@ fn job_plan(
         options,
         database,
     })
+}
+
+/// `market-encoder serve`: the job as an HTTP service until SIGTERM/SIGINT (then exit 0).
+/// Everything a run needs is checked now, so a bad config or environment exits 2 at start
+/// rather than failing every run; the database may be down (`/ready` says so).
+async fn serve(
+    config: &Path,
+    args: &ServeArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    cancel: &CancellationToken,
+) -> Result<Exit, AppError> {
+    let plan = job_plan(config, &args.job, env, Utc::now().date_naive(), true)?;
+    let options = ServeOptions {
+        bind: args.bind,
+        every: args.every,
+        collect_token: collect_token(env)?,
+        days_back: plan.config.encoding.days_back,
+        job_args: args.job.clone(),
+        job: plan.options,
+        database: plan.database,
+    };
+    info!(config = %plan.config.path.display(), securities = options.job.securities.len(), database = %options.database, "serving");
+    serve::run(options, cancel).await?;
+    Ok(Exit::Success)
+}
+
+/// `COLLECT_TOKEN`, trimmed (a mounted secret often ends in a newline); `None` when unset or
+/// blank, which disables `POST /collect`.
+fn collect_token(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Option<SecretString>, AppError> {
+    match env("COLLECT_TOKEN") {
+        EnvValue::Present(value) if value.trim().is_empty() => Ok(None),
+        EnvValue::Present(value) => Ok(Some(SecretString::from(value.trim().to_owned()))),
+        EnvValue::Absent => Ok(None),
+        EnvValue::NotUnicode => Err(SettingsError::NotUnicode {
+            name: "COLLECT_TOKEN",
+        }
+        .into()),
+    }
 }
 
 /// Chroma and the embedder: `CHROMA_*` from the environment, the provider from the config's
