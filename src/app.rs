@@ -11,17 +11,18 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cli::{Cli, Command, FeaturesArgs, PnlArgs, RunArgs, SimilarArgs};
-use crate::config::{Config, ConfigError, EmbeddingSettings};
+use crate::cli::{Cli, Command, FeaturesArgs, JobArgs, PnlArgs, RunArgs, ServeArgs, SimilarArgs};
+use crate::config::{Config, ConfigError, EmbeddingSettings, Security};
 use crate::domain::{DateWindow, DomainError};
 use crate::embed::{self, EmbedError, Embedder, EmbedderSource, ModelSource, OpenAiSettings};
-use crate::features::{FeaturesError, Plan, display_rank};
+use crate::features::{self, FeaturesError, Plan};
 use crate::fetch::{ClientOptions, RetryPolicy};
 use crate::index::{ChromaClient, ChromaSettings, IndexError};
 use crate::pipeline::{self, JobError, JobOptions, MemoryOptions};
 use crate::pnl::{self, PnlError};
 use crate::report;
 use crate::search::{self, Filter, SearchError, Target};
+use crate::serve::{self, ServeError, ServeOptions};
 use crate::settings::{DatabaseSettings, EnvValue, SettingsError, yahoo_base_url};
 use crate::store::{RunOutcome, Store, StoreError};
 
@@ -77,6 +78,8 @@ pub enum AppError {
     Search(#[from] SearchError),
     #[error(transparent)]
     Pnl(#[from] PnlError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 impl AppError {
@@ -106,6 +109,9 @@ impl AppError {
             Self::Search(_) => Exit::Usage,
             Self::Pnl(PnlError::Store(e)) => store(e),
             Self::Pnl(_) => Exit::Usage,
+            Self::Serve(ServeError::Bind { .. }) => Exit::Usage,
+            Self::Serve(ServeError::Store(e)) => store(e),
+            Self::Serve(ServeError::Server(_)) => Exit::Partial,
         }
     }
 }
@@ -129,6 +135,7 @@ pub async fn run(
         Some(Command::Features(ref args)) => features(args, env).await,
         Some(Command::Similar(ref args)) => similar(&cli.run.config, args, env).await,
         Some(Command::Pnl(ref args)) => pnl(&cli.run.config, args, env).await,
+        Some(Command::Serve(ref args)) => serve(&cli.run.config, args, env, cancel).await,
         None => run_job(&cli.run, env, cancel, stopped_by).await,
     }
 }
@@ -164,25 +171,7 @@ async fn features(
 ) -> Result<Exit, AppError> {
     let database = DatabaseSettings::from_env(env)?;
     let store = Store::connect(&database, 1).await?;
-    let target = store.target().to_owned();
-    let Some(latest) = store
-        .latest_feature_date()
-        .await
-        .map_err(FeaturesError::from)?
-    else {
-        return Err(FeaturesError::NoData { target }.into());
-    };
-    let date = args.date.unwrap_or(latest);
-    let mut rows = store.features_on(date).await.map_err(FeaturesError::from)?;
-    if rows.is_empty() {
-        return Err(FeaturesError::NoDate {
-            target,
-            date,
-            latest,
-        }
-        .into());
-    }
-    rows.sort_by(|a, b| display_rank(&a.feature).cmp(&display_rank(&b.feature)));
+    let (date, rows) = features::read_stored(&store, args.date).await?;
     if args.json {
         println!("{}", report::features_json(date, &rows));
     } else {
@@ -197,61 +186,39 @@ async fn run_job(
     cancel: &CancellationToken,
     stopped_by: impl Fn() -> Option<StopSignal>,
 ) -> Result<Exit, AppError> {
-    let config = Config::load(&args.config)?;
-    let selected = config.select(&args.categories, &args.symbols)?;
-    let window = window(args, config.encoding.days_back, Utc::now().date_naive())?;
-    let database = DatabaseSettings::from_env(env)?;
-    let client = ClientOptions {
-        base_url: yahoo_base_url(env)?,
-        timeout: config.encoding.request_timeout,
-        requests_per_second: config.encoding.requests_per_second,
-        retry: RetryPolicy {
-            max_retries: config.encoding.max_retries,
-            base: config.encoding.retry_base,
-            max: config.encoding.retry_max.max(Duration::from_millis(1)),
-        },
-    };
-    let apply_migrations = !args.no_migrate;
-    let memory = match (args.no_embeddings, args.dry_run) {
-        (true, _) => None,
-        // The dry run shows a missing API key in its plan, then fails as the run would.
-        (false, true) => Some(memory_plan(env, &config)?),
-        (false, false) => Some(memory_options(env, &config)?),
-    };
+    let JobPlan {
+        config,
+        options,
+        database,
+    } = job_plan(
+        &args.config,
+        &args.job,
+        env,
+        Utc::now().date_naive(),
+        !args.dry_run,
+    )?;
 
     if args.dry_run {
+        let selected: Vec<&Security> = options.securities.iter().collect();
         print!(
             "{}",
             report::plan(
                 &config,
                 &selected,
-                &window,
-                &client,
+                &options.window,
+                &options.client,
                 &database,
-                apply_migrations,
-                memory.as_ref(),
+                options.apply_migrations,
+                options.memory.as_ref(),
             )
         );
-        if let Some(memory) = &memory {
+        if let Some(memory) = &options.memory {
             require_api_key(memory)?;
         }
         return Ok(Exit::Success);
     }
 
-    info!(config = %config.path.display(), securities = selected.len(), %window, database = %database, "starting");
-    let options = JobOptions {
-        window,
-        securities: selected.into_iter().cloned().collect(),
-        batch_size: config.encoding.batch_size.get(),
-        embedding_days: config.encoding.embedding_days,
-        apply_migrations,
-        client,
-        memory,
-        features: config
-            .features
-            .enabled
-            .then(|| Plan::from_settings(&config.features)),
-    };
+    info!(config = %config.path.display(), securities = options.securities.len(), window = %options.window, database = %database, "starting");
     let report = pipeline::run(&options, &database, cancel).await?;
     if std::io::stdout().is_terminal() {
         print!("{}", report::table(&report));
@@ -276,6 +243,105 @@ async fn run_job(
             _ => Exit::Terminated,
         },
     })
+}
+
+/// What a run needs, from its flags, the securities file and the environment.
+struct JobPlan {
+    config: Config,
+    options: JobOptions,
+    database: DatabaseSettings,
+}
+
+/// Builds a run: the one-shot run (the CronJob) and every run of `serve` come from here, so
+/// they select the same securities with the same client, stages and database. `today` sets the
+/// window's default end. `check_api_key`: an embedding provider whose key variable is unset is
+/// an error now (a dry run shows it in its plan first).
+fn job_plan(
+    config: &Path,
+    args: &JobArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    today: NaiveDate,
+    check_api_key: bool,
+) -> Result<JobPlan, AppError> {
+    let config = Config::load(config)?;
+    let securities: Vec<Security> = config
+        .select(&args.categories, &args.symbols)?
+        .into_iter()
+        .cloned()
+        .collect();
+    let window = window(args, config.encoding.days_back, today)?;
+    let database = DatabaseSettings::from_env(env)?;
+    let client = ClientOptions {
+        base_url: yahoo_base_url(env)?,
+        timeout: config.encoding.request_timeout,
+        requests_per_second: config.encoding.requests_per_second,
+        retry: RetryPolicy {
+            max_retries: config.encoding.max_retries,
+            base: config.encoding.retry_base,
+            max: config.encoding.retry_max.max(Duration::from_millis(1)),
+        },
+    };
+    let memory = match (args.no_embeddings, check_api_key) {
+        (true, _) => None,
+        (false, true) => Some(memory_options(env, &config)?),
+        (false, false) => Some(memory_plan(env, &config)?),
+    };
+    let options = JobOptions {
+        window,
+        securities,
+        batch_size: config.encoding.batch_size.get(),
+        embedding_days: config.encoding.embedding_days,
+        apply_migrations: !args.no_migrate,
+        client,
+        memory,
+        features: config
+            .features
+            .enabled
+            .then(|| Plan::from_settings(&config.features)),
+    };
+    Ok(JobPlan {
+        config,
+        options,
+        database,
+    })
+}
+
+/// `market-encoder serve`: the job as an HTTP service until SIGTERM/SIGINT (then exit 0).
+/// Everything a run needs is checked now, so a bad config or environment exits 2 at start
+/// rather than failing every run; the database may be down (`/ready` says so).
+async fn serve(
+    config: &Path,
+    args: &ServeArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    cancel: &CancellationToken,
+) -> Result<Exit, AppError> {
+    let plan = job_plan(config, &args.job, env, Utc::now().date_naive(), true)?;
+    let options = ServeOptions {
+        bind: args.bind,
+        every: args.every,
+        collect_token: collect_token(env)?,
+        days_back: plan.config.encoding.days_back,
+        job_args: args.job.clone(),
+        job: plan.options,
+        database: plan.database,
+    };
+    info!(config = %plan.config.path.display(), securities = options.job.securities.len(), database = %options.database, "serving");
+    serve::run(options, cancel).await?;
+    Ok(Exit::Success)
+}
+
+/// `COLLECT_TOKEN`, trimmed (a mounted secret often ends in a newline); `None` when unset or
+/// blank, which disables `POST /collect`.
+fn collect_token(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Option<SecretString>, AppError> {
+    match env("COLLECT_TOKEN") {
+        EnvValue::Present(value) if value.trim().is_empty() => Ok(None),
+        EnvValue::Present(value) => Ok(Some(SecretString::from(value.trim().to_owned()))),
+        EnvValue::Absent => Ok(None),
+        EnvValue::NotUnicode => Err(SettingsError::NotUnicode {
+            name: "COLLECT_TOKEN",
+        }
+        .into()),
+    }
 }
 
 /// Chroma and the embedder: `CHROMA_*` from the environment, the provider from the config's
@@ -487,18 +553,12 @@ async fn pnl(
 
 /// The date window from `--from/--to`, `--days-back`, or the config's `days_back`.
 pub fn window(
-    args: &RunArgs,
+    args: &JobArgs,
     default_days_back: u32,
     today: NaiveDate,
 ) -> Result<DateWindow, AppError> {
-    let to = args.to.unwrap_or(today);
-    match args.from {
-        Some(from) => DateWindow::new(from, to).map_err(AppError::Window),
-        None => Ok(DateWindow::days_back(
-            to,
-            args.days_back.unwrap_or(default_days_back),
-        )),
-    }
+    args.window(default_days_back, today)
+        .map_err(AppError::Window)
 }
 
 #[cfg(test)]
@@ -507,10 +567,10 @@ mod tests {
 
     use super::*;
 
-    fn args(flags: &[&str]) -> RunArgs {
+    fn args(flags: &[&str]) -> JobArgs {
         let mut argv = vec!["market-encoder"];
         argv.extend_from_slice(flags);
-        Cli::try_parse_from(argv).unwrap().run
+        Cli::try_parse_from(argv).unwrap().run.job
     }
 
     fn d(s: &str) -> NaiveDate {

@@ -1,10 +1,14 @@
 //! Command-line arguments. Every flag a CronJob would set also reads an environment variable.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::domain::{DateWindow, DomainError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,10 +18,10 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
     after_help = "Exit codes: 0 all selected securities succeeded; 1 some failed or the cross-asset features did (see the summary and the runs table); \
 2 configuration or usage error; 3 database unreachable or failing; 4 another run holds the lock; \
 5 prices stored but embedding/indexing failed (Chroma unreachable, model missing), or for `similar` Chroma or the model failed; \
-130/143 interrupted by SIGINT/SIGTERM.\n\
+130/143 interrupted by SIGINT/SIGTERM (`serve`: 0).\n\
 Environment: DATABASE_URL or DB_HOST, DB_PORT (5432), DB_NAME, DB_USER, DB_PASSWORD; \
 YAHOO_BASE_URL; CHROMA_URL, CHROMA_TENANT, CHROMA_DATABASE, CHROMA_TOKEN, CHROMA_COLLECTION; \
-EMBEDDING_MODEL_DIR or HF_ENDPOINT; LOG_LEVEL (INFO) or RUST_LOG."
+EMBEDDING_MODEL_DIR or HF_ENDPOINT; COLLECT_TOKEN (`serve`); LOG_LEVEL (INFO) or RUST_LOG."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,6 +47,10 @@ pub enum Command {
     Similar(SimilarArgs),
     /// Hypothetical P&L of a long or short position between two stored closes.
     Pnl(PnlArgs),
+    /// Run as an HTTP service: /health, /ready, /status, /metrics, /ml-features, and runs
+    /// started by `POST /collect` (with `Authorization: Bearer $COLLECT_TOKEN`) or `--every`.
+    /// Takes the job's flags for its runs; exits 0 on SIGTERM/SIGINT.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -139,6 +147,14 @@ pub struct RunArgs {
     #[arg(long, env = "MARKET_ENCODER_DRY_RUN")]
     pub dry_run: bool,
 
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// What a run fetches and which stages it runs: the flags of the one-shot run, shared with
+/// `serve`, whose every run they shape the same way.
+#[derive(Debug, Args, Clone, Default)]
+pub struct JobArgs {
     /// Only these categories (keys under `securities`), e.g. `--categories indices etfs`.
     #[arg(long, num_args = 1.., value_delimiter = ',', env = "MARKET_ENCODER_CATEGORIES")]
     pub categories: Vec<String>,
@@ -169,6 +185,59 @@ pub struct RunArgs {
     pub no_embeddings: bool,
 }
 
+impl JobArgs {
+    /// The date window of a run that starts on `today` (UTC): `--from/--to`, or the last
+    /// `--days-back` (else `default_days_back`) days up to `--to` (else today).
+    pub fn window(
+        &self,
+        default_days_back: u32,
+        today: NaiveDate,
+    ) -> Result<DateWindow, DomainError> {
+        let to = self.to.unwrap_or(today);
+        match self.from {
+            Some(from) => DateWindow::new(from, to),
+            None => Ok(DateWindow::days_back(
+                to,
+                self.days_back.unwrap_or(default_days_back),
+            )),
+        }
+    }
+}
+
+/// The shortest `--every`: a shorter schedule would mostly find the previous run still going,
+/// and would ask Yahoo for the same bars again and again.
+pub const MIN_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on, `IP:PORT` (port 0 picks a free one; the first line on stdout is
+    /// `listening on http://ADDR`).
+    #[arg(long, env = "MARKET_ENCODER_BIND", default_value = "0.0.0.0:8000")]
+    pub bind: SocketAddr,
+
+    /// Also start a run on this schedule, e.g. `30m`, `1h`, `1d` (at least 1m): the first one
+    /// at start, then one per period; a tick that finds a run going is skipped.
+    #[arg(long, env = "MARKET_ENCODER_EVERY", value_parser = parse_every)]
+    pub every: Option<Duration>,
+
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// `--every`: a humantime duration (`90s`, `30m`, `1h 30m`, `1d`) of at least [`MIN_EVERY`].
+fn parse_every(value: &str) -> Result<Duration, String> {
+    let every = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{e} (write e.g. 30m, 1h, 1d)"))?;
+    if every < MIN_EVERY {
+        return Err(format!(
+            "{} is shorter than the minimum of {}",
+            humantime::format_duration(every),
+            humantime::format_duration(MIN_EVERY)
+        ));
+    }
+    Ok(every)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -191,8 +260,8 @@ mod tests {
             "SPY,^VIX",
         ])
         .unwrap();
-        assert_eq!(cli.run.categories, ["indices", "etfs"]);
-        assert_eq!(cli.run.symbols, ["SPY", "^VIX"]);
+        assert_eq!(cli.run.job.categories, ["indices", "etfs"]);
+        assert_eq!(cli.run.job.symbols, ["SPY", "^VIX"]);
     }
 
     #[test]
@@ -228,6 +297,70 @@ mod tests {
         assert_eq!(args.date, "2024-07-31".parse().ok());
         assert!(args.json);
         assert!(Cli::try_parse_from(["market-encoder", "features", "--date", "July"]).is_err());
+    }
+
+    fn serve(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["market-encoder", "serve"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Some(Command::Serve(args)) => args,
+            other => panic!("not serve: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn serve_takes_the_job_flags_a_bind_address_and_a_schedule() {
+        let args = serve(&[]).unwrap();
+        assert_eq!(args.bind, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(args.every, None);
+        let args = serve(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--every",
+            "30m",
+            "--symbols",
+            "SPY,QQQ",
+            "--days-back",
+            "5",
+            "--no-embeddings",
+            "--config",
+            "other.yaml",
+        ])
+        .unwrap();
+        assert_eq!(args.bind.port(), 0);
+        assert_eq!(args.every, Some(Duration::from_secs(1800)));
+        assert_eq!(args.job.symbols, ["SPY", "QQQ"]);
+        assert_eq!(args.job.days_back, Some(5));
+        assert!(args.job.no_embeddings);
+        assert_eq!(
+            serve(&["--every", "1h 30m"]).unwrap().every,
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(serve(&["--every", "1m"]).unwrap().every, Some(MIN_EVERY));
+        for bad in ["59s", "0", "soon", "-5m"] {
+            assert!(serve(&["--every", bad]).is_err(), "{bad}");
+        }
+        assert!(serve(&["--bind", "localhost"]).is_err());
+        assert!(serve(&["--dry-run"]).is_err(), "a service has no dry run");
+    }
+
+    #[test]
+    fn the_window_is_computed_for_the_day_a_run_starts() {
+        let today: NaiveDate = "2026-11-21".parse().unwrap();
+        let args = serve(&[]).unwrap().job;
+        let w = args.window(60, today).unwrap();
+        assert_eq!(w.to(), today);
+        let tomorrow = today.succ_opt().unwrap();
+        assert_eq!(args.window(60, tomorrow).unwrap().to(), tomorrow);
+        let fixed = serve(&["--from", "2024-01-02", "--to", "2024-03-29"])
+            .unwrap()
+            .job;
+        assert_eq!(
+            fixed.window(60, today).unwrap().to_string(),
+            "2024-01-02..2024-03-29"
+        );
+        let backwards = serve(&["--from", "2027-01-01"]).unwrap().job;
+        assert!(backwards.window(60, today).is_err());
     }
 
     #[test]

@@ -49,7 +49,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FeatureSettings;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError, StoredFeature};
 
 pub const RISK_ON_RATIO: &str = "ml_risk_on_ratio";
 pub const INNOVATION_PREMIUM: &str = "ml_innovation_premium";
@@ -753,6 +753,30 @@ pub enum FeaturesError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The stored features of `date`, or of the latest date that has any, sorted for display
+/// ([`display_rank`]): what `market-encoder features` prints and `GET /ml-features` answers.
+/// Reads `market_features` only (no configuration needed).
+pub async fn read_stored(
+    store: &Store,
+    date: Option<NaiveDate>,
+) -> Result<(NaiveDate, Vec<StoredFeature>), FeaturesError> {
+    let target = store.target().to_owned();
+    let Some(latest) = store.latest_feature_date().await? else {
+        return Err(FeaturesError::NoData { target });
+    };
+    let date = date.unwrap_or(latest);
+    let mut rows = store.features_on(date).await?;
+    if rows.is_empty() {
+        return Err(FeaturesError::NoDate {
+            target,
+            date,
+            latest,
+        });
+    }
+    rows.sort_by(|a, b| display_rank(&a.feature).cmp(&display_rank(&b.feature)));
+    Ok((date, rows))
 }
 
 /// Sort key that lists the fixed features first, in their order, then the rest by name.

@@ -3,7 +3,8 @@
 //! Stages, in the order data flows (one module each): [`config`] -> [`fetch`] -> [`validate`]
 //! -> [`store`] -> [`report`]; [`features`] computes the cross-asset features of all of them;
 //! [`pipeline`] runs them per security, [`app`] maps a command line
-//! to a run and an exit code. See ARCHITECTURE.md.
+//! to a run and an exit code, [`serve`] runs the same job behind an HTTP service. See
+//! ARCHITECTURE.md.
 pub mod analyze;
 pub mod app;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod pnl;
 pub mod report;
 pub mod retry;
 pub mod search;
+pub mod serve;
 pub mod settings;
 pub mod store;
 pub mod validate;

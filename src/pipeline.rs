@@ -25,7 +25,7 @@ use crate::index::{
     ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
 };
 use crate::settings::DatabaseSettings;
-use crate::store::{PendingDocument, RunOutcome, RunRecord, Store, StoreError};
+use crate::store::{PendingDocument, RunLock, RunOutcome, RunRecord, Store, StoreError};
 use crate::validate::{DropCounts, Series, validate};
 
 /// What to run.
@@ -202,6 +202,30 @@ pub async fn run(
     database: &DatabaseSettings,
     cancel: &CancellationToken,
 ) -> Result<RunReport, JobError> {
+    start(options, database)
+        .await?
+        .finish(options, cancel)
+        .await
+}
+
+/// A run that holds the run lock and has its `runs` row (outcome `running`): what [`start`]
+/// returns and [`StartedRun::finish`] completes. `run` is the two in a row; `serve` answers
+/// `POST /collect` between them, with the run id or why the run could not start. Dropped
+/// unfinished, the lock is released when its connection closes and the row stays `running`.
+pub struct StartedRun {
+    store: Store,
+    lock: RunLock,
+    run_id: Uuid,
+    started: Instant,
+}
+
+/// Connects (with `options.batch_size` + 1 connections), applies migrations unless told not
+/// to, takes the run lock ([`StoreError::Locked`] if another run holds it) and records the run
+/// as started. Nothing is fetched yet.
+pub async fn start(
+    options: &JobOptions,
+    database: &DatabaseSettings,
+) -> Result<StartedRun, JobError> {
     let started = Instant::now();
     // One connection per concurrent store transaction, plus one for the run's own bookkeeping.
     let pool_size = u32::try_from(options.batch_size + 1).unwrap_or(u32::MAX);
@@ -213,6 +237,46 @@ pub async fn run(
     let run_id = store
         .start_run(&options.window, options.securities.len())
         .await?;
+    Ok(StartedRun {
+        store,
+        lock,
+        run_id,
+        started,
+    })
+}
+
+impl StartedRun {
+    /// The id of the run's row in `runs`.
+    #[must_use]
+    pub fn id(&self) -> Uuid {
+        self.run_id
+    }
+
+    /// Runs the stages to the end (or until `cancel`: the run is then recorded `interrupted`),
+    /// records the outcome, releases the lock, and reports.
+    pub async fn finish(
+        self,
+        options: &JobOptions,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, JobError> {
+        let Self {
+            store,
+            lock,
+            run_id,
+            started,
+        } = self;
+        stages(options, cancel, store, lock, run_id, started).await
+    }
+}
+
+async fn stages(
+    options: &JobOptions,
+    cancel: &CancellationToken,
+    store: Store,
+    lock: RunLock,
+    run_id: Uuid,
+    started: Instant,
+) -> Result<RunReport, JobError> {
     let span = info_span!("run", %run_id, window = %options.window);
     info!(parent: &span, securities = options.securities.len(), "run started");
 
@@ -234,6 +298,9 @@ pub async fn run(
                 .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
+        // A boxed stream: without it rustc cannot prove the run's future `Send` through the
+        // closures' higher-ranked lifetimes (rust-lang/rust#102211), and `serve` spawns it.
+        .boxed()
         .collect()
         .await;
     let mut reports = reports;

@@ -239,6 +239,12 @@ pub fn features_table(date: NaiveDate, features: &[StoredFeature]) -> String {
 /// "expected"}`.
 #[must_use]
 pub fn features_json(date: NaiveDate, features: &[StoredFeature]) -> String {
+    features_value(date, features).to_string()
+}
+
+/// [`features_json`] as a JSON value (the body of `GET /ml-features`).
+#[must_use]
+pub fn features_value(date: NaiveDate, features: &[StoredFeature]) -> serde_json::Value {
     let values: serde_json::Map<String, serde_json::Value> = features
         .iter()
         .map(|f| (f.feature.clone(), serde_json::json!(f.value)))
@@ -249,7 +255,6 @@ pub fn features_json(date: NaiveDate, features: &[StoredFeature]) -> String {
         "present": features.iter().filter(|f| f.value.is_some()).count(),
         "expected": features.len(),
     })
-    .to_string()
 }
 
 fn outcome_word(outcome: SecurityOutcome) -> &'static str {

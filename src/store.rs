@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
@@ -773,6 +773,205 @@ impl Store {
         .await
         .map_err(query_error("marking documents pending"))?
         .rows_affected())
+    }
+}
+
+/// One row of the `runs` ledger as `GET /status` shows it (the per-security `details` left
+/// out: they can be long; `errors` names every failure).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub started_at: DateTime<Utc>,
+    /// `None` while the run is going (or if its process died before recording the end).
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    /// `running`, `succeeded`, `partial`, `failed` or `interrupted`.
+    pub outcome: String,
+    pub window_from: NaiveDate,
+    pub window_to: NaiveDate,
+    pub securities_total: i32,
+    pub securities_ok: i32,
+    pub securities_failed: i32,
+    pub rows_written: i64,
+    pub features_written: i64,
+    /// `{"SPY": "message", "(features)": "...", "(index)": "..."}`: the failures only.
+    pub errors: serde_json::Value,
+}
+
+/// Totals over the whole `runs` ledger, for `GET /metrics`: right across restarts and
+/// whichever process (a CronJob pod, the service) did the runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunTotals {
+    /// Runs per outcome (`running` included), only outcomes that occur.
+    pub runs: Vec<(String, i64)>,
+    pub rows_written: i64,
+    pub features_written: i64,
+    pub securities_ok: i64,
+    pub securities_failed: i64,
+    /// Finished runs and their summed wall time.
+    pub finished_runs: i64,
+    pub finished_seconds: f64,
+    /// The most recently started finished run: its wall time and when it finished.
+    pub last_run_seconds: Option<f64>,
+    pub last_run_finished: Option<f64>,
+    /// When the last `succeeded` run finished (Unix seconds).
+    pub last_success: Option<f64>,
+}
+
+impl Store {
+    /// Like [`Store::connect`] without connecting: the pool opens connections when first used,
+    /// so a service can start (and say it is not ready) while the database is down. Each
+    /// acquisition waits at most `acquire_timeout`.
+    pub fn connect_lazy(
+        settings: &DatabaseSettings,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let target = settings.to_string();
+        let options = settings
+            .connect_options()
+            .map_err(|e| StoreError::Connect {
+                target: target.clone(),
+                reason: e.to_string(),
+            })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(options.clone());
+        Ok(Self {
+            pool,
+            options,
+            target,
+        })
+    }
+
+    /// Whether the database answers now: a new connection (so the reason it fails is the
+    /// server's or the network's, not a pool timeout) and `SELECT 1`.
+    #[tracing::instrument(name = "db.check", skip_all, err(Display))]
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let down = |e: sqlx::Error| StoreError::Connect {
+            target: self.target.clone(),
+            reason: e.to_string(),
+        };
+        let mut conn = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(down)?;
+        sqlx::query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .map_err(down)?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// Whether the `runs` table exists (it does once migrations ran).
+    async fn has_runs_table(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT to_regclass('runs') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("looking for the runs table"))
+    }
+
+    /// The last `limit` runs, newest first; none before migrations ran.
+    #[tracing::instrument(name = "db.recent_runs", skip(self), err(Display))]
+    pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRow>, StoreError> {
+        if !self.has_runs_table().await? {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT id, started_at, finished_at,
+                    (extract(epoch FROM finished_at - started_at) * 1000)::int8,
+                    outcome, window_from, window_to, securities_total, securities_ok,
+                    securities_failed, rows_written, features_written, errors
+             FROM runs ORDER BY started_at DESC, id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading the runs"))?;
+        rows.iter()
+            .map(|r| {
+                let errors: Json<serde_json::Value> =
+                    r.try_get(12).map_err(query_error("reading run errors"))?;
+                Ok(RunRow {
+                    id: r.get(0),
+                    started_at: r.get(1),
+                    finished_at: r.get(2),
+                    duration_ms: r.get(3),
+                    outcome: r.get(4),
+                    window_from: r.get(5),
+                    window_to: r.get(6),
+                    securities_total: r.get(7),
+                    securities_ok: r.get(8),
+                    securities_failed: r.get(9),
+                    rows_written: r.get(10),
+                    features_written: r.get(11),
+                    errors: errors.0,
+                })
+            })
+            .collect()
+    }
+
+    /// Totals over every recorded run; all zero before migrations ran.
+    #[tracing::instrument(name = "db.run_totals", skip_all, err(Display))]
+    pub async fn run_totals(&self) -> Result<RunTotals, StoreError> {
+        if !self.has_runs_table().await? {
+            return Ok(RunTotals::default());
+        }
+        let runs: Vec<(String, i64)> =
+            sqlx::query_as("SELECT outcome, count(*) FROM runs GROUP BY outcome ORDER BY outcome")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_error("counting runs"))?;
+        let row = sqlx::query(
+            "SELECT coalesce(sum(rows_written), 0)::int8,
+                    coalesce(sum(features_written), 0)::int8,
+                    coalesce(sum(securities_ok), 0)::int8,
+                    coalesce(sum(securities_failed), 0)::int8,
+                    count(finished_at),
+                    coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)::float8,
+                    (SELECT extract(epoch FROM finished_at - started_at)::float8 FROM runs
+                     WHERE finished_at IS NOT NULL ORDER BY started_at DESC LIMIT 1),
+                    (SELECT extract(epoch FROM finished_at)::float8 FROM runs
+                     WHERE finished_at IS NOT NULL ORDER BY started_at DESC LIMIT 1),
+                    (SELECT extract(epoch FROM max(finished_at))::float8 FROM runs
+                     WHERE outcome = 'succeeded')
+             FROM runs",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("summing the runs"))?;
+        Ok(RunTotals {
+            runs,
+            rows_written: row.get(0),
+            features_written: row.get(1),
+            securities_ok: row.get(2),
+            securities_failed: row.get(3),
+            finished_runs: row.get(4),
+            finished_seconds: row.get(5),
+            last_run_seconds: row.get(6),
+            last_run_finished: row.get(7),
+            last_success: row.get(8),
+        })
+    }
+
+    /// Whether some session (this process, a CronJob pod, anyone) holds the run lock on this
+    /// database now: the advisory lock in `pg_locks` (key split into `classid` = high and
+    /// `objid` = low 32 bits, `objsubid` 1 for a bigint key).
+    #[tracing::instrument(name = "db.run_lock_held", skip_all, err(Display))]
+    pub async fn run_lock_held(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (
+                 SELECT 1 FROM pg_locks
+                 WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                   AND classid = ($1::int8 >> 32)::oid
+                   AND objid = ($1::int8 & 4294967295)::oid
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        )
+        .bind(RUN_LOCK_KEY)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("looking for the run lock"))
     }
 }
 
