@@ -23,7 +23,9 @@ use crate::pnl::{self, PnlError};
 use crate::report;
 use crate::search::{self, Filter, SearchError, Target};
 use crate::serve::{self, ServeError, ServeOptions};
-use crate::settings::{DatabaseSettings, EnvValue, SettingsError, yahoo_base_url};
+use crate::settings::{
+    DatabaseSettings, EnvValue, SettingsError, indexed_job_shard, yahoo_base_url,
+};
 use crate::store::{RunOutcome, Store, StoreError};
 
 /// The process's exit status, chosen deliberately: a CronJob is judged by it alone.
@@ -210,6 +212,7 @@ async fn run_job(
                 &database,
                 options.apply_migrations,
                 options.memory.as_ref(),
+                options.shard,
             )
         );
         if let Some(memory) = &options.memory {
@@ -218,7 +221,7 @@ async fn run_job(
         return Ok(Exit::Success);
     }
 
-    info!(config = %config.path.display(), securities = options.securities.len(), window = %options.window, database = %database, "starting");
+    info!(config = %config.path.display(), securities = options.securities.len(), shard = options.shard.map(|s| s.to_string()), window = %options.window, database = %database, "starting");
     let report = pipeline::run(&options, &database, cancel).await?;
     if std::io::stdout().is_terminal() {
         print!("{}", report::table(&report));
@@ -264,11 +267,19 @@ fn job_plan(
     check_api_key: bool,
 ) -> Result<JobPlan, AppError> {
     let config = Config::load(config)?;
-    let securities: Vec<Security> = config
+    let selected: Vec<Security> = config
         .select(&args.categories, &args.symbols)?
         .into_iter()
         .cloned()
         .collect();
+    let shard = match args.shard {
+        Some(shard) => Some(shard),
+        None => indexed_job_shard(env)?,
+    };
+    let securities = match shard {
+        Some(shard) => shard.select(selected, |s: &Security| s.db_symbol.as_str()),
+        None => selected,
+    };
     let window = window(args, config.encoding.days_back, today)?;
     let database = DatabaseSettings::from_env(env)?;
     let client = ClientOptions {
@@ -298,6 +309,7 @@ fn job_plan(
             .features
             .enabled
             .then(|| Plan::from_settings(&config.features)),
+        shard,
     };
     Ok(JobPlan {
         config,

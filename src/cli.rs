@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::domain::{DateWindow, DomainError};
+use crate::domain::{DateWindow, DomainError, Shard};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,7 +21,7 @@ use crate::domain::{DateWindow, DomainError};
 130/143 interrupted by SIGINT/SIGTERM (`serve`: 0).\n\
 Environment: DATABASE_URL or DB_HOST, DB_PORT (5432), DB_NAME, DB_USER, DB_PASSWORD; \
 YAHOO_BASE_URL; CHROMA_URL, CHROMA_TENANT, CHROMA_DATABASE, CHROMA_TOKEN, CHROMA_COLLECTION; \
-EMBEDDING_MODEL_DIR or HF_ENDPOINT; COLLECT_TOKEN (`serve`); LOG_LEVEL (INFO) or RUST_LOG."
+EMBEDDING_MODEL_DIR or HF_ENDPOINT; COLLECT_TOKEN (`serve`); JOB_COMPLETION_INDEX + MARKET_ENCODER_SHARDS (Indexed Job shard); LOG_LEVEL (INFO) or RUST_LOG."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -183,6 +183,12 @@ pub struct JobArgs {
     /// documents stay pending for a later run).
     #[arg(long, env = "MARKET_ENCODER_NO_EMBEDDINGS")]
     pub no_embeddings: bool,
+
+    /// Only shard i of n of the selected securities (`0 <= i < n`), e.g. `--shard 0/4`: sorted
+    /// by db_symbol, the one at position p belongs to shard p % n. Default: from a Kubernetes
+    /// Indexed Job, `JOB_COMPLETION_INDEX` of `MARKET_ENCODER_SHARDS` (both or neither).
+    #[arg(long, env = "MARKET_ENCODER_SHARD", value_name = "I/N")]
+    pub shard: Option<Shard>,
 }
 
 impl JobArgs {
@@ -361,6 +367,25 @@ mod tests {
         );
         let backwards = serve(&["--from", "2027-01-01"]).unwrap().job;
         assert!(backwards.window(60, today).is_err());
+    }
+
+    #[test]
+    fn shard_is_i_of_n() {
+        let cli = Cli::try_parse_from(["market-encoder", "--shard", "2/4"]).unwrap();
+        assert_eq!(cli.run.job.shard, Some(Shard::new(2, 4).unwrap()));
+        assert_eq!(
+            Cli::try_parse_from(["market-encoder"])
+                .unwrap()
+                .run
+                .job
+                .shard,
+            None
+        );
+        for bad in ["4/4", "0/0", "x", "1/-2"] {
+            let e = Cli::try_parse_from(["market-encoder", "--shard", bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("write i/n"), "{bad}: {e}");
+        }
     }
 
     #[test]

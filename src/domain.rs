@@ -4,6 +4,7 @@
 //! * [`DbSymbol`]: the symbol stored in PostgreSQL (`VARCHAR(32)`).
 //! * [`Category`]: a group of securities in the config file (`indices`, `etfs`, ...).
 //! * [`DateWindow`]: an inclusive range of calendar dates.
+//! * [`Shard`]: one of `n` disjoint parts of a run's selected securities (`--shard i/n`).
 //!
 //! Error messages say what is wrong and what is allowed, and always fit on one line (values are
 //! shown escaped and shortened), so callers can prefix them with a file and line.
@@ -54,6 +55,11 @@ pub enum DomainError {
     /// A date window whose start is after its end.
     #[error("date window {from}..{to} is reversed: the first date must not be after the last")]
     ReversedWindow { from: NaiveDate, to: NaiveDate },
+    /// A shard that is not `i/n` with `0 <= i < n` and `1 <= n <= MAX_SHARDS`.
+    #[error(
+        "shard {value:?} {reason} (write i/n with 0 <= i < n and 1 <= n <= {MAX_SHARDS}, e.g. 0/4)"
+    )]
+    BadShard { value: String, reason: String },
 }
 
 /// Shortens `value` for an error message so one bad value cannot flood the line.
@@ -300,6 +306,119 @@ impl fmt::Display for DateWindow {
     }
 }
 
+/// Most shards a run can be split into.
+pub const MAX_SHARDS: u32 = 1024;
+
+/// One of `count` disjoint parts of a run's selected securities: `index` in `0..count`.
+///
+/// Assignment is by position, not by hash: the selected securities are sorted by `db_symbol`
+/// and the one at sorted position `p` belongs to shard `p % count`. The shards are therefore
+/// disjoint, cover the selection, and differ in size by at most one. The price: the
+/// assignment depends on the whole selection, so every shard of one job must run with the same
+/// securities file and the same `--categories`/`--symbols` (an Indexed Job's pods do: one
+/// ConfigMap, one pod template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shard {
+    index: u32,
+    count: u32,
+}
+
+impl Shard {
+    /// Shard `index` of `count`.
+    ///
+    /// # Errors
+    /// [`DomainError::BadShard`] unless `index < count` and `1 <= count <= MAX_SHARDS`.
+    pub fn new(index: u32, count: u32) -> Result<Self, DomainError> {
+        let bad = |reason: String| DomainError::BadShard {
+            value: format!("{index}/{count}"),
+            reason,
+        };
+        if count == 0 {
+            return Err(bad("has no shards (n must be at least 1)".into()));
+        }
+        if count > MAX_SHARDS {
+            return Err(bad(format!("has more than {MAX_SHARDS} shards")));
+        }
+        if index >= count {
+            return Err(bad(format!(
+                "is out of range (i must be below n: 0..={})",
+                count - 1
+            )));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// This shard's number, `0..count`.
+    #[must_use]
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// How many shards there are.
+    #[must_use]
+    pub fn count(self) -> u32 {
+        self.count
+    }
+
+    /// The items of `items` (in their order) that belong to this shard, where `key` is the
+    /// sort key (the `db_symbol`). Ties (equal keys) are ordered by their position in `items`.
+    #[must_use]
+    pub fn select<T>(self, items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<T> {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|&a, &b| key(&items[a]).cmp(key(&items[b])).then(a.cmp(&b)));
+        let count = self.count as usize;
+        let index = self.index as usize;
+        let mut mine = vec![false; items.len()];
+        for (position, &item) in order.iter().enumerate() {
+            mine[item] = position % count == index;
+        }
+        items
+            .into_iter()
+            .zip(mine)
+            .filter_map(|(item, keep)| keep.then_some(item))
+            .collect()
+    }
+
+    /// The PostgreSQL advisory-lock key of a run of this shard: distinct per `i/n` and from
+    /// the unsharded run's key (its top byte is `S`), so the shards of one job run in parallel
+    /// while two runs of the same shard still exclude each other.
+    #[must_use]
+    pub fn lock_key(self) -> i64 {
+        (0x53_i64 << 56) | (i64::from(self.count) << 24) | i64::from(self.index)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = DomainError;
+
+    /// Parses `i/n`, e.g. `0/4` (surrounding whitespace allowed).
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: &str| DomainError::BadShard {
+            value: preview(value),
+            reason: reason.to_owned(),
+        };
+        let (index, count) = value
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| bad("is not of the form i/n"))?;
+        let number = |part: &str, what: &str| {
+            part.trim()
+                .parse::<u32>()
+                .map_err(|_| bad(&format!("has a {what} that is not a whole number >= 0")))
+        };
+        Self::new(
+            number(index, "shard index i")?,
+            number(count, "shard count n")?,
+        )
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,6 +598,94 @@ mod tests {
             prop_assert_eq!(w.to(), today);
             prop_assert_eq!(w.days(), days + 1);
             prop_assert_eq!(w.contains(probe), w.from() <= probe && probe <= today);
+        }
+    }
+
+    #[test]
+    fn shards_parse_i_of_n() {
+        let s: Shard = "1/4".parse().unwrap();
+        assert_eq!((s.index(), s.count()), (1, 4));
+        assert_eq!(s.to_string(), "1/4");
+        assert_eq!(
+            " 0 / 1 ".parse::<Shard>().unwrap(),
+            Shard::new(0, 1).unwrap()
+        );
+        assert_eq!(
+            "1023/1024".parse::<Shard>().unwrap(),
+            Shard::new(1023, 1024).unwrap()
+        );
+        for (bad, says) in [
+            ("4/4", "out of range"),
+            ("5/4", "out of range"),
+            ("0/0", "no shards"),
+            ("0/1025", "more than 1024"),
+            ("-1/4", "shard index i"),
+            ("1/x", "shard count n"),
+            ("1", "not of the form i/n"),
+            ("", "not of the form i/n"),
+            ("1/2/3", "shard count n"),
+        ] {
+            let e = bad.parse::<Shard>().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.contains("write i/n"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_shard_takes_every_nth_security_in_db_symbol_order() {
+        let symbols = vec!["SPY", "AAPL", "QQQ", "BTCUSD", "MSFT"];
+        // sorted: AAPL BTCUSD MSFT QQQ SPY -> 0 1 0 1 0 for n = 2; config order is kept.
+        let zero = Shard::new(0, 2).unwrap().select(symbols.clone(), |s| s);
+        let one = Shard::new(1, 2).unwrap().select(symbols.clone(), |s| s);
+        assert_eq!(zero, ["SPY", "AAPL", "MSFT"]);
+        assert_eq!(one, ["QQQ", "BTCUSD"]);
+        assert_eq!(
+            Shard::new(0, 1).unwrap().select(symbols.clone(), |s| s),
+            symbols
+        );
+        assert!(Shard::new(6, 8).unwrap().select(symbols, |s| s).is_empty());
+    }
+
+    #[test]
+    fn shard_lock_keys_differ_from_each_other_and_from_the_run_lock() {
+        let mut keys = std::collections::HashSet::new();
+        for n in [1, 2, 3, 4, 1024] {
+            for i in 0..n {
+                assert!(keys.insert(Shard::new(i, n).unwrap().lock_key()));
+            }
+        }
+        assert!(!keys.contains(&0x006d_6b74_2d65_6e63));
+    }
+
+    proptest! {
+        #[test]
+        fn shards_partition_the_selection(
+            symbols in proptest::collection::vec("[A-Z]{1,4}", 0..40),
+            count in 1u32..12,
+        ) {
+            let items: Vec<(usize, String)> = symbols.into_iter().enumerate().collect();
+            let mut seen = vec![0u32; items.len()];
+            let mut sizes = Vec::new();
+            for index in 0..count {
+                let shard = Shard::new(index, count).unwrap();
+                let mine = shard.select(items.clone(), |(_, s)| s.as_str());
+                // Config order is kept within a shard.
+                prop_assert!(mine.windows(2).all(|w| w[0].0 < w[1].0));
+                for (i, _) in &mine {
+                    seen[*i] += 1;
+                }
+                sizes.push(mine.len());
+            }
+            prop_assert!(seen.iter().all(|&n| n == 1), "not a partition: {seen:?}");
+            let (min, max) = (sizes.iter().min().copied(), sizes.iter().max().copied());
+            prop_assert!(max.unwrap_or(0) - min.unwrap_or(0) <= 1, "unbalanced: {sizes:?}");
+        }
+
+        #[test]
+        fn any_valid_shard_round_trips(count in 1u32..=MAX_SHARDS, index in 0u32..MAX_SHARDS) {
+            let index = index % count;
+            let shard = Shard::new(index, count).unwrap();
+            prop_assert_eq!(shard.to_string().parse::<Shard>().unwrap(), shard);
         }
     }
 }

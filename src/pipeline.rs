@@ -16,7 +16,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::config::Security;
-use crate::domain::DateWindow;
+use crate::domain::{DateWindow, Shard};
 pub use crate::embed::ModelSource;
 use crate::embed::{EmbedError, Embedder, EmbedderSource};
 use crate::features::Plan;
@@ -25,7 +25,9 @@ use crate::index::{
     ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
 };
 use crate::settings::DatabaseSettings;
-use crate::store::{PendingDocument, RunLock, RunOutcome, RunRecord, Store, StoreError};
+use crate::store::{
+    PendingDocument, RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError,
+};
 use crate::validate::{DropCounts, Series, validate};
 
 /// What to run.
@@ -43,6 +45,9 @@ pub struct JobOptions {
     /// The cross-asset features to compute after every security is stored; `None` when
     /// `features.enabled` is false.
     pub features: Option<Plan>,
+    /// The shard this run is (`--shard`); `securities` already holds only its part. A sharded
+    /// run takes its own run lock, so the shards of one job run in parallel.
+    pub shard: Option<Shard>,
 }
 
 /// The embed and index stages' settings.
@@ -233,7 +238,9 @@ pub async fn start(
     if options.apply_migrations {
         store.migrate().await?;
     }
-    let lock = store.lock_run().await?;
+    let lock = store
+        .lock_run(options.shard.map_or(RUN_LOCK_KEY, Shard::lock_key))
+        .await?;
     let run_id = store
         .start_run(&options.window, options.securities.len())
         .await?;

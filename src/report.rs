@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::config::{Config, Security};
-use crate::domain::DateWindow;
+use crate::domain::{DateWindow, Shard};
 use crate::features::{Inputs, Plan};
 use crate::fetch::ClientOptions;
 use crate::pipeline::{MemoryOptions, RunReport, SecurityOutcome};
@@ -16,6 +16,7 @@ use crate::store::StoredFeature;
 
 /// What a run would do, for `--dry-run`. Shows the database target with its password redacted.
 #[must_use]
+#[allow(clippy::too_many_arguments)] // one line of the plan each
 pub fn plan(
     config: &Config,
     selected: &[&Security],
@@ -24,6 +25,7 @@ pub fn plan(
     database: &DatabaseSettings,
     apply_migrations: bool,
     memory: Option<&MemoryOptions>,
+    shard: Option<Shard>,
 ) -> String {
     let mut out = String::new();
     let enabled = config.securities.iter().filter(|s| s.enabled).count();
@@ -79,6 +81,19 @@ pub fn plan(
         );
     } else {
         let _ = writeln!(out, "features:   skipped (features.enabled: false)");
+    }
+    match shard {
+        Some(shard) => {
+            let _ = writeln!(
+                out,
+                "shard:      {shard} (sorted by db_symbol, positions p with p % {} == {})",
+                shard.count(),
+                shard.index()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "shard:      none (all selected securities)");
+        }
     }
     let _ = writeln!(out, "selected:   {} securities", selected.len());
     for category in config.categories() {

@@ -7,6 +7,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
+use crate::domain::Shard;
+
 /// Yahoo's public chart host; `YAHOO_BASE_URL` overrides it (tests point it at the fake).
 pub const DEFAULT_YAHOO_BASE_URL: &str = "https://query2.finance.yahoo.com";
 
@@ -31,6 +33,8 @@ pub enum SettingsError {
     },
     #[error("environment variable {name} is not valid UTF-8")]
     NotUnicode { name: &'static str },
+    #[error("{0}")]
+    Shard(String),
 }
 
 /// How to reach PostgreSQL. `Debug` and `Display` redact the password.
@@ -203,6 +207,54 @@ pub fn yahoo_base_url(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Url, Set
     Ok(url)
 }
 
+/// The variable that says into how many shards an Indexed Job splits the run; the pod's shard
+/// is `JOB_COMPLETION_INDEX` (set by Kubernetes) of it. Set it to the Job's `completions`.
+pub const SHARDS_VAR: &str = "MARKET_ENCODER_SHARDS";
+
+/// The environment variables the one-shot job needs in production (the CronJob must provide
+/// each; `tests/deploy.rs` checks it does). The database may instead come from `DATABASE_URL`.
+pub const JOB_ENV: &[&str] = &[
+    "MARKET_ENCODER_CONFIG",
+    "DB_HOST",
+    "DB_NAME",
+    "DB_USER",
+    "DB_PASSWORD",
+    "CHROMA_URL",
+    "CHROMA_TOKEN",
+    "EMBEDDING_MODEL_DIR",
+];
+
+/// The shard of a pod of a Kubernetes Indexed Job: `JOB_COMPLETION_INDEX` of
+/// `MARKET_ENCODER_SHARDS`, or `None` when neither is set. One without the other is an error
+/// (an Indexed Job without `MARKET_ENCODER_SHARDS` would run every security in every pod).
+pub fn indexed_job_shard(
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Result<Option<Shard>, SettingsError> {
+    const INDEX: &str = "JOB_COMPLETION_INDEX";
+    let index = env(INDEX).into_option(INDEX)?;
+    let count = env(SHARDS_VAR).into_option(SHARDS_VAR)?;
+    let (index, count) = match (index, count) {
+        (None, None) => return Ok(None),
+        (Some(index), Some(count)) => (index, count),
+        (Some(_), None) => {
+            return Err(SettingsError::Shard(format!(
+                "environment variable {INDEX} is set (an Indexed Job) but {SHARDS_VAR} is not; set {SHARDS_VAR} to the Job's completions, or pass --shard i/n"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(SettingsError::Shard(format!(
+                "environment variable {SHARDS_VAR} is set but {INDEX} is not (only an Indexed Job sets it); pass --shard i/n instead"
+            )));
+        }
+    };
+    format!("{}/{}", index.trim(), count.trim())
+        .parse::<Shard>()
+        .map(Some)
+        .map_err(|e| {
+            SettingsError::Shard(format!("environment variables {INDEX}/{SHARDS_VAR}: {e}"))
+        })
+}
+
 /// One environment variable as read: absent, present, or present but not UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvValue {
@@ -268,6 +320,36 @@ fn redact_sqlx_error(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_indexed_job_gives_the_shard() {
+        let env = EnvValue::from_pairs(&[("JOB_COMPLETION_INDEX", "3"), (SHARDS_VAR, "4")]);
+        assert_eq!(
+            indexed_job_shard(&env).unwrap(),
+            Some(Shard::new(3, 4).unwrap())
+        );
+        assert_eq!(indexed_job_shard(&EnvValue::from_pairs(&[])).unwrap(), None);
+        for (pairs, says) in [
+            (
+                &[("JOB_COMPLETION_INDEX", "0")][..],
+                "MARKET_ENCODER_SHARDS is not",
+            ),
+            (&[(SHARDS_VAR, "4")][..], "JOB_COMPLETION_INDEX is not"),
+            (
+                &[("JOB_COMPLETION_INDEX", "4"), (SHARDS_VAR, "4")][..],
+                "out of range",
+            ),
+            (
+                &[("JOB_COMPLETION_INDEX", "0"), (SHARDS_VAR, "four")][..],
+                "shard count n",
+            ),
+        ] {
+            let e = indexed_job_shard(&EnvValue::from_pairs(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{pairs:?}: {e}");
+        }
+    }
 
     #[test]
     fn parts_are_required_and_password_is_redacted() {

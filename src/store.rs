@@ -108,12 +108,13 @@ pub struct RunRecord<'a, D: Serialize> {
 /// Held while a run works; dropping the connection releases the lock even if we crash.
 pub struct RunLock {
     conn: PgConnection,
+    key: i64,
 }
 
 impl RunLock {
     pub async fn release(mut self) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(RUN_LOCK_KEY)
+            .bind(self.key)
             .execute(&mut self.conn)
             .await
             .map_err(query_error("releasing the run lock"))?;
@@ -179,9 +180,10 @@ impl Store {
             })
     }
 
-    /// Takes the run lock on its own connection, or says another run has it.
+    /// Takes the run lock `key` ([`RUN_LOCK_KEY`], or a shard's
+    /// [`crate::domain::Shard::lock_key`]) on its own connection, or says another run has it.
     #[tracing::instrument(name = "db.lock", skip_all, err(Display))]
-    pub async fn lock_run(&self) -> Result<RunLock, StoreError> {
+    pub async fn lock_run(&self, key: i64) -> Result<RunLock, StoreError> {
         let mut conn = PgConnection::connect_with(&self.options)
             .await
             .map_err(|e| StoreError::Connect {
@@ -189,12 +191,12 @@ impl Store {
                 reason: e.to_string(),
             })?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(RUN_LOCK_KEY)
+            .bind(key)
             .fetch_one(&mut conn)
             .await
             .map_err(query_error("taking the run lock"))?;
         if locked {
-            Ok(RunLock { conn })
+            Ok(RunLock { conn, key })
         } else {
             let _ = conn.close().await;
             Err(StoreError::Locked {

@@ -89,6 +89,97 @@ async fn dry_run_shows_a_backfill_window_and_symbols() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn dry_run_shows_the_shard_from_the_flag_or_the_indexed_job() {
+    let flag = run(
+        &[
+            "--config",
+            SHIPPED,
+            "--dry-run",
+            "--no-embeddings",
+            "--shard",
+            "1/4",
+        ],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(flag.code, 0, "{flag:#?}");
+    assert!(flag.stdout.contains("shard:      1/4"), "{}", flag.stdout);
+    let mut env = db_parts();
+    env.extend([
+        ("JOB_COMPLETION_INDEX", "3"),
+        ("MARKET_ENCODER_SHARDS", "4"),
+    ]);
+    let indexed = run(&["--config", SHIPPED, "--dry-run", "--no-embeddings"], &env).await;
+    assert_eq!(indexed.code, 0, "{indexed:#?}");
+    assert!(
+        indexed.stdout.contains("shard:      3/4"),
+        "{}",
+        indexed.stdout
+    );
+    // The four shards of the shipped file together select every enabled security once.
+    let mut total = 0;
+    for i in 0..4 {
+        let shard = format!("{i}/4");
+        let r = run(
+            &[
+                "--config",
+                SHIPPED,
+                "--dry-run",
+                "--no-embeddings",
+                "--shard",
+                &shard,
+            ],
+            &db_parts(),
+        )
+        .await;
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("selected:"))
+            .unwrap();
+        total += line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap();
+    }
+    let all = run(
+        &["--config", SHIPPED, "--dry-run", "--no-embeddings"],
+        &db_parts(),
+    )
+    .await;
+    assert!(all.stdout.contains("shard:      none"), "{}", all.stdout);
+    assert!(
+        all.stdout
+            .contains(&format!("selected:   {total} securities")),
+        "{}",
+        all.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_shard_is_a_usage_error() {
+    let r = run(
+        &["--config", SHIPPED, "--dry-run", "--shard", "4/4"],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("out of range"), "{}", r.stderr);
+    let mut env = db_parts();
+    env.push(("JOB_COMPLETION_INDEX", "0"));
+    let r = run(&["--config", SHIPPED, "--dry-run", "--no-embeddings"], &env).await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(
+        r.stderr.contains("MARKET_ENCODER_SHARDS is not"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn flags_read_their_environment_variables() {
     let mut env = db_parts();
     env.extend([

@@ -546,6 +546,67 @@ async fn a_second_run_is_locked_out() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_shard_stores_only_its_securities_under_its_own_lock() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Sorted by db_symbol: AAPL IWM QQQ SPY -> shard 0/2 = AAPL QQQ, 1/2 = IWM SPY.
+    let cfg = config(
+        dir.path(),
+        &[
+            ("etfs", "SPY", "SPY"),
+            ("etfs", "QQQ", "QQQ"),
+            ("etfs", "IWM", "IWM"),
+            ("stocks", "AAPL", "AAPL"),
+        ],
+        "",
+    );
+    let m = run(&["migrate"], &[("DATABASE_URL", db.url.as_str())]).await;
+    assert_eq!(m.code, 0, "{m:#?}");
+    // Another run of shard 0/2 and an unsharded run hold their locks: shard 1/2 still runs.
+    let mut holder = db.pool.acquire().await.unwrap();
+    for key in [
+        market_encoder::store::RUN_LOCK_KEY,
+        market_encoder::domain::Shard::new(0, 2).unwrap().lock_key(),
+    ] {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *holder)
+            .await
+            .unwrap();
+        assert!(locked);
+    }
+    let mut args = WINDOW.to_vec();
+    args.extend(["--shard", "1/2"]);
+    let one = run_job(&cfg, &db, &yahoo, &args).await;
+    assert_eq!(one.code, 0, "{one:#?}");
+    for (symbol, stored) in [
+        ("IWM", true),
+        ("SPY", true),
+        ("AAPL", false),
+        ("QQQ", false),
+    ] {
+        assert_eq!(db.count(symbol).await > 0, stored, "{symbol}");
+    }
+    let mut args = WINDOW.to_vec();
+    args.extend(["--shard", "0/2"]);
+    let zero = run_job(&cfg, &db, &yahoo, &args).await;
+    assert_eq!(zero.code, 4, "{zero:#?}");
+    assert_eq!(yahoo.requests_for("AAPL"), 0);
+    // A pooled connection keeps its session locks: release them before it goes back.
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    let zero = run_job(&cfg, &db, &yahoo, &args).await;
+    assert_eq!(zero.code, 0, "{zero:#?}");
+    for symbol in ["AAPL", "QQQ"] {
+        assert!(db.count(symbol).await > 0, "{symbol}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_new_work_and_records_the_run_as_interrupted() {
     let db = TestDb::new().await;
     let yahoo = common::fake_with_latency(Duration::from_millis(700)).await;
