@@ -62,6 +62,20 @@ impl StoreError {
     }
 }
 
+/// The database target as shown (password redacted) and the options to connect with.
+fn target_and_options(
+    settings: &DatabaseSettings,
+) -> Result<(String, PgConnectOptions), StoreError> {
+    let target = settings.to_string();
+    let options = settings
+        .connect_options()
+        .map_err(|e| StoreError::Connect {
+            target: target.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok((target, options))
+}
+
 fn query_error(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| StoreError::Query {
         doing,
@@ -140,13 +154,7 @@ impl Store {
         settings: &DatabaseSettings,
         max_connections: u32,
     ) -> Result<Self, StoreError> {
-        let target = settings.to_string();
-        let options = settings
-            .connect_options()
-            .map_err(|e| StoreError::Connect {
-                target: target.clone(),
-                reason: e.to_string(),
-            })?;
+        let (target, options) = target_and_options(settings)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -829,13 +837,7 @@ impl Store {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let target = settings.to_string();
-        let options = settings
-            .connect_options()
-            .map_err(|e| StoreError::Connect {
-                target: target.clone(),
-                reason: e.to_string(),
-            })?;
+        let (target, options) = target_and_options(settings)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)

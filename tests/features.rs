@@ -7,27 +7,12 @@
 mod common;
 
 use chrono::{Datelike, NaiveDate, Weekday};
-use common::{TestDb, config_with, fake, run, run_job};
+use common::{ROLE_SECURITIES, TestDb, config_with, fake, run, run_job};
 use serde_json::Value;
 
 const FROM: &str = "2024-05-01";
 const TO: &str = "2024-07-31";
 const WINDOW: [&str; 4] = ["--from", FROM, "--to", TO];
-
-/// Every role of the default `features` section, under the db_symbols it expects.
-const ROLE_SECURITIES: [(&str, &str, &str); 11] = [
-    ("etfs", "QQQ", "QQQ"),
-    ("etfs", "ARKK", "ARKK"),
-    ("etfs", "SPY", "SPY"),
-    ("etfs", "IWM", "IWM"),
-    ("bonds", "HYG", "HYG"),
-    ("bonds", "TLT", "TLT"),
-    ("bonds", "LQD", "LQD"),
-    ("commodities", "GLD", "GLD"),
-    ("currencies", "DX-Y.NYB", "DXY"),
-    ("crypto", "BTC-USD", "BTCUSD"),
-    ("volatility", "^VIX", "VIX"),
-];
 
 /// Features of the default configuration.
 const EXPECTED: i64 = 14;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestDb, config, config_with, fake, fake_with_latency};
+use common::{ROLE_SECURITIES, TestDb, config, config_with, fake, fake_with_latency};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -16,21 +16,6 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 const FROM: &str = "2024-05-01";
 const TO: &str = "2024-07-31";
 const TOKEN: &str = "t0ken-for-the-serve-tests-only";
-
-/// Every role of the default `features` section, under the db_symbols it expects.
-const ROLE_SECURITIES: [(&str, &str, &str); 11] = [
-    ("etfs", "QQQ", "QQQ"),
-    ("etfs", "ARKK", "ARKK"),
-    ("etfs", "SPY", "SPY"),
-    ("etfs", "IWM", "IWM"),
-    ("bonds", "HYG", "HYG"),
-    ("bonds", "TLT", "TLT"),
-    ("bonds", "LQD", "LQD"),
-    ("commodities", "GLD", "GLD"),
-    ("currencies", "DX-Y.NYB", "DXY"),
-    ("crypto", "BTC-USD", "BTCUSD"),
-    ("volatility", "^VIX", "VIX"),
-];
 
 /// The service, started with `serve --bind 127.0.0.1:0`; its output is collected as it comes
 /// (so that a full pipe never blocks it).

@@ -233,3 +233,18 @@ pub async fn run_job_with(
     all_env.extend_from_slice(env);
     run(&args, &all_env).await
 }
+
+/// Every role of the default `features` section, under the db_symbols it expects.
+pub const ROLE_SECURITIES: [(&str, &str, &str); 11] = [
+    ("etfs", "QQQ", "QQQ"),
+    ("etfs", "ARKK", "ARKK"),
+    ("etfs", "SPY", "SPY"),
+    ("etfs", "IWM", "IWM"),
+    ("bonds", "HYG", "HYG"),
+    ("bonds", "TLT", "TLT"),
+    ("bonds", "LQD", "LQD"),
+    ("commodities", "GLD", "GLD"),
+    ("currencies", "DX-Y.NYB", "DXY"),
+    ("crypto", "BTC-USD", "BTCUSD"),
+    ("volatility", "^VIX", "VIX"),
+];
