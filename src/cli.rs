@@ -305,10 +305,15 @@ mod tests {
         assert!(Cli::try_parse_from(["market-encoder", "features", "--date", "July"]).is_err());
     }
 
-    fn serve(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
-        let mut argv = vec!["market-encoder", "serve"];
+    /// `market-encoder <name> <flags>` parsed, and its subcommand.
+    fn subcommand(name: &str, flags: &[&str]) -> Result<Option<Command>, clap::Error> {
+        let mut argv = vec!["market-encoder", name];
         argv.extend_from_slice(flags);
-        Cli::try_parse_from(argv).map(|cli| match cli.command {
+        Cli::try_parse_from(argv).map(|cli| cli.command)
+    }
+
+    fn serve(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        subcommand("serve", flags).map(|command| match command {
             Some(Command::Serve(args)) => args,
             other => panic!("not serve: {other:?}"),
         })
@@ -396,9 +401,7 @@ mod tests {
     }
 
     fn similar(flags: &[&str]) -> Result<SimilarArgs, clap::Error> {
-        let mut argv = vec!["market-encoder", "similar"];
-        argv.extend_from_slice(flags);
-        Cli::try_parse_from(argv).map(|cli| match cli.command {
+        subcommand("similar", flags).map(|command| match command {
             Some(Command::Similar(args)) => args,
             other => panic!("not similar: {other:?}"),
         })

@@ -73,8 +73,16 @@ async fn pending(db: &TestDb) -> i64 {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn documents_are_embedded_indexed_and_read_by_the_official_client() {
+/// Two ETFs and an index stored and indexed into a collection of the test's own by one job
+/// run: the database, the fake, the collection, the config (and its directory) and that run.
+async fn indexed_market() -> (
+    TestDb,
+    fake_yahoo::FakeYahoo,
+    Memory,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    common::Run,
+) {
     let db = TestDb::new().await;
     let yahoo = fake().await;
     let memory = Memory::new();
@@ -90,6 +98,12 @@ async fn documents_are_embedded_indexed_and_read_by_the_official_client() {
     );
     let r = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
     assert_eq!(r.code, 0, "{r:#?}");
+    (db, yahoo, memory, dir, cfg, r)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_are_embedded_indexed_and_read_by_the_official_client() {
+    let (db, yahoo, memory, _dir, cfg, r) = indexed_market().await;
     // embedding_days is 30 in the test config: 30 documents per security.
     assert_eq!(
         r.summary()["index"]["documents_indexed"],
@@ -266,21 +280,7 @@ fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn similar_finds_the_nearest_days_to_a_stored_day_or_a_text() {
-    let db = TestDb::new().await;
-    let yahoo = fake().await;
-    let memory = Memory::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &[
-            ("etfs", "SPY", "SPY"),
-            ("etfs", "QQQ", "QQQ"),
-            ("indices", "^GSPC", "SPX"),
-        ],
-        "",
-    );
-    let r = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
-    assert_eq!(r.code, 0, "{r:#?}");
+    let (db, _yahoo, memory, _dir, cfg, _run) = indexed_market().await;
 
     // Every stored vector, to check Chroma's answer against a brute-force search.
     let documents: Vec<(String, chrono::NaiveDate, String)> =
