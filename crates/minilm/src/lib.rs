@@ -1,22 +1,24 @@
 //! The BERT encoder of all-MiniLM-L6-v2: Hugging Face's `BertModel` in eval mode (absolute
-//! positions, token type 0, no pooler), written out on candle-core rather than taken from
-//! `candle-transformers`, whose ~100 models cost minutes of build for the few hundred lines
-//! used here.
+//! positions, token type 0, no pooler), written out in plain Rust. candle-core only reads the
+//! weights (`model.safetensors`, any float type).
 //!
 //! How it is fast on a CPU:
 //! - No padding at all: a batch is the concatenation of its texts' tokens, a `(tokens, hidden)`
-//!   matrix, so the four linear layers of each block are four large GEMMs (candle's `matmul`,
-//!   i.e. the `gemm` crate, AVX2/FMA, multi-threaded) over real tokens only, whatever the mix
-//!   of lengths. They are ~70% of the time.
-//! - Attention runs per text in [`Attention`], a fused op over the QKV projection: bias, scale,
-//!   Q Kᵀ, softmax and P V for each head (the two products by the register-blocked
-//!   [`small_matmul`]), written straight into the merged-heads layout, one text per rayon task.
-//!   A text's queries only ever see its own keys, which is exactly what the attention mask
-//!   achieves in the padded formulation.
-//! - The elementwise work is fused into two row-parallel passes ([`BiasResidualNorm`],
-//!   [`BiasGelu`]) instead of candle's separate ops; nothing is allocated per token.
+//!   matrix, so the four linear layers of each block are four large matrix products over real
+//!   tokens only, whatever the mix of lengths. They are ~90% of the time.
+//! - Those products are [`linear::Linear`]: weights packed once at load time, a cache-blocked
+//!   kernel compiled for AVX-512, AVX2 + FMA or NEON and chosen at run time, and the bias, GELU,
+//!   residual and LayerNorm applied while the output is still in registers or cache.
+//! - Attention runs per text in [`attention`]: per head, Q Kᵀ, softmax and P V (the two products
+//!   by the register-blocked [`small_matmul`]), written straight into the merged-heads layout,
+//!   one text per rayon task. A text's queries only ever see its own keys, which is exactly what
+//!   the attention mask achieves in the padded formulation.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor, bail};
+mod linear;
+
+use candle_core::{DType, Device, Tensor, bail};
+use linear::{Linear, MR, NR, Norm, Then};
+use multiversion::multiversion;
 use rayon::prelude::*;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -97,38 +99,13 @@ impl BertConfig {
     }
 }
 
-/// LayerNorm parameters.
-struct Norm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-    eps: f32,
-}
-
-impl Norm {
-    /// `row <- (row - mean) / sqrt(var + eps) * gamma + beta`, as `torch.nn.LayerNorm`.
-    #[inline]
-    fn apply(&self, row: &mut [f32]) {
-        let n = row.len() as f32;
-        let mean = row.iter().sum::<f32>() / n;
-        let var = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
-        let inv = 1.0 / (var + self.eps).sqrt();
-        for ((x, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
-            *x = (*x - mean) * inv * g + b;
-        }
-    }
-}
-
 struct Layer {
-    /// Fused query/key/value projection, `(hidden, 3 * hidden)` (a transposed view).
-    qkv_w: Tensor,
-    qkv_b: Vec<f32>,
-    attn_out_w: Tensor,
-    attn_out_b: Vec<f32>,
+    /// Fused query/key/value projection, `hidden -> 3 * hidden`.
+    qkv: Linear,
+    attn_out: Linear,
     attn_norm: Norm,
-    inter_w: Tensor,
-    inter_b: Vec<f32>,
-    out_w: Tensor,
-    out_b: Vec<f32>,
+    inter: Linear,
+    out: Linear,
     out_norm: Norm,
 }
 
@@ -143,7 +120,6 @@ pub struct Bert {
     max_positions: usize,
     heads: usize,
     hidden: usize,
-    device: Device,
 }
 
 /// The tensors of a safetensors file, looked up with or without the `bert.` prefix
@@ -177,15 +153,17 @@ impl Weights {
         })
     }
 
-    /// A linear layer's weight as an `(input, output)` view, and its bias.
+    /// A linear layer's weight, `(output, input)` row-major as torch stores it, and its bias.
     fn linear(
         &self,
         name: &str,
         input: usize,
         output: usize,
-    ) -> candle_core::Result<(Tensor, Vec<f32>)> {
-        let w = self.get(&format!("{name}.weight"), &[output, input])?;
-        Ok((w.t()?, self.vec(&format!("{name}.bias"), &[output])?))
+    ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+        Ok((
+            self.vec(&format!("{name}.weight"), &[output, input])?,
+            self.vec(&format!("{name}.bias"), &[output])?,
+        ))
     }
 }
 
@@ -225,22 +203,22 @@ impl Bert {
             let (q_w, q_b) = w.linear(&format!("{l}.attention.self.query"), h, h)?;
             let (k_w, k_b) = w.linear(&format!("{l}.attention.self.key"), h, h)?;
             let (v_w, v_b) = w.linear(&format!("{l}.attention.self.value"), h, h)?;
-            let (attn_out_w, attn_out_b) =
-                w.linear(&format!("{l}.attention.output.dense"), h, h)?;
-            let (inter_w, inter_b) =
-                w.linear(&format!("{l}.intermediate.dense"), h, cfg.intermediate_size)?;
-            let (out_w, out_b) =
-                w.linear(&format!("{l}.output.dense"), cfg.intermediate_size, h)?;
+            let linear = |name: &str, input: usize, output: usize| {
+                let (weight, bias) = w.linear(&format!("{l}.{name}"), input, output)?;
+                Linear::new(&weight, bias, input, output)
+            };
             layers.push(Layer {
-                qkv_w: Tensor::cat(&[&q_w, &k_w, &v_w], 1)?,
-                qkv_b: [q_b, k_b, v_b].concat(),
-                attn_out_w,
-                attn_out_b,
+                // Q, K and V as one layer of 3 * hidden outputs: their weights' rows stacked.
+                qkv: Linear::new(
+                    &[q_w, k_w, v_w].concat(),
+                    [q_b, k_b, v_b].concat(),
+                    h,
+                    3 * h,
+                )?,
+                attn_out: linear("attention.output.dense", h, h)?,
                 attn_norm: w.norm(&format!("{l}.attention.output.LayerNorm"), h, eps)?,
-                inter_w,
-                inter_b,
-                out_w,
-                out_b,
+                inter: linear("intermediate.dense", h, cfg.intermediate_size)?,
+                out: linear("output.dense", cfg.intermediate_size, h)?,
                 out_norm: w.norm(&format!("{l}.output.LayerNorm"), h, eps)?,
             });
         }
@@ -253,7 +231,6 @@ impl Bert {
             max_positions: cfg.max_position_embeddings,
             heads: cfg.num_attention_heads,
             hidden: h,
-            device,
         })
     }
 
@@ -292,338 +269,197 @@ impl Bert {
                 }
                 self.embeddings_norm.apply(row);
             });
-        let mut x = Tensor::from_vec(x, (tokens, h), &self.device)?;
-
         let head_dim = h / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
+        // Buffers reused by every layer.
+        let (mut qkv, mut context, mut attn, mut inter) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for layer in &self.layers {
-            let context = x.matmul(&layer.qkv_w)?.apply_op1_no_bwd(&Attention {
-                bias: &layer.qkv_b,
-                offsets: &offsets,
-                heads: self.heads,
-                scale,
-            })?;
-            let attn = context.matmul(&layer.attn_out_w)?.apply_op2_no_bwd(
-                &x,
-                &BiasResidualNorm {
-                    bias: &layer.attn_out_b,
+            layer.qkv.forward(&x, &mut qkv, &Then::Nothing);
+            attention(&qkv, &offsets, (h, self.heads, scale), &mut context);
+            layer.attn_out.forward(
+                &context,
+                &mut attn,
+                &Then::ResidualNorm {
+                    residual: &x,
                     norm: &layer.attn_norm,
                 },
-            )?;
-            let inter = attn.matmul(&layer.inter_w)?.apply_op1_no_bwd(&BiasGelu {
-                bias: &layer.inter_b,
-            })?;
-            x = inter.matmul(&layer.out_w)?.apply_op2_no_bwd(
-                &attn,
-                &BiasResidualNorm {
-                    bias: &layer.out_b,
+            );
+            layer.inter.forward(&attn, &mut inter, &Then::Gelu);
+            layer.out.forward(
+                &inter,
+                &mut x,
+                &Then::ResidualNorm {
+                    residual: &attn,
                     norm: &layer.out_norm,
                 },
-            )?;
-        }
-        x.flatten_all()?.to_vec1()
-    }
-}
-
-/// The f32 data of a contiguous CPU tensor.
-fn contiguous_f32<'s>(
-    storage: &'s CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> candle_core::Result<&'s [f32]> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        bail!("{op} needs a contiguous input")
-    };
-    Ok(&storage.as_slice::<f32>()?[start..end])
-}
-
-/// Rows handed to one rayon task by the row-parallel passes.
-const ROWS_PER_TASK: usize = 16;
-
-/// Self-attention of each text over its own tokens. Input: the QKV projection without bias,
-/// `(tokens, 3 * hidden)`; output: the attention context with heads merged, `(tokens, hidden)`.
-struct Attention<'a> {
-    bias: &'a [f32],
-    /// Start row of each text, and the total at the end.
-    offsets: &'a [usize],
-    heads: usize,
-    scale: f32,
-}
-
-impl CustomOp1 for Attention<'_> {
-    fn name(&self) -> &'static str {
-        "bert-attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(storage, layout, self.name())?;
-        let (tokens, width) = layout.shape().dims2()?;
-        let h = width / 3;
-        if width != 3 * h || self.bias.len() != width || h % self.heads != 0 {
-            bail!("bert-attention: unexpected input width {width}")
-        }
-        if self.offsets.last() != Some(&tokens) {
-            bail!("bert-attention: offsets do not cover the {tokens} tokens")
-        }
-        let mut output = vec![0f32; tokens * h];
-        // One disjoint slice of the output per text.
-        let mut texts = Vec::with_capacity(self.offsets.len());
-        let mut rest = output.as_mut_slice();
-        for pair in self.offsets.windows(2) {
-            let (text, tail) = rest.split_at_mut((pair[1] - pair[0]) * h);
-            texts.push((pair[0], text));
-            rest = tail;
-        }
-        texts.into_par_iter().for_each(|(start, out)| {
-            let len = out.len() / h;
-            self.text(&input[start * width..(start + len) * width], out, len, h);
-        });
-        Ok((CpuStorage::F32(output), Shape::from((tokens, h))))
-    }
-}
-
-impl Attention<'_> {
-    /// One text: `qkv` is its `(len, 3h)` rows, `out` its `(len, h)` rows. Per head, the two
-    /// products Q Kᵀ and P V go through [`small_matmul`], on buffers padded with zeros to
-    /// multiples of its block size; padded rows and columns are ignored.
-    fn text(&self, qkv: &[f32], out: &mut [f32], len: usize, h: usize) {
-        let d = h / self.heads;
-        let width = 3 * h;
-        let (rows, cols) = (len.next_multiple_of(MR), len.next_multiple_of(NR));
-        let mut q = vec![0f32; rows * d];
-        let mut kt = vec![0f32; d * cols]; // keys transposed, so both products read rows
-        let mut v = vec![0f32; cols * d];
-        let mut p = vec![0f32; rows * cols];
-        let mut ctx = vec![0f32; rows * d];
-        for head in 0..self.heads {
-            let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
-            let (q_bias, k_bias, v_bias) = (
-                &self.bias[qo..qo + d],
-                &self.bias[ko..ko + d],
-                &self.bias[vo..vo + d],
             );
-            for (i, ((row, q_row), v_row)) in qkv
-                .chunks_exact(width)
-                .zip(q.chunks_exact_mut(d))
-                .zip(v.chunks_exact_mut(d))
-                .enumerate()
-            {
-                for ((q, &x), &b) in q_row.iter_mut().zip(&row[qo..qo + d]).zip(q_bias) {
-                    *q = (x + b) * self.scale;
-                }
-                for ((v, &x), &b) in v_row.iter_mut().zip(&row[vo..vo + d]).zip(v_bias) {
-                    *v = x + b;
-                }
-                for ((kt_row, &x), &b) in
-                    kt.chunks_exact_mut(cols).zip(&row[ko..ko + d]).zip(k_bias)
-                {
-                    kt_row[i] = x + b;
-                }
-            }
-            small_matmul(&q, d, &kt, &mut p, rows, d, cols);
-            for scores in p.chunks_exact_mut(cols).take(len) {
-                let (real, padding) = scores.split_at_mut(len);
-                padding.fill(0.0);
-                let max = real.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for s in real.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                for s in real.iter_mut() {
-                    *s *= inv;
-                }
-            }
-            small_matmul(&p, cols, &v, &mut ctx, rows, cols, d);
-            for (out_row, ctx_row) in out.chunks_exact_mut(h).zip(ctx.chunks_exact(d)) {
-                out_row[head * d..(head + 1) * d].copy_from_slice(ctx_row);
-            }
         }
+        Ok(x)
     }
 }
 
-/// Rows and columns of the register block of [`small_matmul`].
-const MR: usize = 4;
-const NR: usize = 8;
+/// Self-attention of each text over its own tokens. `qkv` is the QKV projection with its bias,
+/// `(tokens, 3 * hidden)`; `offsets` the start row of each text and the total at the end. Writes
+/// the attention context with heads merged, `(tokens, hidden)`, into `output` (a buffer reused
+/// from call to call, every element of which is written).
+fn attention(
+    qkv: &[f32],
+    offsets: &[usize],
+    (h, heads, scale): (usize, usize, f32),
+    output: &mut Vec<f32>,
+) {
+    let width = 3 * h;
+    output.resize(qkv.len() / 3, 0.0);
+    // One disjoint slice of the output per text.
+    let mut texts = Vec::with_capacity(offsets.len());
+    let mut rest = output.as_mut_slice();
+    for pair in offsets.windows(2) {
+        let (text, tail) = rest.split_at_mut((pair[1] - pair[0]) * h);
+        texts.push((pair[0], text));
+        rest = tail;
+    }
+    texts.into_par_iter().for_each(|(start, out)| {
+        let len = out.len() / h;
+        attend(
+            &qkv[start * width..(start + len) * width],
+            out,
+            h,
+            heads,
+            scale,
+        );
+    });
+}
+
+/// One text: `qkv` is its `(len, 3h)` rows, `out` its `(len, h)` rows. Per head, the two
+/// products Q Kᵀ and P V go through [`small_matmul`], on buffers padded with zeros to multiples
+/// of its block size; padded rows and columns are ignored.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn attend(qkv: &[f32], out: &mut [f32], h: usize, heads: usize, scale: f32) {
+    let width = 3 * h;
+    let len = out.len() / h;
+    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
+    let d = h / heads;
+    let (rows, cols) = (len.next_multiple_of(MR), len.next_multiple_of(NR));
+    let mut q = vec![0f32; rows * d];
+    let mut kt = vec![0f32; d * cols]; // keys transposed, so both products read rows
+    let mut v = vec![0f32; cols * d];
+    let mut p = vec![0f32; rows * cols];
+    let mut ctx = vec![0f32; rows * d];
+    for head in 0..heads {
+        let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
+        for (i, ((row, q_row), v_row)) in qkv
+            .chunks_exact(width)
+            .zip(q.chunks_exact_mut(d))
+            .zip(v.chunks_exact_mut(d))
+            .enumerate()
+        {
+            for (q, &x) in q_row.iter_mut().zip(&row[qo..qo + d]) {
+                *q = x * scale;
+            }
+            v_row.copy_from_slice(&row[vo..vo + d]);
+            for (kt_row, &x) in kt.chunks_exact_mut(cols).zip(&row[ko..ko + d]) {
+                kt_row[i] = x;
+            }
+        }
+        small_matmul::<FMA>(&q, d, &kt, &mut p, (rows, d, cols));
+        for scores in p.chunks_exact_mut(cols).take(len) {
+            let (real, padding) = scores.split_at_mut(len);
+            padding.fill(0.0);
+            // Separate passes, each a vector loop: a running sum next to the exponentials
+            // would keep the loop scalar (float additions cannot be reordered).
+            let max = lanes(real, f32::NEG_INFINITY, f32::max);
+            for s in real.iter_mut() {
+                *s = exp(*s - max);
+            }
+            let inv = 1.0 / lanes(real, 0.0, |a, b| a + b);
+            for s in real.iter_mut() {
+                *s *= inv;
+            }
+        }
+        small_matmul::<FMA>(&p, cols, &v, &mut ctx, (rows, cols, d));
+        for (out_row, ctx_row) in out.chunks_exact_mut(h).zip(ctx.chunks_exact(d)) {
+            out_row[head * d..(head + 1) * d].copy_from_slice(ctx_row);
+        }
+    }
+}
 
 /// `c = a · b` for the small products of attention: `a` is `(m, k)` with row stride `lda`,
 /// `b` is `(k, n)` and `c` `(m, n)`, both with row stride `n`; `m` and `n` are multiples of
-/// [`MR`] and [`NR`]. Each `MR` x `NR` block of `c` is accumulated in registers over `k` (the
-/// loop vectorises on the baseline x86-64 target): much faster than row-at-a-time loops, and
-/// without a GEMM call's setup for such tiny matrices.
-fn small_matmul(a: &[f32], lda: usize, b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
+/// [`MR`] and [`NR`]. Each `MR` x `NR` block of `c` is accumulated in registers over `k`, as in
+/// [`linear`]'s kernel, without packing: these matrices are a few KiB.
+#[inline(always)]
+fn small_matmul<const FMA: bool>(
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+) {
     for (block, c_rows) in c.chunks_exact_mut(MR * n).take(m / MR).enumerate() {
         let i0 = block * MR;
         let a_rows: [&[f32]; MR] = std::array::from_fn(|r| &a[(i0 + r) * lda..][..k]);
         for j0 in (0..n).step_by(NR) {
             let mut acc = [[0f32; NR]; MR];
             for (kk, b_row) in b.chunks_exact(n).take(k).enumerate() {
-                let b_block = &b_row[j0..j0 + NR];
+                let b_block: &[f32; NR] = b_row[j0..].first_chunk().unwrap_or(&[0.0; NR]);
                 for (r, acc_row) in acc.iter_mut().enumerate() {
                     let x = a_rows[r][kk];
                     for (acc, &y) in acc_row.iter_mut().zip(b_block) {
-                        *acc += x * y;
+                        *acc = if FMA {
+                            x.mul_add(y, *acc)
+                        } else {
+                            x * y + *acc
+                        };
                     }
                 }
             }
             for (r, acc_row) in acc.iter().enumerate() {
-                c_rows[r * n + j0..r * n + j0 + NR].copy_from_slice(acc_row);
+                c_rows[r * n + j0..][..NR].copy_from_slice(acc_row);
             }
         }
     }
 }
 
-/// `LayerNorm(input + bias + residual)`: the end of both halves of a BERT block.
-struct BiasResidualNorm<'a> {
-    bias: &'a [f32],
-    norm: &'a Norm,
-}
-
-impl CustomOp2 for BiasResidualNorm<'_> {
-    fn name(&self) -> &'static str {
-        "bias-residual-layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(s1, l1, self.name())?;
-        let residual = contiguous_f32(s2, l2, self.name())?;
-        let width = self.bias.len();
-        if l1.shape() != l2.shape() || l1.dims().last() != Some(&width) {
-            bail!(
-                "{}: shapes {:?} and {:?}",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            )
+/// `values` folded with `op` (max, or +) in [`NR`] independent lanes, then across the lanes: a
+/// vector loop, where a plain fold is a chain of scalar operations.
+#[inline(always)]
+fn lanes(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    let (chunks, rest) = values.as_chunks::<NR>();
+    let mut acc = [init; NR];
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a = op(*a, v);
         }
-        let mut output = vec![0f32; input.len()];
-        let chunk = width * ROWS_PER_TASK;
-        output
-            .par_chunks_mut(chunk)
-            .zip(input.par_chunks(chunk).zip(residual.par_chunks(chunk)))
-            .for_each(|(out, (inp, res))| {
-                for ((o, i), r) in out
-                    .chunks_exact_mut(width)
-                    .zip(inp.chunks_exact(width))
-                    .zip(res.chunks_exact(width))
-                {
-                    for (((o, &i), &r), &b) in o.iter_mut().zip(i).zip(r).zip(self.bias) {
-                        *o = i + b + r;
-                    }
-                    self.norm.apply(o);
-                }
-            });
-        Ok((CpuStorage::F32(output), l1.shape().clone()))
     }
+    acc.into_iter().chain(rest.iter().copied()).fold(init, op)
 }
 
-/// `gelu(input + bias)` with the exact (erf) GELU of BERT's `hidden_act: gelu`.
-struct BiasGelu<'a> {
-    bias: &'a [f32],
-}
-
-impl CustomOp1 for BiasGelu<'_> {
-    fn name(&self) -> &'static str {
-        "bias-gelu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(storage, layout, self.name())?;
-        let width = self.bias.len();
-        if layout.dims().last() != Some(&width) {
-            bail!(
-                "bias-gelu: input {:?} does not end in {width}",
-                layout.dims()
-            )
-        }
-        let mut output = vec![0f32; input.len()];
-        let chunk = width * ROWS_PER_TASK;
-        output
-            .par_chunks_mut(chunk)
-            .zip(input.par_chunks(chunk))
-            .for_each(|(out, inp)| {
-                for (out_row, in_row) in out.chunks_exact_mut(width).zip(inp.chunks_exact(width)) {
-                    for ((o, &x), &b) in out_row.iter_mut().zip(in_row).zip(self.bias) {
-                        let x = x + b;
-                        *o = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(output), layout.shape().clone()))
-    }
-}
-
-/// The error function, to within 1e-6 of libm's `erff` (see the test): the rational
-/// approximation Eigen and XLA use for f32 `erf`. Plain multiply-adds, no branches, so the loop
-/// above vectorises; `f32::mul_add` would become a libm call on the baseline x86-64 target.
-#[inline]
+/// `e^x` for the softmax, whose arguments are `<= 0`: Cephes' `expf` (range reduction by
+/// `ln 2`, a degree-5 polynomial, the exponent set in the bits), within 2 ulp of libm's above
+/// the clamp at -87 (where both are under 1e-37, nothing next to a sum that is at least 1).
+/// Branch-free, so the softmax loop vectorises instead of calling libm once per score.
+#[inline(always)]
 #[allow(clippy::excessive_precision)] // the coefficients as published; do not round them
-fn erf(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = -2.726_142_3e-10_f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 - 2.101_024e-6;
-    p = p * x2 - 5.692_506_4e-5;
-    p = p * x2 - 7.349_906_3e-4;
-    p = p * x2 - 2.954_599_8e-3;
-    p = p * x2 - 1.609_603_3e-2;
-    p *= x;
-    let mut q = -1.456_607_2e-5_f32;
-    q = q * x2 - 2.133_740_6e-4;
-    q = q * x2 - 1.682_827e-3;
-    q = q * x2 - 7.373_329e-3;
-    q = q * x2 - 1.426_473_9e-2;
-    p / q
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let p = p * r * r + r + 1.0;
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn erf_matches_libm() {
-        let mut worst = 0f32;
-        for i in -6000..=6000 {
-            let x = i as f32 / 1000.0;
-            let diff = (erf(x) - candle_core::cpu::erf::erf_f32(x)).abs();
-            worst = worst.max(diff);
-        }
-        assert!(worst < 1e-6, "max |erf - libm erff| = {worst}");
-    }
-
-    #[test]
-    fn bias_gelu_matches_candle_gelu_erf() {
-        let device = Device::Cpu;
-        let x = Tensor::arange(-40f32, 40f32, &device)
-            .and_then(|t| t.affine(0.1, 0.0))
-            .and_then(|t| t.reshape((10, 8)))
-            .unwrap();
-        let bias = [0.5f32, -0.5, 0.0, 1.0, -1.0, 0.25, -0.25, 2.0];
-        let ours = x.apply_op1_no_bwd(&BiasGelu { bias: &bias }).unwrap();
-        let theirs = Tensor::new(&bias, &device)
-            .and_then(|b| x.broadcast_add(&b))
-            .and_then(|t| t.gelu_erf())
-            .unwrap();
-        assert!(max_diff(&ours, &theirs) < 1e-6);
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .and_then(|d| d.abs())
             .and_then(|d| d.max_all())
@@ -632,7 +468,7 @@ mod tests {
     }
 
     /// Deterministic pseudo-random values in [-1, 1).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)
             .map(|_| {
@@ -645,27 +481,37 @@ mod tests {
     }
 
     #[test]
+    fn exp_matches_libm_over_the_softmax_range() {
+        let mut worst = 0f32;
+        for i in 0..=87_000 {
+            let x = -(i as f32) / 1000.0;
+            let (ours, libm) = (exp(x), x.exp());
+            worst = worst.max((ours - libm).abs() / libm);
+        }
+        assert!(worst < 3e-7, "max relative error {worst}");
+        assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1e-37);
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
     fn fused_attention_matches_padded_masked_attention() {
-        // Two texts of 3 and 5 tokens, 2 heads of 8: compare with the textbook computation on
+        // Two texts of 3 and 5 tokens, 2 heads of NR: compare with the textbook computation on
         // a padded batch with an additive mask, done with plain candle ops.
         let device = Device::Cpu;
-        let (heads, d) = (2, 8);
+        let (heads, d) = (2, NR);
         let h = heads * d;
         let lengths = [3usize, 5];
         let tokens: usize = lengths.iter().sum();
         let qkv = values(tokens * 3 * h, 1);
         let bias = values(3 * h, 2);
         let scale = 1.0 / (d as f32).sqrt();
-        let ours = Tensor::from_vec(qkv.clone(), (tokens, 3 * h), &device)
-            .and_then(|t| {
-                t.apply_op1_no_bwd(&Attention {
-                    bias: &bias,
-                    offsets: &[0, 3, 8],
-                    heads,
-                    scale,
-                })
-            })
-            .unwrap();
+        let with_bias: Vec<f32> = qkv
+            .chunks_exact(3 * h)
+            .flat_map(|row| row.iter().zip(&bias).map(|(x, b)| x + b))
+            .collect();
+        let mut context = vec![f32::NAN; 3];
+        attention(&with_bias, &[0, 3, 8], (h, heads, scale), &mut context);
+        let ours = Tensor::from_vec(context, (tokens, h), &device).unwrap();
 
         let seq = 5;
         let mut padded = vec![0f32; 2 * seq * 3 * h];
@@ -687,40 +533,6 @@ mod tests {
             let ctx = p.matmul(&v)?.transpose(1, 2)?.reshape((2 * seq, h))?;
             // drop the padding rows of text 0
             Tensor::cat(&[ctx.narrow(0, 0, 3)?, ctx.narrow(0, seq, 5)?], 0)
-        })()
-        .unwrap();
-        assert!(max_diff(&ours, &reference) < 1e-5);
-    }
-
-    #[test]
-    fn bias_residual_norm_matches_candle() {
-        let device = Device::Cpu;
-        let (rows, width) = (20, 6);
-        let x = Tensor::from_vec(values(rows * width, 3), (rows, width), &device).unwrap();
-        let r = Tensor::from_vec(values(rows * width, 4), (rows, width), &device).unwrap();
-        let norm = Norm {
-            gamma: values(width, 5),
-            beta: values(width, 6),
-            eps: 1e-12,
-        };
-        let bias = values(width, 7);
-        let ours = x
-            .apply_op2_no_bwd(
-                &r,
-                &BiasResidualNorm {
-                    bias: &bias,
-                    norm: &norm,
-                },
-            )
-            .unwrap();
-        let reference = (|| -> candle_core::Result<Tensor> {
-            let t = ((&x + &r)?.broadcast_add(&Tensor::new(bias.as_slice(), &device)?))?;
-            let mean = t.mean_keepdim(1)?;
-            let c = t.broadcast_sub(&mean)?;
-            let var = c.sqr()?.mean_keepdim(1)?;
-            c.broadcast_div(&(var + 1e-12)?.sqrt()?)?
-                .broadcast_mul(&Tensor::new(norm.gamma.as_slice(), &device)?)?
-                .broadcast_add(&Tensor::new(norm.beta.as_slice(), &device)?)
         })()
         .unwrap();
         assert!(max_diff(&ours, &reference) < 1e-5);

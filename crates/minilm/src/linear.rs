@@ -1,0 +1,408 @@
+//! The encoder's linear layers: `y = x · Wᵀ + b`, followed by what comes next in a BERT block
+//! (GELU, or the residual and LayerNorm), as one cache-blocked matrix product.
+//!
+//! The layout is the classic one of GotoBLAS/BLIS:
+//! - The weight is packed once, at load time, into panels of [`NR`] output columns, each
+//!   `input × NR` and k-major, so the kernel reads it contiguously and no call repacks it.
+//! - The tokens are split into stripes of [`MC`] rows, one rayon task each. A task packs its
+//!   stripe's activations, [`KC`] inputs at a time, into micro-panels of [`MR`] rows.
+//! - The kernel keeps an `MR × NR` block of the output in registers over `KC` inputs (6 × 16 =
+//!   twelve 8-lane accumulators on AVX2: the register tile of BLIS's Haswell/Zen kernels). A
+//!   weight panel, `KC × NR` floats, stays in L1 while every micro-panel of the stripe (in L2)
+//!   passes over it.
+//! - The bias initialises the accumulators; GELU is applied to the block in registers after the
+//!   last `KC`; the residual and LayerNorm to whole rows of the stripe while it is still in cache.
+//!   No pass over the whole output follows the product.
+//!
+//! The loops are plain Rust on fixed-size arrays, compiled once per instruction set by
+//! `multiversion` and chosen at run time (AVX-512, AVX2 + FMA, NEON, or the baseline): LLVM turns
+//! the kernel into exactly the broadcast/FMA sequence a hand-written one would have, without
+//! `unsafe` here.
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+/// Rows of the kernel's register block.
+pub(crate) const MR: usize = 6;
+/// Columns of the kernel's register block, and the width of a packed weight panel.
+pub(crate) const NR: usize = 16;
+/// Inputs per pass of the kernel: a weight panel of `KC × NR` floats (24 KiB) fits in L1.
+const KC: usize = 384;
+/// Rows per rayon task; a multiple of [`MR`] and of `2 * MR`.
+const MC: usize = 72;
+
+/// LayerNorm parameters.
+pub(crate) struct Norm {
+    pub(crate) gamma: Vec<f32>,
+    pub(crate) beta: Vec<f32>,
+    pub(crate) eps: f32,
+}
+
+impl Norm {
+    /// `row <- (row - mean) / sqrt(var + eps) * gamma + beta`, as `torch.nn.LayerNorm`.
+    #[inline(always)]
+    pub(crate) fn apply(&self, row: &mut [f32]) {
+        let n = row.len() as f32;
+        let mean = row.iter().sum::<f32>() / n;
+        let var = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+        let inv = 1.0 / (var + self.eps).sqrt();
+        for ((x, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
+            *x = (*x - mean) * inv * g + b;
+        }
+    }
+}
+
+/// What follows the product, applied to each output row.
+pub(crate) enum Then<'a> {
+    /// Nothing: `x · Wᵀ + b`.
+    Nothing,
+    /// `gelu(x · Wᵀ + b)`, the exact (erf) GELU of BERT's `hidden_act: gelu`.
+    Gelu,
+    /// `LayerNorm(x · Wᵀ + b + residual)`, the end of both halves of a BERT block.
+    ResidualNorm { residual: &'a [f32], norm: &'a Norm },
+}
+
+/// A linear layer with its weight packed for [`Linear::forward`].
+pub(crate) struct Linear {
+    input: usize,
+    output: usize,
+    /// Panel `p` holds output columns `p * NR ..`, as `input` rows of `NR` (zero past `output`).
+    panels: Vec<[f32; NR]>,
+    bias: Vec<f32>,
+}
+
+impl Linear {
+    /// `weight` is `(output, input)` row-major, as `torch.nn.Linear` stores it.
+    pub(crate) fn new(
+        weight: &[f32],
+        bias: Vec<f32>,
+        input: usize,
+        output: usize,
+    ) -> candle_core::Result<Self> {
+        if input == 0 || weight.len() != input * output || bias.len() != output {
+            candle_core::bail!(
+                "a linear layer of {input} -> {output} with {} weights and {} biases",
+                weight.len(),
+                bias.len()
+            )
+        }
+        let mut panels = vec![[0f32; NR]; output.div_ceil(NR) * input];
+        for (j, row) in weight.chunks_exact(input).enumerate() {
+            let panel = &mut panels[(j / NR) * input..][..input];
+            for (packed, &w) in panel.iter_mut().zip(row) {
+                packed[j % NR] = w;
+            }
+        }
+        Ok(Self {
+            input,
+            output,
+            panels,
+            bias,
+        })
+    }
+
+    /// `y = then(x · Wᵀ + b)` for `x` of `(rows, input)`, row-major; `y` becomes
+    /// `(rows, output)`. `y` is a buffer reused from call to call: every element is written, so
+    /// only its growth is ever zeroed.
+    pub(crate) fn forward(&self, x: &[f32], y: &mut Vec<f32>, then: &Then<'_>) {
+        debug_assert_eq!(x.len() % self.input, 0, "input rows of the wrong width");
+        if let Then::ResidualNorm { residual, norm } = then {
+            debug_assert_eq!(residual.len() / self.output, x.len() / self.input);
+            debug_assert_eq!(norm.gamma.len(), self.output);
+        }
+        y.resize(x.len() / self.input * self.output, 0.0);
+        y.par_chunks_mut(MC * self.output)
+            .zip(x.par_chunks(MC * self.input))
+            .enumerate()
+            .for_each(|(stripe, (y, x))| {
+                let residual = match then {
+                    Then::ResidualNorm { residual, .. } => {
+                        &residual[stripe * MC * self.output..][..y.len()]
+                    }
+                    _ => &[],
+                };
+                stripe_forward(self, x, y, then, residual);
+            });
+    }
+}
+
+/// One stripe of rows: `x` is `(rows, input)`, `y` `(rows, output)`; `residual` is this
+/// stripe's rows of the residual for [`Then::ResidualNorm`] (empty otherwise).
+///
+/// With AVX-512 a register holds 16 floats, a whole row of the block: the block is then 12 rows
+/// high, so that twelve accumulators hide the FMA latency as AVX2's twelve do.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn stripe_forward<'a>(w: &Linear, x: &[f32], y: &mut [f32], then: &Then<'a>, residual: &[f32]) {
+    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
+    if multiversion::target::target_cfg_f!(target_feature = "avx512f") {
+        stripe::<{ 2 * MR }, FMA>(w, x, y, then, residual);
+    } else {
+        stripe::<MR, FMA>(w, x, y, then, residual);
+    }
+}
+
+/// [`stripe_forward`] with a register block of `ROWS` × [`NR`]; `FMA`: the target has fused
+/// multiply-add. Inlined into each clone, so it is compiled for that clone's instruction set.
+#[inline(always)]
+fn stripe<const ROWS: usize, const FMA: bool>(
+    w: &Linear,
+    x: &[f32],
+    y: &mut [f32],
+    then: &Then<'_>,
+    residual: &[f32],
+) {
+    let (k, n) = (w.input, w.output);
+    let rows = y.len() / n;
+    let micro_panels = rows.div_ceil(ROWS);
+    let mut packed = vec![[0f32; ROWS]; micro_panels * KC.min(k)];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        let last = k0 + kc == k;
+        // Pack x[.., k0..k0 + kc] as micro-panels of ROWS rows, k-major. Rows past the
+        // stripe's end hold zeros or an earlier pass's values: they only reach rows never
+        // stored.
+        let packed = &mut packed[..micro_panels * kc];
+        for (i, micro_panel) in packed.chunks_exact_mut(kc).enumerate() {
+            for r in 0..ROWS.min(rows - i * ROWS) {
+                let src = &x[(i * ROWS + r) * k + k0..][..kc];
+                for (dst, &v) in micro_panel.iter_mut().zip(src) {
+                    dst[r] = v;
+                }
+            }
+        }
+        for (p, j0) in (0..n).step_by(NR).enumerate() {
+            let cols = NR.min(n - j0);
+            let panel = &w.panels[p * k + k0..][..kc];
+            for (i, micro_panel) in packed.chunks_exact(kc).enumerate() {
+                let valid = ROWS.min(rows - i * ROWS);
+                let mut acc = [[0f32; NR]; ROWS];
+                if k0 == 0 {
+                    for acc_row in &mut acc {
+                        copy(acc_row, &w.bias[j0..], cols);
+                    }
+                } else {
+                    for (r, acc_row) in acc.iter_mut().enumerate().take(valid) {
+                        copy(acc_row, &y[(i * ROWS + r) * n + j0..], cols);
+                    }
+                }
+                kernel::<ROWS, FMA>(micro_panel, panel, &mut acc);
+                if last && matches!(then, Then::Gelu) {
+                    for acc_row in &mut acc {
+                        for v in acc_row {
+                            *v = gelu(*v);
+                        }
+                    }
+                }
+                for (r, acc_row) in acc.iter().enumerate().take(valid) {
+                    copy(&mut y[(i * ROWS + r) * n + j0..], acc_row, cols);
+                }
+            }
+        }
+    }
+    if let Then::ResidualNorm { norm, .. } = then {
+        for (row, res) in y.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
+            for (v, r) in row.iter_mut().zip(res) {
+                *v += r;
+            }
+            norm.apply(row);
+        }
+    }
+}
+
+/// `acc += a · b` over one micro-panel (`kc` rows of `ROWS`) and one weight panel (`kc` rows of
+/// `NR`): `acc` lives in registers and each step is `ROWS` broadcasts and `ROWS × NR / lanes`
+/// FMAs.
+#[inline(always)]
+fn kernel<const ROWS: usize, const FMA: bool>(
+    a: &[[f32; ROWS]],
+    b: &[[f32; NR]],
+    acc: &mut [[f32; NR]; ROWS],
+) {
+    let mut c = *acc;
+    for (a, b) in a.iter().zip(b) {
+        for (c_row, &x) in c.iter_mut().zip(a) {
+            for (c, &y) in c_row.iter_mut().zip(b) {
+                // One FMA instruction where the target has it; a multiply and an add elsewhere
+                // (where `mul_add` would be a libm call).
+                *c = if FMA { x.mul_add(y, *c) } else { x * y + *c };
+            }
+        }
+    }
+    *acc = c;
+}
+
+/// `dst[..len] = src[..len]` for `len <= NR`: a fixed-size copy, inlined to two vector moves,
+/// when `len == NR` (all but the last panel), instead of a call to `memcpy`.
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32], len: usize) {
+    if len == NR {
+        dst[..NR].copy_from_slice(&src[..NR]);
+    } else {
+        dst[..len].copy_from_slice(&src[..len]);
+    }
+}
+
+/// The exact GELU, `x/2 · (1 + erf(x/√2))`.
+#[inline(always)]
+pub(crate) fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// The error function, to within 1e-6 of libm's `erff` (see the test): the rational
+/// approximation Eigen and XLA use for f32 `erf`. Plain multiply-adds, no branches, so loops over
+/// it vectorise.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // the coefficients as published; do not round them
+pub(crate) fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_599_8e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    p *= x;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_473_9e-2;
+    p / q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{max_diff, values};
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn erf_matches_libm() {
+        let mut worst = 0f32;
+        for i in -6000..=6000 {
+            let x = i as f32 / 1000.0;
+            let diff = (erf(x) - candle_core::cpu::erf::erf_f32(x)).abs();
+            worst = worst.max(diff);
+        }
+        assert!(worst < 1e-6, "max |erf - libm erff| = {worst}");
+    }
+
+    /// `then(x · Wᵀ + b)` computed with plain candle ops.
+    fn reference(
+        x: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        (rows, input, output): (usize, usize, usize),
+        then: &Then<'_>,
+    ) -> candle_core::Result<Tensor> {
+        let device = Device::Cpu;
+        let x = Tensor::from_slice(x, (rows, input), &device)?;
+        let w = Tensor::from_slice(weight, (output, input), &device)?;
+        let y = x
+            .matmul(&w.t()?)?
+            .broadcast_add(&Tensor::from_slice(bias, output, &device)?)?;
+        Ok(match then {
+            Then::Nothing => y,
+            Then::Gelu => y.gelu_erf()?,
+            Then::ResidualNorm { residual, norm } => {
+                let t = (y + Tensor::from_slice(residual, (rows, output), &device)?)?;
+                let mean = t.mean_keepdim(1)?;
+                let c = t.broadcast_sub(&mean)?;
+                let var = c.sqr()?.mean_keepdim(1)?;
+                c.broadcast_div(&(var + f64::from(norm.eps))?.sqrt()?)?
+                    .broadcast_mul(&Tensor::from_slice(&norm.gamma, output, &device)?)?
+                    .broadcast_add(&Tensor::from_slice(&norm.beta, output, &device)?)?
+            }
+        })
+    }
+
+    /// Shapes that exercise every edge of the blocking: rows that are not a multiple of MR or
+    /// of MC (the last stripe and its last micro-panel are partial), outputs that are not a
+    /// multiple of NR (the last panel is partial), and inputs over KC (two passes of the
+    /// kernel, the second accumulating onto the first).
+    const SHAPES: [(usize, usize, usize); 5] = [
+        (1, 8, 16),
+        (5, 3, 7),
+        (MC + MR + 1, 40, 3 * NR + 5),
+        (2 * MC, KC + 17, 2 * NR),
+        (97, 2 * KC + 3, 24),
+    ];
+
+    #[test]
+    fn linear_matches_candle_matmul_for_every_shape() {
+        for (i, &(rows, input, output)) in SHAPES.iter().enumerate() {
+            let seed = 10 * i as u32;
+            let x = values(rows * input, seed);
+            let weight = values(output * input, seed + 1);
+            let bias = values(output, seed + 2);
+            let residual = values(rows * output, seed + 3);
+            let norm = Norm {
+                gamma: values(output, seed + 4),
+                beta: values(output, seed + 5),
+                eps: 1e-12,
+            };
+            let layer = Linear::new(&weight, bias.clone(), input, output).unwrap();
+            for then in [
+                Then::Nothing,
+                Then::Gelu,
+                Then::ResidualNorm {
+                    residual: &residual,
+                    norm: &norm,
+                },
+            ] {
+                // A reused buffer, longer than needed and full of garbage.
+                let mut y = vec![f32::NAN; rows * output + 7];
+                layer.forward(&x, &mut y, &then);
+                let ours = Tensor::from_vec(y, (rows, output), &Device::Cpu).unwrap();
+                let theirs = reference(&x, &weight, &bias, (rows, input, output), &then).unwrap();
+                let diff = max_diff(&ours, &theirs);
+                // Sums of up to ~800 products of values in [-1, 1): rounding, not a wrong term.
+                assert!(
+                    diff < 1e-4 * (input as f32).sqrt(),
+                    "{rows}x{input} -> {output}: max diff {diff}"
+                );
+            }
+        }
+    }
+
+    /// Every variant of the stripe body, whatever this CPU picks at run time: the 12-row block of
+    /// AVX-512 and the 6-row one, with and without FMA, over all rows as one stripe.
+    #[test]
+    fn every_block_height_matches_the_reference() {
+        type Body = fn(&Linear, &[f32], &mut [f32], &Then<'_>, &[f32]);
+        let bodies: [(&str, Body); 4] = [
+            ("12 rows, FMA", stripe::<{ 2 * MR }, true>),
+            ("12 rows", stripe::<{ 2 * MR }, false>),
+            ("6 rows, FMA", stripe::<MR, true>),
+            ("6 rows", stripe::<MR, false>),
+        ];
+        for (i, &(rows, input, output)) in SHAPES.iter().enumerate() {
+            let seed = 100 + 10 * i as u32;
+            let x = values(rows * input, seed);
+            let weight = values(output * input, seed + 1);
+            let bias = values(output, seed + 2);
+            let layer = Linear::new(&weight, bias.clone(), input, output).unwrap();
+            let theirs = reference(&x, &weight, &bias, (rows, input, output), &Then::Gelu).unwrap();
+            for (name, body) in bodies {
+                let mut y = vec![f32::NAN; rows * output];
+                body(&layer, &x, &mut y, &Then::Gelu, &[]);
+                let ours = Tensor::from_vec(y, (rows, output), &Device::Cpu).unwrap();
+                let diff = max_diff(&ours, &theirs);
+                assert!(
+                    diff < 1e-4 * (input as f32).sqrt(),
+                    "{name}: {rows}x{input} -> {output}: max diff {diff}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_an_error_not_a_panic() {
+        assert!(Linear::new(&[0.0; 6], vec![0.0; 2], 3, 2).is_ok());
+        assert!(Linear::new(&[0.0; 5], vec![0.0; 2], 3, 2).is_err());
+        assert!(Linear::new(&[0.0; 6], vec![0.0; 3], 3, 2).is_err());
+        assert!(Linear::new(&[], vec![], 0, 0).is_err());
+    }
+}
