@@ -318,6 +318,23 @@ mod tests {
         })
     }
 
+    /// `ours` (its first `rows * output` values) equals `theirs` up to rounding: sums of up to
+    /// ~800 products of values in [-1, 1) differ in the last bits, a wrong term by far more.
+    fn assert_close(
+        mut ours: Vec<f32>,
+        theirs: &Tensor,
+        (rows, input, output): (usize, usize, usize),
+        what: &str,
+    ) {
+        ours.truncate(rows * output);
+        let ours = Tensor::from_vec(ours, (rows, output), &Device::Cpu).unwrap();
+        let diff = max_diff(&ours, theirs);
+        assert!(
+            diff < 1e-4 * (input as f32).sqrt(),
+            "{what}: {rows}x{input} -> {output}: max diff {diff}"
+        );
+    }
+
     /// Shapes that exercise every edge of the blocking: rows that are not a multiple of MR or
     /// of MC (the last stripe and its last micro-panel are partial), outputs that are not a
     /// multiple of NR (the last panel is partial), and inputs over KC (two passes of the
@@ -355,14 +372,8 @@ mod tests {
                 // A reused buffer, longer than needed and full of garbage.
                 let mut y = vec![f32::NAN; rows * output + 7];
                 layer.forward(&x, &mut y, &then);
-                let ours = Tensor::from_vec(y, (rows, output), &Device::Cpu).unwrap();
                 let theirs = reference(&x, &weight, &bias, (rows, input, output), &then).unwrap();
-                let diff = max_diff(&ours, &theirs);
-                // Sums of up to ~800 products of values in [-1, 1): rounding, not a wrong term.
-                assert!(
-                    diff < 1e-4 * (input as f32).sqrt(),
-                    "{rows}x{input} -> {output}: max diff {diff}"
-                );
+                assert_close(y, &theirs, (rows, input, output), "forward");
             }
         }
     }
@@ -388,12 +399,7 @@ mod tests {
             for (name, body) in bodies {
                 let mut y = vec![f32::NAN; rows * output];
                 body(&layer, &x, &mut y, &Then::Gelu, &[]);
-                let ours = Tensor::from_vec(y, (rows, output), &Device::Cpu).unwrap();
-                let diff = max_diff(&ours, &theirs);
-                assert!(
-                    diff < 1e-4 * (input as f32).sqrt(),
-                    "{name}: {rows}x{input} -> {output}: max diff {diff}"
-                );
+                assert_close(y, &theirs, (rows, input, output), name);
             }
         }
     }
