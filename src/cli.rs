@@ -81,11 +81,11 @@ pub struct PnlArgs {
 
     /// Units held (> 0; fractions allowed).
     #[arg(long)]
-    pub quantity: crate::pnl::Quantity,
+    pub quantity: crate::domain::Quantity,
 
     /// long or short.
-    #[arg(long, value_enum, default_value_t = crate::pnl::Position::Long)]
-    pub position: crate::pnl::Position,
+    #[arg(long, value_enum, default_value_t = crate::domain::Position::Long)]
+    pub position: crate::domain::Position,
 
     /// One JSON object instead of text.
     #[arg(long)]
@@ -459,7 +459,7 @@ mod tests {
             panic!("not pnl")
         };
         assert_eq!(args.quantity.get().to_string(), "0.5");
-        assert_eq!(args.position, crate::pnl::Position::Short);
+        assert_eq!(args.position, crate::domain::Position::Short);
         for bad in ["0", "-1", "ten"] {
             assert!(
                 Cli::try_parse_from([

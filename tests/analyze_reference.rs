@@ -6,10 +6,12 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use market_encoder::analyze::{FLOAT_COLUMNS as COLUMNS, PricePoint, compute, periods_per_year};
 use market_encoder::domain::{DateWindow, YahooSymbol};
-use market_encoder::fetch::wire::parse_chart;
-use market_encoder::validate::validate;
+use market_encoder::job::analyze::{
+    FLOAT_COLUMNS as COLUMNS, PricePoint, compute, periods_per_year,
+};
+use market_encoder::job::fetch::wire::parse_chart;
+use market_encoder::job::validate::validate;
 use rust_decimal::prelude::ToPrimitive;
 
 /// Four years of the fake's synthetic bars for `symbol`, through the real parser and validator.

@@ -10,11 +10,11 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use market_encoder::fetch::RetryPolicy;
-use market_encoder::index::{
+use market_encoder::config::env::EnvValue;
+use market_encoder::job::fetch::RetryPolicy;
+use market_encoder::job::index::{
     ChromaClient, ChromaSettings, Collection, Hit, Include, Metadata, MetadataValue, Record,
 };
-use market_encoder::settings::EnvValue;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

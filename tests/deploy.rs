@@ -12,9 +12,9 @@ use std::time::Duration;
 use clap::Parser;
 use market_encoder::cli::{Cli, Command};
 use market_encoder::config::Config;
+use market_encoder::config::env::{EnvValue, JOB_ENV, SHARDS_VAR, indexed_job_shard};
 use market_encoder::domain::Shard;
-use market_encoder::index::{DEFAULT_RETRY, DEFAULT_TIMEOUT};
-use market_encoder::settings::{EnvValue, JOB_ENV, SHARDS_VAR, indexed_job_shard};
+use market_encoder::job::index::{DEFAULT_RETRY, DEFAULT_TIMEOUT};
 use serde_json::Value;
 
 const NAMESPACE: &str = "time-series-indexing";

@@ -15,7 +15,7 @@ use std::time::Instant;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use market_encoder::embed::{self, EmbedError, HUB_FILES, MODEL_REPO, MiniLm};
+use market_encoder::job::embed::{self, EmbedError, HUB_FILES, MODEL_REPO, MiniLm};
 use serde::Deserialize;
 use url::Url;
 

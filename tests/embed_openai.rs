@@ -18,10 +18,12 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::{TestDb, config, fake, run, run_job_with};
-use market_encoder::embed::{EmbedError, Embedder, EmbedderSource, OpenAiEmbedder, OpenAiSettings};
-use market_encoder::fetch::RetryPolicy;
-use market_encoder::index::{ChromaClient, ChromaSettings, Include};
-use market_encoder::settings::EnvValue;
+use market_encoder::config::env::EnvValue;
+use market_encoder::job::embed::{
+    EmbedError, Embedder, EmbedderSource, OpenAiEmbedder, OpenAiSettings,
+};
+use market_encoder::job::fetch::RetryPolicy;
+use market_encoder::job::index::{ChromaClient, ChromaSettings, Include};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use url::Url;

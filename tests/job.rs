@@ -523,7 +523,7 @@ async fn a_second_run_is_locked_out() {
     assert_eq!(m.code, 0, "{m:#?}");
     let mut holder = db.pool.acquire().await.unwrap();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(market_encoder::store::RUN_LOCK_KEY)
+        .bind(market_encoder::job::store::RUN_LOCK_KEY)
         .fetch_one(&mut *holder)
         .await
         .unwrap();
@@ -566,7 +566,7 @@ async fn a_shard_stores_only_its_securities_under_its_own_lock() {
     // Another run of shard 0/2 and an unsharded run hold their locks: shard 1/2 still runs.
     let mut holder = db.pool.acquire().await.unwrap();
     for key in [
-        market_encoder::store::RUN_LOCK_KEY,
+        market_encoder::job::store::RUN_LOCK_KEY,
         market_encoder::domain::Shard::new(0, 2).unwrap().lock_key(),
     ] {
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -765,7 +765,7 @@ async fn indicators_use_the_whole_stored_history_and_reruns_write_none() {
             .await
             .unwrap();
     for (document, close, metadata, pending) in &docs {
-        let quoted = market_encoder::narrate::thousands(*close);
+        let quoted = market_encoder::job::narrate::thousands(*close);
         assert!(
             document.contains(&format!("closed at {quoted}")),
             "{document}"

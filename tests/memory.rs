@@ -7,8 +7,8 @@
 mod common;
 
 use common::{TestDb, config, fake, run_job_with};
-use market_encoder::index::{ChromaClient, ChromaSettings, Include, MetadataValue};
-use market_encoder::settings::EnvValue;
+use market_encoder::config::env::EnvValue;
+use market_encoder::job::index::{ChromaClient, ChromaSettings, Include, MetadataValue};
 use serde_json::Value;
 
 const WINDOW: [&str; 4] = ["--from", "2024-01-02", "--to", "2024-07-31"];

@@ -504,7 +504,7 @@ async fn collect_is_409_while_another_process_holds_the_run_lock() {
     // A CronJob pod's run, as far as PostgreSQL can tell.
     let mut holder = db.pool.acquire().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(market_encoder::store::RUN_LOCK_KEY)
+        .bind(market_encoder::job::store::RUN_LOCK_KEY)
         .execute(&mut *holder)
         .await
         .unwrap();
@@ -525,7 +525,7 @@ async fn collect_is_409_while_another_process_holds_the_run_lock() {
 
     // Once it is released, the service runs.
     sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(market_encoder::store::RUN_LOCK_KEY)
+        .bind(market_encoder::job::store::RUN_LOCK_KEY)
         .execute(&mut *holder)
         .await
         .unwrap();

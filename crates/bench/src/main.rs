@@ -35,11 +35,11 @@ use clap::Parser;
 use fake_yahoo::{FakeYahoo, Options};
 use futures::{StreamExt, TryStreamExt};
 use market_encoder::config::Config;
+use market_encoder::config::env::{DatabaseSettings, EnvValue};
 use market_encoder::domain::DateWindow;
-use market_encoder::fetch::wire::parse_chart;
-use market_encoder::settings::{DatabaseSettings, EnvValue};
-use market_encoder::store::{Store, daily_return};
-use market_encoder::validate::{Series, validate};
+use market_encoder::job::fetch::wire::parse_chart;
+use market_encoder::job::store::{Store, daily_return};
+use market_encoder::job::validate::{Series, validate};
 use nix::sys::resource::{UsageWho, getrusage};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -347,7 +347,7 @@ async fn store_phase(
     let p1 = day_start(window.from()) - 86_400;
     let p2 = day_start(window.to()) + 2 * 86_400;
     let now = chrono::Utc::now();
-    let mut prepared: Vec<(&market_encoder::config::Security, Series)> = Vec::new();
+    let mut prepared: Vec<(&market_encoder::domain::Security, Series)> = Vec::new();
     for security in &config.securities {
         let body = fake_yahoo::synthetic_chart(security.yahoo_symbol.as_str(), p1, p2, 42);
         let envelope = parse_chart(body.to_string().as_bytes())?;

@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use market_encoder::embed::MiniLm;
-use market_encoder::index::{ChromaClient, ChromaSettings, Include, Record};
-use market_encoder::pipeline::record;
-use market_encoder::settings::EnvValue;
-use market_encoder::store::PendingDocument;
+use market_encoder::config::env::EnvValue;
+use market_encoder::job::embed::MiniLm;
+use market_encoder::job::index::{ChromaClient, ChromaSettings, Include, Record};
+use market_encoder::job::record;
+use market_encoder::job::store::PendingDocument;
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::{kib_to_mib, per_second, run_measured, status_kib, summary_of};
@@ -430,7 +430,7 @@ async fn index_and_query(
 
 async fn upsert_rounds(
     client: &ChromaClient,
-    collection: &market_encoder::index::Collection,
+    collection: &market_encoder::job::index::Collection,
     records: &[Record],
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();

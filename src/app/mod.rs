@@ -1,0 +1,703 @@
+//! From parsed arguments to an exit code: load configuration and environment, then run the job,
+//! the migrations, or the dry run. `main` only sets up logging and signals around this.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cli::{Cli, Command, FeaturesArgs, JobArgs, PnlArgs, RunArgs, ServeArgs, SimilarArgs};
+use crate::config::env::{
+    DatabaseSettings, EnvValue, SettingsError, indexed_job_shard, yahoo_base_url,
+};
+use crate::config::{Config, ConfigError, EmbeddingSettings, FeatureSettings};
+use crate::domain::Security;
+use crate::domain::{DateWindow, DomainError};
+use crate::job::embed::{self, EmbedError, Embedder, EmbedderSource, ModelSource, OpenAiSettings};
+use crate::job::features::{Plan, PlanSettings};
+use crate::job::fetch::{ClientOptions, RetryPolicy};
+use crate::job::index::{ChromaClient, ChromaSettings, IndexError};
+use crate::job::store::{RunOutcome, Store, StoreError};
+use crate::job::{self, JobError, JobOptions, MemoryOptions};
+use crate::read::features::{self, FeaturesError};
+use crate::read::pnl::{self, PnlError};
+use crate::read::similar::{self, Filter, SearchError, Target};
+use crate::report;
+use crate::serve::{self, ServeError, ServeOptions};
+
+/// The process's exit status, chosen deliberately: a CronJob is judged by it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every selected security succeeded.
+    Success = 0,
+    /// Some securities failed; the summary and the `runs` row say which and why.
+    Partial = 1,
+    /// Configuration, environment or usage error: nothing was done.
+    Usage = 2,
+    /// The database is unreachable or failing.
+    Database = 3,
+    /// Another run holds the run lock: nothing was done.
+    Locked = 4,
+    /// Every security's prices, indicators and documents were stored, but the embed or index
+    /// stage failed (Chroma unreachable, model missing); the next run catches up. For
+    /// `similar`: Chroma or the embedding model failed.
+    Index = 5,
+    /// Stopped by SIGINT.
+    Interrupted = 130,
+    /// Stopped by SIGTERM (what Kubernetes sends).
+    Terminated = 143,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// Why the program could not do what it was asked. Display is the one line the operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("{0} (check --from/--to)")]
+    Window(DomainError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Chroma(#[from] IndexError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Features(#[from] FeaturesError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
+    Pnl(#[from] PnlError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+impl AppError {
+    #[must_use]
+    pub fn exit(&self) -> Exit {
+        let store = |e: &StoreError| match e {
+            StoreError::Locked { .. } => Exit::Locked,
+            _ => Exit::Database,
+        };
+        match self {
+            Self::Config(_)
+            | Self::Settings(_)
+            | Self::Window(_)
+            | Self::Chroma(_)
+            | Self::Embed(_) => Exit::Usage,
+            Self::Store(e)
+            | Self::Job(JobError::Store(e))
+            | Self::Features(FeaturesError::Store(e)) => store(e),
+            Self::Features(FeaturesError::NoData { .. } | FeaturesError::NoDate { .. }) => {
+                Exit::Usage
+            }
+            Self::Job(JobError::Fetch(_)) => Exit::Partial,
+            Self::Search(SearchError::Index(
+                IndexError::NoCollection { .. } | IndexError::ModelMismatch { .. },
+            )) => Exit::Usage,
+            Self::Search(SearchError::Index(_) | SearchError::Embed(_)) => Exit::Index,
+            Self::Search(_) => Exit::Usage,
+            Self::Pnl(PnlError::Store(e)) => store(e),
+            Self::Pnl(_) => Exit::Usage,
+            Self::Serve(ServeError::Bind { .. }) => Exit::Usage,
+            Self::Serve(ServeError::Store(e)) => store(e),
+            Self::Serve(ServeError::Server(_)) => Exit::Partial,
+        }
+    }
+}
+
+/// Which signal stopped us, if any, to pick the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+/// Runs what `cli` asks. `env` reads environment variables (the process's in production).
+pub async fn run(
+    cli: &Cli,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    cancel: &CancellationToken,
+    stopped_by: impl Fn() -> Option<StopSignal>,
+) -> Result<Exit, AppError> {
+    match cli.command {
+        Some(Command::Migrate) => migrate(env).await,
+        Some(Command::Features(ref args)) => features(args, env).await,
+        Some(Command::Similar(ref args)) => similar(&cli.run.config, args, env).await,
+        Some(Command::Pnl(ref args)) => pnl(&cli.run.config, args, env).await,
+        Some(Command::Serve(ref args)) => serve(&cli.run.config, args, env, cancel).await,
+        None => run_job(&cli.run, env, cancel, stopped_by).await,
+    }
+}
+
+async fn migrate(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Exit, AppError> {
+    let database = DatabaseSettings::from_env(env)?;
+    let store = Store::connect(&database, 1).await?;
+    store.migrate().await?;
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .map_err(|source| StoreError::Query {
+                doing: "listing applied migrations",
+                source,
+            })?;
+    println!(
+        "migrations up to date on {database}: {} applied ({})",
+        versions.len(),
+        versions
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(Exit::Success)
+}
+
+/// `market-encoder features`: the stored features of one date as a table or one JSON object.
+async fn features(
+    args: &FeaturesArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Result<Exit, AppError> {
+    let database = DatabaseSettings::from_env(env)?;
+    let store = Store::connect(&database, 1).await?;
+    let (date, rows) = features::read_stored(&store, args.date).await?;
+    if args.json {
+        println!("{}", report::features_json(date, &rows));
+    } else {
+        print!("{}", report::features_table(date, &rows));
+    }
+    Ok(Exit::Success)
+}
+
+async fn run_job(
+    args: &RunArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    cancel: &CancellationToken,
+    stopped_by: impl Fn() -> Option<StopSignal>,
+) -> Result<Exit, AppError> {
+    let JobPlan {
+        config,
+        options,
+        database,
+    } = job_plan(
+        &args.config,
+        &args.job,
+        env,
+        Utc::now().date_naive(),
+        !args.dry_run,
+    )?;
+
+    if args.dry_run {
+        print!("{}", report::plan(&config, &options, &database));
+        if let Some(memory) = &options.memory {
+            require_api_key(memory)?;
+        }
+        return Ok(Exit::Success);
+    }
+
+    info!(config = %config.path.display(), securities = options.securities.len(), shard = options.shard.map(|s| s.to_string()), window = %options.window, database = %database, "starting");
+    let report = job::run(&options, &database, cancel).await?;
+    if std::io::stdout().is_terminal() {
+        print!("{}", report::table(&report));
+    } else {
+        println!("{}", report::json_line(&report));
+    }
+    if let Some(line) = report::failure_line(&report) {
+        eprintln!("{line}");
+    }
+    let index_failed = report.index.as_ref().is_some_and(|i| i.error.is_some());
+    let features_failed = report.features.as_ref().is_some_and(|f| f.error.is_some());
+    Ok(match report.outcome {
+        RunOutcome::Succeeded => Exit::Success,
+        RunOutcome::Partial
+            if report.securities_failed == 0 && index_failed && !features_failed =>
+        {
+            Exit::Index
+        }
+        RunOutcome::Partial | RunOutcome::Failed => Exit::Partial,
+        RunOutcome::Interrupted => match stopped_by() {
+            Some(StopSignal::Interrupt) => Exit::Interrupted,
+            _ => Exit::Terminated,
+        },
+    })
+}
+
+/// What a run needs, from its flags, the securities file and the environment.
+struct JobPlan {
+    config: Config,
+    options: JobOptions,
+    database: DatabaseSettings,
+}
+
+/// Builds a run: the one-shot run (the CronJob) and every run of `serve` come from here, so
+/// they select the same securities with the same client, stages and database. `today` sets the
+/// window's default end. `check_api_key`: an embedding provider whose key variable is unset is
+/// an error now (a dry run shows it in its plan first).
+fn job_plan(
+    config: &Path,
+    args: &JobArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    today: NaiveDate,
+    check_api_key: bool,
+) -> Result<JobPlan, AppError> {
+    let config = Config::load(config)?;
+    let selected: Vec<Security> = config
+        .select(&args.categories, &args.symbols)?
+        .into_iter()
+        .cloned()
+        .collect();
+    let shard = match args.shard {
+        Some(shard) => Some(shard),
+        None => indexed_job_shard(env)?,
+    };
+    let securities = match shard {
+        Some(shard) => shard.select(selected, |s: &Security| s.db_symbol.as_str()),
+        None => selected,
+    };
+    let window = window(args, config.encoding.days_back, today)?;
+    let database = DatabaseSettings::from_env(env)?;
+    let client = ClientOptions {
+        base_url: yahoo_base_url(env)?,
+        timeout: config.encoding.request_timeout,
+        requests_per_second: config.encoding.requests_per_second,
+        retry: RetryPolicy {
+            max_retries: config.encoding.max_retries,
+            base: config.encoding.retry_base,
+            max: config.encoding.retry_max.max(Duration::from_millis(1)),
+        },
+    };
+    let memory = match (args.no_embeddings, check_api_key) {
+        (true, _) => None,
+        (false, true) => Some(memory_options(env, &config)?),
+        (false, false) => Some(memory_plan(env, &config)?),
+    };
+    let options = JobOptions {
+        window,
+        securities,
+        batch_size: config.encoding.batch_size.get(),
+        embedding_days: config.encoding.embedding_days,
+        apply_migrations: !args.no_migrate,
+        client,
+        memory,
+        features: config
+            .features
+            .enabled
+            .then(|| feature_plan(&config.features)),
+        shard,
+    };
+    Ok(JobPlan {
+        config,
+        options,
+        database,
+    })
+}
+
+/// The features stage's plan from the config's `features:` section.
+fn feature_plan(settings: &FeatureSettings) -> Plan {
+    Plan::new(&PlanSettings {
+        roles: &settings.roles,
+        correlation_days: settings.correlation_days,
+        momentum_days: settings.momentum_days,
+        spread_days: settings.spread_days,
+        correlations: &settings.correlations,
+    })
+}
+
+/// `market-encoder serve`: the job as an HTTP service until SIGTERM/SIGINT (then exit 0).
+/// Everything a run needs is checked now, so a bad config or environment exits 2 at start
+/// rather than failing every run; the database may be down (`/ready` says so).
+async fn serve(
+    config: &Path,
+    args: &ServeArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    cancel: &CancellationToken,
+) -> Result<Exit, AppError> {
+    let plan = job_plan(config, &args.job, env, Utc::now().date_naive(), true)?;
+    let options = ServeOptions {
+        bind: args.bind,
+        every: args.every,
+        collect_token: collect_token(env)?,
+        days_back: plan.config.encoding.days_back,
+        job_args: args.job.clone(),
+        job: plan.options,
+        database: plan.database,
+    };
+    info!(config = %plan.config.path.display(), securities = options.job.securities.len(), database = %options.database, "serving");
+    serve::run(options, cancel).await?;
+    Ok(Exit::Success)
+}
+
+/// `COLLECT_TOKEN`, trimmed (a mounted secret often ends in a newline); `None` when unset or
+/// blank, which disables `POST /collect`.
+fn collect_token(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Option<SecretString>, AppError> {
+    match env("COLLECT_TOKEN") {
+        EnvValue::Present(value) if value.trim().is_empty() => Ok(None),
+        EnvValue::Present(value) => Ok(Some(SecretString::from(value.trim().to_owned()))),
+        EnvValue::Absent => Ok(None),
+        EnvValue::NotUnicode => Err(SettingsError::NotUnicode {
+            name: "COLLECT_TOKEN",
+        }
+        .into()),
+    }
+}
+
+/// Chroma and the embedder: `CHROMA_*` from the environment, the provider from the config's
+/// `embedding:` section. `local`: `EMBEDDING_MODEL_DIR`, or else the hub (`HF_ENDPOINT`) with a
+/// cache under `MARKET_ENCODER_MODEL_CACHE` (default `~/.cache/market-encoder/models`).
+/// `openai`: the endpoint, with the key read from the variable `api_key_env` names; that variable
+/// being unset is an error (exit 2) naming it.
+pub(crate) fn memory_options(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    config: &Config,
+) -> Result<MemoryOptions, AppError> {
+    let memory = memory_plan(env, config)?;
+    require_api_key(&memory)?;
+    Ok(memory)
+}
+
+/// [`memory_options`] without the check that the API key is set.
+fn memory_plan(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    config: &Config,
+) -> Result<MemoryOptions, AppError> {
+    let chroma = ChromaSettings::from_env(env)?;
+    let embedder = match &config.embedding {
+        EmbeddingSettings::Local => EmbedderSource::Local(local_model(env)?),
+        EmbeddingSettings::OpenAi(endpoint) => {
+            let mut settings =
+                OpenAiSettings::new(endpoint.base_url.clone(), endpoint.model.clone())
+                    .with_batch_size(endpoint.batch_size)
+                    .with_dimensions(endpoint.dimensions)
+                    .with_timeout(endpoint.timeout);
+            if let Some(var) = &endpoint.api_key_env {
+                settings = settings.with_api_key(var.clone(), api_key(env, var)?);
+            }
+            EmbedderSource::OpenAi(settings)
+        }
+    };
+    Ok(MemoryOptions {
+        chroma,
+        embedder,
+        batch_size: 256,
+    })
+}
+
+fn require_api_key(memory: &MemoryOptions) -> Result<(), AppError> {
+    match &memory.embedder {
+        EmbedderSource::OpenAi(settings) => Ok(settings.require_api_key()?),
+        EmbedderSource::Local(_) => Ok(()),
+    }
+}
+
+/// The value of the key variable `var`: `None` when unset or blank.
+fn api_key(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    var: &str,
+) -> Result<Option<SecretString>, AppError> {
+    // Every other variable is named by a literal; this one by the config. The lookup takes
+    // `&'static str` names, so the name (a few bytes, once per run) is leaked to get one.
+    let name: &'static str = Box::leak(var.to_owned().into_boxed_str());
+    match env(name) {
+        EnvValue::Present(value) if value.trim().is_empty() => Ok(None),
+        EnvValue::Present(value) => Ok(Some(SecretString::from(value.trim().to_owned()))),
+        EnvValue::Absent => Ok(None),
+        EnvValue::NotUnicode => Err(EmbedError::KeyInvalid {
+            var: var.to_owned(),
+        }
+        .into()),
+    }
+}
+
+/// The local model: `EMBEDDING_MODEL_DIR`, or else the hub.
+fn local_model(env: &dyn Fn(&'static str) -> EnvValue) -> Result<ModelSource, AppError> {
+    match embed::model_dir_from_env() {
+        Ok(dir) => Ok(ModelSource::Dir(dir)),
+        Err(EmbedError::ModelDirUnset) => {
+            let cache = match env("MARKET_ENCODER_MODEL_CACHE") {
+                EnvValue::Present(dir) if !dir.is_empty() => PathBuf::from(dir),
+                _ => match env("HOME") {
+                    EnvValue::Present(home) => {
+                        PathBuf::from(home).join(".cache/market-encoder/models")
+                    }
+                    _ => PathBuf::from(".cache/market-encoder/models"),
+                },
+            };
+            Ok(ModelSource::Hub {
+                endpoint: embed::hub_endpoint_from_env()?,
+                cache,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `similar`: the nearest market days to a stored day or a text, printed as a table or JSON.
+/// Reads the config for the symbol and category names and the embedding model; needs Chroma
+/// but not the database.
+async fn similar(
+    config: &Path,
+    args: &SimilarArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Result<Exit, AppError> {
+    let config = Config::load(config)?;
+    let memory = memory_options(env, &config)?;
+    let symbol = args
+        .symbol
+        .as_deref()
+        .map(|s| similar::resolve_symbol(&config, s))
+        .transpose()?;
+    let category = args
+        .category
+        .as_deref()
+        .map(|c| similar::resolve_category(&config, c))
+        .transpose()?;
+    let target = match (&symbol, args.date, &args.text) {
+        (Some(symbol), Some(date), _) => Target::Day {
+            symbol: symbol.clone(),
+            date,
+        },
+        (_, _, Some(text)) => Target::Text(text.clone()),
+        // clap requires --date (with --symbol) or --text
+        _ => return Ok(Exit::Usage),
+    };
+    let filter = Filter {
+        symbol: match target {
+            Target::Day { .. } if !args.same_symbol => None,
+            _ => symbol.clone(),
+        },
+        category,
+    };
+    let chroma = ChromaClient::connect(&memory.chroma)
+        .await
+        .map_err(SearchError::from)?;
+    let collection = chroma
+        .open_collection(memory.chroma.collection())
+        .await
+        .map_err(SearchError::from)?;
+    let answer = match target {
+        Target::Day { symbol, date } => {
+            similar::near_day(&chroma, &collection, &symbol, date, args.k(), &filter).await?
+        }
+        Target::Text(text) => {
+            // A text must be embedded by the model that made the collection's vectors.
+            let wanted = memory.embedder.model_id();
+            if let Some(stored) = collection.embedding_model.clone()
+                && stored != wanted
+            {
+                return Err(SearchError::from(IndexError::ModelMismatch {
+                    collection: collection.name,
+                    stored,
+                    wanted,
+                })
+                .into());
+            }
+            let embedder = Embedder::load(&memory.embedder)
+                .await
+                .map_err(SearchError::from)?;
+            let vector = embedder
+                .embed(vec![text.clone()])
+                .await
+                .map_err(SearchError::from)?
+                .pop()
+                .unwrap_or_default();
+            let query = serde_json::json!({ "text": text, "model": embedder.model_id() });
+            similar::near_vector(&chroma, &collection, vector, args.k(), &filter, None, query)
+                .await?
+        }
+    };
+    if args.json {
+        println!("{}", similar::json_answer(&answer));
+    } else {
+        print!("{}", similar::table(&answer, &filter));
+    }
+    Ok(Exit::Success)
+}
+
+/// `pnl`: the hypothetical P&L of a position from the stored closes, as text or JSON. Reads
+/// the config only to resolve the symbol; reads the database, writes nothing.
+async fn pnl(
+    config: &Path,
+    args: &PnlArgs,
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Result<Exit, AppError> {
+    let config = Config::load(config)?;
+    let symbol = similar::resolve_symbol(&config, &args.symbol)?;
+    if args.exit < args.entry {
+        return Err(PnlError::ExitBeforeEntry {
+            entry: args.entry,
+            exit: args.exit,
+        }
+        .into());
+    }
+    let database = DatabaseSettings::from_env(env)?;
+    let store = Store::connect(&database, 1).await?;
+    let answer = pnl::calculate_hypothetical_pnl(
+        &store,
+        &symbol,
+        args.entry,
+        args.exit,
+        args.quantity,
+        args.position,
+    )
+    .await?;
+    if args.json {
+        println!("{}", pnl::json(&answer));
+    } else {
+        print!("{}", pnl::text(&answer));
+    }
+    Ok(Exit::Success)
+}
+
+/// The date window from `--from/--to`, `--days-back`, or the config's `days_back`.
+pub fn window(
+    args: &JobArgs,
+    default_days_back: u32,
+    today: NaiveDate,
+) -> Result<DateWindow, AppError> {
+    args.window(default_days_back, today)
+        .map_err(AppError::Window)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn args(flags: &[&str]) -> JobArgs {
+        let mut argv = vec!["market-encoder"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).unwrap().run.job
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn window_defaults_to_the_configured_days_back() {
+        let w = window(&args(&[]), 60, d("2026-11-21")).unwrap();
+        assert_eq!((w.from(), w.to()), (d("2026-09-22"), d("2026-11-21")));
+        let w = window(&args(&["--days-back", "5"]), 60, d("2026-11-21")).unwrap();
+        assert_eq!(w.from(), d("2026-11-16"));
+    }
+
+    #[test]
+    fn backfill_window_is_inclusive_and_ordered() {
+        let w = window(
+            &args(&["--from", "2024-01-02", "--to", "2024-03-29"]),
+            60,
+            d("2026-11-21"),
+        )
+        .unwrap();
+        assert_eq!(w.to_string(), "2024-01-02..2024-03-29");
+        let w = window(&args(&["--from", "2026-11-01"]), 60, d("2026-11-21")).unwrap();
+        assert_eq!(w.to(), d("2026-11-21"));
+        let err = window(
+            &args(&["--from", "2024-03-01", "--to", "2024-01-01"]),
+            60,
+            d("2026-11-21"),
+        )
+        .unwrap_err();
+        assert_eq!(err.exit(), Exit::Usage);
+    }
+
+    const OPENAI_CONFIG: &str = "securities:\n  etfs:\n    - {symbol: SPY, name: SPDR}\nembedding:\n  provider: openai\n  base_url: http://127.0.0.1:11434/v1\n  model: nomic-embed-text\n  api_key_env: MY_EMBEDDINGS_KEY\n  dimensions: 768\n";
+
+    #[test]
+    fn the_openai_provider_comes_from_the_config_and_its_key_from_the_named_variable() {
+        let config = Config::from_yaml(OPENAI_CONFIG, std::path::Path::new("c.yaml")).unwrap();
+        let memory = memory_options(
+            &EnvValue::from_pairs(&[("MY_EMBEDDINGS_KEY", " sk-secret \n")]),
+            &config,
+        )
+        .unwrap();
+        let EmbedderSource::OpenAi(settings) = &memory.embedder else {
+            panic!("{:?}", memory.embedder);
+        };
+        assert!(settings.has_api_key());
+        assert_eq!(settings.api_key_env(), Some("MY_EMBEDDINGS_KEY"));
+        assert_eq!(settings.dimensions(), Some(768));
+        assert_eq!(memory.embedder.model_id(), "openai:nomic-embed-text");
+        assert!(!format!("{memory:?}").contains("sk-secret"));
+
+        for unset in [
+            EnvValue::from_pairs(&[]),
+            EnvValue::from_pairs(&[("MY_EMBEDDINGS_KEY", "  ")]),
+        ] {
+            let err = memory_options(&unset, &config).unwrap_err();
+            assert_eq!(err.exit(), Exit::Usage);
+            assert!(
+                err.to_string().starts_with(
+                    "environment variable MY_EMBEDDINGS_KEY (embedding.api_key_env) is not set"
+                ),
+                "{err}"
+            );
+            // Without the check (the dry run's plan), the source says the key is missing.
+            let plan = memory_plan(&unset, &config).unwrap();
+            assert!(
+                plan.embedder
+                    .to_string()
+                    .ends_with("key from $MY_EMBEDDINGS_KEY (not set)"),
+                "{}",
+                plan.embedder
+            );
+        }
+        let not_unicode = |name: &'static str| match name {
+            "MY_EMBEDDINGS_KEY" => EnvValue::NotUnicode,
+            _ => EnvValue::Absent,
+        };
+        let err = memory_options(&not_unicode, &config).unwrap_err();
+        assert_eq!(err.exit(), Exit::Usage);
+        assert!(err.to_string().contains("MY_EMBEDDINGS_KEY"), "{err}");
+    }
+
+    #[test]
+    fn without_an_embedding_section_the_local_model_is_used() {
+        let config = Config::from_yaml(
+            "securities:\n  etfs:\n    - {symbol: SPY, name: SPDR}\n",
+            std::path::Path::new("c.yaml"),
+        )
+        .unwrap();
+        let memory = memory_options(&EnvValue::from_pairs(&[]), &config).unwrap();
+        assert!(matches!(memory.embedder, EmbedderSource::Local(_)));
+        assert_eq!(
+            memory.embedder.model_id(),
+            "sentence-transformers/all-MiniLM-L6-v2"
+        );
+    }
+
+    #[test]
+    fn errors_map_to_exit_codes() {
+        let locked = AppError::Store(StoreError::Locked { target: "t".into() });
+        assert_eq!(locked.exit(), Exit::Locked);
+        let down = AppError::Store(StoreError::Connect {
+            target: "t".into(),
+            source: sqlx::Error::PoolTimedOut,
+        });
+        assert_eq!(down.exit(), Exit::Database);
+        assert_eq!(ExitCode::from(Exit::Terminated), ExitCode::from(143));
+        let no_features = AppError::Features(FeaturesError::NoData { target: "t".into() });
+        assert_eq!(no_features.exit(), Exit::Usage);
+        let features_down = AppError::Features(FeaturesError::Store(StoreError::Connect {
+            target: "t".into(),
+            source: sqlx::Error::PoolTimedOut,
+        }));
+        assert_eq!(features_down.exit(), Exit::Database);
+    }
+}

@@ -1,0 +1,120 @@
+//! The `encoding:` section: how much to fetch and how politely.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::config::IntSetting;
+use crate::config::Section;
+use crate::config::nonzero_u32;
+use crate::config::nonzero_usize;
+use crate::config::yaml::Doc;
+use crate::config::yaml::Fields;
+/// The `encoding:` section: how much to fetch and how politely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodingSettings {
+    /// Days of history to fetch (`1..=36500`).
+    pub days_back: u32,
+    /// Days processed for embeddings by a later stage (`1..=36500`).
+    pub embedding_days: u32,
+    /// Securities fetched concurrently (`1..=64`).
+    pub batch_size: NonZeroUsize,
+    /// Retry attempts per request (`0..=10`).
+    pub max_retries: u32,
+    /// Timeout of one HTTP request (`request_timeout_secs`, `1..=600`).
+    pub request_timeout: Duration,
+    /// Global rate limit towards Yahoo (`1..=1000`).
+    pub requests_per_second: NonZeroU32,
+    /// First backoff delay (`retry_base_ms`, `1..=60000`).
+    pub retry_base: Duration,
+    /// Cap on any backoff or `Retry-After` wait (`retry_max_ms`, `retry_base_ms..=600000`).
+    pub retry_max: Duration,
+}
+
+pub(super) const DAYS_BACK: IntSetting = IntSetting::new("days_back", 1, 36_500, 60);
+pub(super) const EMBEDDING_DAYS: IntSetting = IntSetting::new("embedding_days", 1, 36_500, 30);
+pub(super) const BATCH_SIZE: IntSetting = IntSetting::new("batch_size", 1, 64, 5);
+pub(super) const MAX_RETRIES: IntSetting = IntSetting::new("max_retries", 0, 10, 3);
+pub(super) const REQUEST_TIMEOUT_SECS: IntSetting =
+    IntSetting::new("request_timeout_secs", 1, 600, 30);
+pub(super) const REQUESTS_PER_SECOND: IntSetting =
+    IntSetting::new("requests_per_second", 1, 1_000, 4);
+pub(super) const RETRY_BASE_MS: IntSetting = IntSetting::new("retry_base_ms", 1, 60_000, 500);
+pub(super) const RETRY_MAX_MS: IntSetting = IntSetting::new("retry_max_ms", 1, 600_000, 30_000);
+
+/// Keys allowed in `encoding:`.
+pub const ENCODING_KEYS: &[&str] = &[
+    DAYS_BACK.key,
+    EMBEDDING_DAYS.key,
+    BATCH_SIZE.key,
+    MAX_RETRIES.key,
+    REQUEST_TIMEOUT_SECS.key,
+    REQUESTS_PER_SECOND.key,
+    RETRY_BASE_MS.key,
+    RETRY_MAX_MS.key,
+];
+
+impl Default for EncodingSettings {
+    fn default() -> Self {
+        EncodingSettings {
+            days_back: DAYS_BACK.default,
+            embedding_days: EMBEDDING_DAYS.default,
+            batch_size: nonzero_usize(BATCH_SIZE.default),
+            max_retries: MAX_RETRIES.default,
+            request_timeout: Duration::from_secs(u64::from(REQUEST_TIMEOUT_SECS.default)),
+            requests_per_second: nonzero_u32(REQUESTS_PER_SECOND.default),
+            retry_base: Duration::from_millis(u64::from(RETRY_BASE_MS.default)),
+            retry_max: Duration::from_millis(u64::from(RETRY_MAX_MS.default)),
+        }
+    }
+}
+
+impl Section for EncodingSettings {
+    const KEY: &'static str = "encoding";
+    const KEYS: &'static [&'static str] = ENCODING_KEYS;
+
+    fn read(doc: &Doc<'_>, fields: &Fields<'_>) -> Result<Self, ConfigError> {
+        let (days_back, _) = DAYS_BACK.read(doc, fields)?;
+        let (embedding_days, _) = EMBEDDING_DAYS.read(doc, fields)?;
+        let (batch_size, _) = BATCH_SIZE.read(doc, fields)?;
+        let (max_retries, _) = MAX_RETRIES.read(doc, fields)?;
+        let (timeout_secs, _) = REQUEST_TIMEOUT_SECS.read(doc, fields)?;
+        let (rps, _) = REQUESTS_PER_SECOND.read(doc, fields)?;
+        let (base_ms, base_line) = RETRY_BASE_MS.read(doc, fields)?;
+        let (max_ms, max_line) = RETRY_MAX_MS.read(doc, fields)?;
+        if max_ms < base_ms {
+            let (line, field, message) = match (max_line, base_line) {
+                (Some(line), _) => (
+                    line,
+                    fields.field(RETRY_MAX_MS.key),
+                    format!(
+                        "{max_ms} is smaller than retry_base_ms ({base_ms}); the cap on backoff must be at least the first delay"
+                    ),
+                ),
+                (None, base_line) => (
+                    base_line.unwrap_or(fields.line),
+                    fields.field(RETRY_BASE_MS.key),
+                    format!(
+                        "{base_ms} is larger than retry_max_ms ({max_ms}, the default); lower it or set retry_max_ms to at least {base_ms}"
+                    ),
+                ),
+            };
+            return Err(ConfigError::Invalid {
+                path: doc.path.to_path_buf(),
+                line,
+                field,
+                message,
+            });
+        }
+        Ok(EncodingSettings {
+            days_back,
+            embedding_days,
+            batch_size: nonzero_usize(batch_size),
+            max_retries,
+            request_timeout: Duration::from_secs(u64::from(timeout_secs)),
+            requests_per_second: nonzero_u32(rps),
+            retry_base: Duration::from_millis(u64::from(base_ms)),
+            retry_max: Duration::from_millis(u64::from(max_ms)),
+        })
+    }
+}

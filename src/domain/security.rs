@@ -1,0 +1,22 @@
+//! A configured security, as every stage after `config` sees it.
+
+use super::{Category, DbSymbol, YahooSymbol};
+
+/// One configured security.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    /// The category (key under `securities`) the entry is listed in.
+    pub category: Category,
+    /// The symbol as written in the file (the default for `yahoo_symbol` and `db_symbol`).
+    pub symbol: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Ticker to ask Yahoo Finance for.
+    pub yahoo_symbol: YahooSymbol,
+    /// Symbol stored in the database.
+    pub db_symbol: DbSymbol,
+    /// Whether the daily job fetches it.
+    pub enabled: bool,
+    /// 1-based line of the entry in the file.
+    pub line: usize,
+}

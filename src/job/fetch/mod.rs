@@ -1,0 +1,370 @@
+//! Stage 2: fetch. A client for Yahoo's chart endpoint that owns its `reqwest::Client`, a global
+//! polite rate limit, a per-request timeout, and retries.
+//!
+//! Retries decide *whether* apart from *when*: [`classify_status`] and [`classify_transport`] say
+//! whether a failure is transient (429, 5xx, timeout, dropped connection) or permanent (404
+//! delisted, 400, any other 4xx, a body that is not chart JSON); the loop in [`crate::support::retry`]
+//! (shared with the Chroma and embeddings clients) says when: `backon`'s exponential backoff with
+//! jitter, where a `Retry-After` header can only lengthen the wait (up to `retry_max`).
+
+pub mod wire;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use tracing::debug;
+use url::Url;
+
+use crate::domain::{DateWindow, YahooSymbol};
+use crate::support::http::client_builder;
+use crate::support::retry::{self, Attempt};
+pub use crate::support::retry::{RetryPolicy, retry_after};
+use crate::support::text::error_chain;
+pub use wire::ChartEnvelope;
+
+/// Yahoo answers clients without a browser-like User-Agent with 429/403 (reference README).
+/// A connection attempt to Yahoo takes at most this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// A chart body larger than this is not a daily series (10 years of bars is ~300 KB).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Characters kept as they are in the symbol's path segment; everything else is %-encoded
+/// (`^GSPC` -> `%5EGSPC`, `EURUSD=X` -> `EURUSD%3DX`).
+const SYMBOL_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
+
+/// Why fetching one security failed. Each message names the symbol and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(
+        "Yahoo has no data for {symbol} (HTTP {status}: {description}); check the symbol in the config or set enabled: false"
+    )]
+    NotFound {
+        symbol: String,
+        status: u16,
+        description: String,
+    },
+    #[error(
+        "Yahoo rejected the request for {symbol} (HTTP {status}: {description}); check the symbol and the date window"
+    )]
+    Rejected {
+        symbol: String,
+        status: u16,
+        description: String,
+    },
+    #[error("Yahoo answered {symbol} with an error: {description}")]
+    YahooError { symbol: String, description: String },
+    #[error(
+        "Yahoo's response for {symbol} is not valid chart JSON ({detail}); nothing was stored for it, rerun later"
+    )]
+    Malformed { symbol: String, detail: String },
+    #[error("gave up on {symbol} after {attempts} attempts: {last}; rerun later")]
+    GaveUp {
+        symbol: String,
+        attempts: u32,
+        last: Transient,
+    },
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+/// A failure worth trying again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Transient {
+    #[error("Yahoo is rate-limiting (HTTP 429); lower encoding.requests_per_second or batch_size")]
+    RateLimited,
+    #[error("Yahoo server error (HTTP {0})")]
+    Server(u16),
+    #[error("no answer within {0:?} (encoding.request_timeout_secs)")]
+    Timeout(Duration),
+    #[error("connection failed: {0}")]
+    Connection(String),
+}
+
+/// What to do after one attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Try again, not sooner than `after` if Yahoo said so.
+    Retry {
+        reason: Transient,
+        after: Option<Duration>,
+    },
+    /// Give up on this security now.
+    Fail,
+}
+
+/// Whether a non-success HTTP status is worth retrying.
+#[must_use]
+pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Verdict {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        Verdict::Retry {
+            reason: Transient::RateLimited,
+            after: retry_after(headers),
+        }
+    } else if status.is_server_error() {
+        Verdict::Retry {
+            reason: Transient::Server(status.as_u16()),
+            after: retry_after(headers),
+        }
+    } else {
+        Verdict::Fail
+    }
+}
+
+/// Transport failures (no status): timeouts and broken connections are all transient.
+#[must_use]
+pub fn classify_transport(error: &reqwest::Error, timeout: Duration) -> Transient {
+    if error.is_timeout() {
+        Transient::Timeout(timeout)
+    } else {
+        Transient::Connection(error_chain(error))
+    }
+}
+
+/// Everything the client needs; built from `securities.yaml` and `YAHOO_BASE_URL`.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub base_url: Url,
+    pub timeout: Duration,
+    pub requests_per_second: NonZeroU32,
+    pub retry: RetryPolicy,
+}
+
+/// Yahoo's chart endpoint. Cheap to share by reference across concurrent fetches.
+pub struct YahooClient {
+    http: reqwest::Client,
+    base_url: Url,
+    timeout: Duration,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    retry: RetryPolicy,
+}
+
+impl YahooClient {
+    pub fn new(options: &ClientOptions) -> Result<Self, FetchError> {
+        let http = client_builder(options.timeout, CONNECT_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(FetchError::Client)?;
+        Ok(Self {
+            http,
+            base_url: options.base_url.clone(),
+            timeout: options.timeout,
+            limiter: Arc::new(RateLimiter::direct(Quota::per_second(
+                options.requests_per_second,
+            ))),
+            retry: options.retry,
+        })
+    }
+
+    /// The chart URL for `symbol` over `window`. The window is widened by a day on each side so
+    /// that exchanges whose local midnight falls on the previous UTC day (London in summer,
+    /// Tokyo) are covered; `validate` keeps only bars whose exchange-local date is in the window.
+    #[must_use]
+    pub fn chart_url(&self, symbol: &YahooSymbol, window: &DateWindow) -> Url {
+        let mut url = self.base_url.clone();
+        let encoded = utf8_percent_encode(symbol.as_str(), SYMBOL_SEGMENT).to_string();
+        let path = format!(
+            "{}/v8/finance/chart/{encoded}",
+            url.path().trim_end_matches('/')
+        );
+        url.set_path(&path);
+        url.query_pairs_mut()
+            .clear()
+            .append_pair(
+                "period1",
+                &unix_midnight(window.from().pred_opt()).to_string(),
+            )
+            .append_pair(
+                "period2",
+                &unix_midnight(window.to().succ_opt().and_then(|d| d.succ_opt())).to_string(),
+            )
+            .append_pair("interval", "1d")
+            .append_pair("events", "div,splits")
+            .append_pair("includeAdjustedClose", "true");
+        url
+    }
+
+    /// Fetches and parses the daily chart of one security, retrying transient failures.
+    #[tracing::instrument(name = "yahoo.chart", skip_all, fields(symbol = %symbol), err(Display))]
+    pub async fn chart(
+        &self,
+        symbol: &YahooSymbol,
+        window: &DateWindow,
+    ) -> Result<ChartEnvelope, FetchError> {
+        let url = self.chart_url(symbol, window);
+        let body = retry::retry(
+            &self.retry,
+            "Yahoo chart request",
+            |attempt| {
+                let url = &url;
+                async move {
+                    self.limiter.until_ready().await;
+                    let started = Instant::now();
+                    let body = self.attempt(symbol, url).await?;
+                    debug!(
+                        attempt,
+                        elapsed_ms = started.elapsed().as_millis(),
+                        bytes = body.len(),
+                        "chart received"
+                    );
+                    Ok(body)
+                }
+            },
+            |last, attempts| FetchError::GaveUp {
+                symbol: symbol.to_string(),
+                attempts,
+                last,
+            },
+        )
+        .await?;
+        decode(symbol, &body)
+    }
+
+    async fn attempt(
+        &self,
+        symbol: &YahooSymbol,
+        url: &Url,
+    ) -> Result<Vec<u8>, Attempt<Transient, FetchError>> {
+        let transport = |e: reqwest::Error| Attempt::Retry {
+            reason: classify_transport(&e, self.timeout),
+            after: None,
+        };
+        let mut response = self.http.get(url.clone()).send().await.map_err(transport)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(Attempt::Stop(FetchError::Malformed {
+                    symbol: symbol.to_string(),
+                    detail: format!("body larger than {MAX_BODY_BYTES} bytes"),
+                }));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status.is_success() {
+            return Ok(body);
+        }
+        match classify_status(status, response.headers()) {
+            Verdict::Retry { reason, after } => Err(Attempt::Retry { reason, after }),
+            Verdict::Fail => {
+                let description = wire::error_description(&body)
+                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+                let (symbol, status) = (symbol.to_string(), status.as_u16());
+                Err(Attempt::Stop(if status == 404 {
+                    FetchError::NotFound {
+                        symbol,
+                        status,
+                        description,
+                    }
+                } else {
+                    FetchError::Rejected {
+                        symbol,
+                        status,
+                        description,
+                    }
+                }))
+            }
+        }
+    }
+}
+
+fn decode(symbol: &YahooSymbol, body: &[u8]) -> Result<ChartEnvelope, FetchError> {
+    let envelope = wire::parse_chart(body).map_err(|e| FetchError::Malformed {
+        symbol: symbol.to_string(),
+        detail: e.to_string(),
+    })?;
+    if envelope.chart.result.is_none()
+        && let Some(error) = &envelope.chart.error
+    {
+        return Err(FetchError::YahooError {
+            symbol: symbol.to_string(),
+            description: error
+                .description
+                .clone()
+                .or_else(|| error.code.clone())
+                .unwrap_or_else(|| "unspecified error".into()),
+        });
+    }
+    Ok(envelope)
+}
+
+fn unix_midnight(date: Option<NaiveDate>) -> i64 {
+    date.and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(0, |dt| dt.and_utc().timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            classify_status(StatusCode::NOT_FOUND, &headers),
+            Verdict::Fail
+        );
+        assert_eq!(
+            classify_status(StatusCode::BAD_REQUEST, &headers),
+            Verdict::Fail
+        );
+        assert_eq!(
+            classify_status(StatusCode::FORBIDDEN, &headers),
+            Verdict::Fail
+        );
+        assert_eq!(
+            classify_status(StatusCode::BAD_GATEWAY, &headers),
+            Verdict::Retry {
+                reason: Transient::Server(502),
+                after: None
+            }
+        );
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS, &headers),
+            Verdict::Retry {
+                reason: Transient::RateLimited,
+                after: Some(Duration::from_secs(7))
+            }
+        );
+    }
+
+    #[test]
+    fn symbols_are_percent_encoded_in_the_path() {
+        let client = YahooClient::new(&ClientOptions {
+            base_url: Url::parse("http://127.0.0.1:9/prefix/").unwrap(),
+            timeout: Duration::from_secs(1),
+            requests_per_second: NonZeroU32::new(1).unwrap(),
+            retry: RetryPolicy {
+                max_retries: 0,
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(1),
+            },
+        })
+        .unwrap();
+        let window = DateWindow::new(
+            NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(),
+            NaiveDate::from_ymd_opt(2024, 3, 29).unwrap(),
+        )
+        .unwrap();
+        let url = client.chart_url(&YahooSymbol::parse("^GSPC").unwrap(), &window);
+        assert_eq!(url.path(), "/prefix/v8/finance/chart/%5EGSPC");
+        let fx = client.chart_url(&YahooSymbol::parse("EURUSD=X").unwrap(), &window);
+        assert!(fx.path().ends_with("/EURUSD%3DX"), "{fx}");
+        let q = url.query().unwrap();
+        // one day either side of the window: 2024-01-01 and 2024-03-31, 00:00 UTC
+        assert!(q.contains("period1=1704067200"), "{q}");
+        assert!(q.contains("period2=1711843200"), "{q}");
+        assert!(q.contains("interval=1d") && q.contains("includeAdjustedClose=true"));
+    }
+}

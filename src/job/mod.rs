@@ -1,0 +1,800 @@
+//! The job: for each selected security, fetch -> validate -> store, `batch_size` at a time, each
+//! security on its own (one failing never stops the others), recorded in `runs`.
+//!
+//! Memory is bounded by the series in flight (at most 2 x `batch_size`), however many securities
+//! are configured: a security's bars are dropped as soon as they are stored, and only its small
+//! report is kept.
+
+pub mod analyze;
+pub mod embed;
+pub mod features;
+pub mod fetch;
+pub mod index;
+pub mod narrate;
+pub mod store;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+use uuid::Uuid;
+
+use crate::config::env::DatabaseSettings;
+use crate::domain::{DateWindow, DbSymbol, Security, Shard};
+pub use crate::job::embed::ModelSource;
+use crate::job::embed::{EmbedError, Embedder, EmbedderSource};
+use crate::job::features::{Gap, Plan};
+use crate::job::fetch::{ClientOptions, FetchError, YahooClient};
+use crate::job::index::{
+    ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
+};
+use crate::job::store::{
+    PendingDocument, RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError,
+};
+use crate::job::validate::{DropCounts, Series, validate};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    pub window: DateWindow,
+    pub securities: Vec<Security>,
+    pub batch_size: usize,
+    /// Trade dates per security that get a narrative document (`encoding.embedding_days`).
+    pub embedding_days: u32,
+    pub apply_migrations: bool,
+    pub client: ClientOptions,
+    /// Where the embed and index stages send the documents; `None` with `--no-embeddings`.
+    pub memory: Option<MemoryOptions>,
+    /// The cross-asset features to compute after every security is stored; `None` when
+    /// `features.enabled` is false.
+    pub features: Option<Plan>,
+    /// The shard this run is (`--shard`); `securities` already holds only its part. A sharded
+    /// run takes its own run lock, so the shards of one job run in parallel.
+    pub shard: Option<Shard>,
+}
+
+/// The embed and index stages' settings.
+#[derive(Debug, Clone)]
+pub struct MemoryOptions {
+    pub chroma: ChromaSettings,
+    /// Where the vectors come from (the config's `embedding:` section).
+    pub embedder: EmbedderSource,
+    /// Documents embedded and upserted per round.
+    pub batch_size: usize,
+}
+
+/// Why the job as a whole could not run (a single security failing is not a `JobError`).
+/// Why the embed and index stages stopped. Prices, indicators and documents are stored by then;
+/// the documents stay pending and the next run catches up.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error(transparent)]
+    Chroma(#[from] IndexError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the embed and index stages did in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexReport {
+    pub documents_indexed: u64,
+    pub elapsed_ms: u64,
+    pub error: Option<String>,
+}
+
+/// What the features stage did in a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FeaturesReport {
+    /// Rows of `market_features` inserted, changed or removed.
+    pub rows_written: u64,
+    /// Calendar dates computed.
+    pub dates: usize,
+    /// Features per date.
+    pub features: usize,
+    /// Values that are `NULL` (inputs missing), among dates x features.
+    pub null_values: usize,
+    pub elapsed_ms: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+/// How one security's unit of work ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityOutcome {
+    Succeeded,
+    Failed,
+    /// Not started, or its fetch was abandoned, because the run was told to stop.
+    Interrupted,
+}
+
+/// One row of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityReport {
+    pub db_symbol: String,
+    pub yahoo_symbol: String,
+    pub category: String,
+    pub outcome: SecurityOutcome,
+    pub rows_fetched: usize,
+    pub rows_written: u64,
+    /// Indicator rows inserted or updated by the analyze stage.
+    pub indicators_written: u64,
+    /// Narrative documents inserted or changed by the narrate stage.
+    pub documents_written: u64,
+    pub first_date: Option<NaiveDate>,
+    pub last_date: Option<NaiveDate>,
+    pub dropped: Dropped,
+    pub fetch_ms: u64,
+    pub store_ms: u64,
+    pub error: Option<String>,
+}
+
+/// Bars left out by validation (see `validate`), for the summary.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Dropped {
+    pub null: usize,
+    pub impossible: usize,
+    pub duplicate_dates: usize,
+    pub session_open: usize,
+}
+
+impl From<DropCounts> for Dropped {
+    fn from(d: DropCounts) -> Self {
+        Self {
+            null: d.null,
+            impossible: d.impossible,
+            duplicate_dates: d.duplicate_dates,
+            session_open: d.session_open,
+        }
+    }
+}
+
+/// The whole run, as printed and as recorded in `runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: Uuid,
+    pub window: String,
+    pub outcome: RunOutcome,
+    pub securities_total: usize,
+    pub securities_ok: usize,
+    pub securities_failed: usize,
+    pub rows_written: u64,
+    pub elapsed_ms: u64,
+    /// The features stage; `None` when disabled or interrupted before it.
+    pub features: Option<FeaturesReport>,
+    /// The embed and index stages; `None` with `--no-embeddings`.
+    pub index: Option<IndexReport>,
+    pub securities: Vec<SecurityReport>,
+}
+
+impl SecurityReport {
+    fn new(security: &Security) -> Self {
+        Self {
+            db_symbol: security.db_symbol.to_string(),
+            yahoo_symbol: security.yahoo_symbol.to_string(),
+            category: security.category.to_string(),
+            outcome: SecurityOutcome::Interrupted,
+            rows_fetched: 0,
+            rows_written: 0,
+            indicators_written: 0,
+            documents_written: 0,
+            first_date: None,
+            last_date: None,
+            dropped: Dropped::default(),
+            fetch_ms: 0,
+            store_ms: 0,
+            error: None,
+        }
+    }
+
+    fn failed(mut self, error: &dyn std::fmt::Display) -> Self {
+        self.outcome = SecurityOutcome::Failed;
+        self.error = Some(error.to_string());
+        error!(symbol = %self.db_symbol, %error, "security failed");
+        self
+    }
+}
+
+/// Runs the job to the end (or until `cancel`), records it in `runs`, and reports it.
+pub async fn run(
+    options: &JobOptions,
+    database: &DatabaseSettings,
+    cancel: &CancellationToken,
+) -> Result<RunReport, JobError> {
+    start(options, database)
+        .await?
+        .finish(options, cancel)
+        .await
+}
+
+/// A run that holds the run lock and has its `runs` row (outcome `running`): what [`start`]
+/// returns and [`StartedRun::finish`] completes. `run` is the two in a row; `serve` answers
+/// `POST /collect` between them, with the run id or why the run could not start. Dropped
+/// unfinished, the lock is released when its connection closes and the row stays `running`.
+pub struct StartedRun {
+    store: Store,
+    lock: RunLock,
+    run_id: Uuid,
+    started: Instant,
+}
+
+/// Connects (with `options.batch_size` + 1 connections), applies migrations unless told not
+/// to, takes the run lock ([`StoreError::Locked`] if another run holds it) and records the run
+/// as started. Nothing is fetched yet.
+pub async fn start(
+    options: &JobOptions,
+    database: &DatabaseSettings,
+) -> Result<StartedRun, JobError> {
+    let started = Instant::now();
+    // One connection per concurrent store transaction, plus one for the run's own bookkeeping.
+    let pool_size = u32::try_from(options.batch_size + 1).unwrap_or(u32::MAX);
+    let store = Store::connect(database, pool_size).await?;
+    if options.apply_migrations {
+        store.migrate().await?;
+    }
+    let lock = store
+        .lock_run(options.shard.map_or(RUN_LOCK_KEY, Shard::lock_key))
+        .await?;
+    let run_id = store
+        .start_run(&options.window, options.securities.len())
+        .await?;
+    Ok(StartedRun {
+        store,
+        lock,
+        run_id,
+        started,
+    })
+}
+
+impl StartedRun {
+    /// The id of the run's row in `runs`.
+    #[must_use]
+    pub fn id(&self) -> Uuid {
+        self.run_id
+    }
+
+    /// Runs the stages to the end (or until `cancel`: the run is then recorded `interrupted`),
+    /// records the outcome, releases the lock, and reports.
+    pub async fn finish(
+        self,
+        options: &JobOptions,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, JobError> {
+        let Self {
+            store,
+            lock,
+            run_id,
+            started,
+        } = self;
+        stages(options, cancel, store, lock, run_id, started).await
+    }
+}
+
+async fn stages(
+    options: &JobOptions,
+    cancel: &CancellationToken,
+    store: Store,
+    lock: RunLock,
+    run_id: Uuid,
+    started: Instant,
+) -> Result<RunReport, JobError> {
+    let span = info_span!("run", %run_id, window = %options.window);
+    info!(parent: &span, securities = options.securities.len(), "run started");
+
+    let client = YahooClient::new(&options.client)?;
+    // Two stages joined by a stream: up to `batch_size` fetches in flight, and up to
+    // `batch_size` store transactions in flight, so that network waits overlap database writes.
+    // `buffer_unordered` pulls from upstream only when it has room, so at most
+    // 2 x batch_size series are in memory at once.
+    let width = options.batch_size.max(1);
+    let reports: Vec<SecurityReport> = futures::stream::iter(&options.securities)
+        .map(|security| {
+            fetch_security(&client, security, &options.window, cancel)
+                .instrument(info_span!(parent: &span, "fetch", symbol = %security.db_symbol))
+        })
+        .buffer_unordered(width)
+        .map(|fetched| {
+            let symbol = fetched.report().db_symbol.clone();
+            store_security(&store, fetched, options)
+                .instrument(info_span!(parent: &span, "store", %symbol))
+        })
+        .buffer_unordered(width)
+        // A boxed stream: without it rustc cannot prove the run's future `Send` through the
+        // closures' higher-ranked lifetimes (rust-lang/rust#102211), and `serve` spawns it.
+        .boxed()
+        .collect()
+        .await;
+    let mut reports = reports;
+    // Config order, not completion order: the summary reads the same every day.
+    let order: BTreeMap<&str, usize> = options
+        .securities
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.db_symbol.as_str(), i))
+        .collect();
+    reports.sort_by_key(|r| {
+        order
+            .get(r.db_symbol.as_str())
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+
+    // The cross-asset features, once, from the stored closes of every input (whichever
+    // securities this run selected). A failure costs no prices: it is reported, the run is
+    // partial, and the next run recomputes from its window.
+    let features = match &options.features {
+        Some(plan) if !cancel.is_cancelled() => Some(
+            compute_features(&store, plan, options.window.from())
+                .instrument(info_span!(parent: &span, "features"))
+                .await,
+        ),
+        _ => None,
+    };
+    let features_failed = features.as_ref().is_some_and(|f| f.error.is_some());
+
+    // Embed and index what is new or changed (and whatever an earlier run left pending). It
+    // runs after every price is stored: Chroma being down never costs prices or indicators.
+    let index = match &options.memory {
+        Some(memory) if !cancel.is_cancelled() => {
+            let started = Instant::now();
+            let result = index_documents(&store, memory, cancel)
+                .instrument(
+                    info_span!(parent: &span, "index", collection = memory.chroma.collection()),
+                )
+                .await;
+            let (documents_indexed, error) = match result {
+                Ok(n) => (n, None),
+                Err((n, e)) => {
+                    error!(error = %e, documents_indexed = n, "embedding/indexing stopped; the documents stay pending for the next run");
+                    (n, Some(e.to_string()))
+                }
+            };
+            Some(IndexReport {
+                documents_indexed,
+                elapsed_ms: millis(started.elapsed()),
+                error,
+            })
+        }
+        _ => None,
+    };
+    let index_failed = index.as_ref().is_some_and(|i| i.error.is_some());
+
+    let ok = count(&reports, SecurityOutcome::Succeeded);
+    let failed = count(&reports, SecurityOutcome::Failed);
+    let outcome = if cancel.is_cancelled() {
+        RunOutcome::Interrupted
+    } else if failed == 0 && (index_failed || features_failed) {
+        RunOutcome::Partial
+    } else if failed == 0 {
+        RunOutcome::Succeeded
+    } else if ok == 0 {
+        RunOutcome::Failed
+    } else {
+        RunOutcome::Partial
+    };
+    let rows_written = reports.iter().map(|r| r.rows_written).sum();
+    let mut errors: BTreeMap<String, String> = reports
+        .iter()
+        .filter_map(|r| Some((r.db_symbol.clone(), r.error.clone()?)))
+        .collect();
+    if let Some(e) = features.as_ref().and_then(|f| f.error.clone()) {
+        errors.insert("(features)".to_owned(), e);
+    }
+    if let Some(e) = index.as_ref().and_then(|i| i.error.clone()) {
+        errors.insert("(index)".to_owned(), e);
+    }
+    let features_written = features.as_ref().map_or(0, |f| f.rows_written);
+    store
+        .finish_run(
+            run_id,
+            &RunRecord {
+                outcome,
+                securities_total: reports.len(),
+                securities_ok: ok,
+                securities_failed: failed,
+                rows_written,
+                features_written,
+                details: &reports,
+                errors: &errors,
+            },
+        )
+        .await?;
+    if let Err(e) = lock.release().await {
+        warn!(error = %e, "could not release the run lock cleanly; it is released when the connection closes");
+    }
+    let report = RunReport {
+        run_id,
+        window: options.window.to_string(),
+        outcome,
+        securities_total: reports.len(),
+        securities_ok: ok,
+        securities_failed: failed,
+        rows_written,
+        elapsed_ms: millis(started.elapsed()),
+        features,
+        index,
+        securities: reports,
+    };
+    info!(parent: &span, outcome = outcome.as_str(), ok, failed, rows_written, features_written, elapsed_ms = report.elapsed_ms, "run finished");
+    Ok(report)
+}
+
+/// A security after the fetch stage: a validated series to store, or already finished.
+enum Fetched<'a> {
+    Ready {
+        security: &'a Security,
+        report: SecurityReport,
+        series: Series,
+    },
+    Done(SecurityReport),
+}
+
+impl Fetched<'_> {
+    fn report(&self) -> &SecurityReport {
+        match self {
+            Self::Ready { report, .. } | Self::Done(report) => report,
+        }
+    }
+}
+
+/// Fetch and validate one security. Failures end its unit of work here, with the reason.
+async fn fetch_security<'a>(
+    client: &YahooClient,
+    security: &'a Security,
+    window: &DateWindow,
+    cancel: &CancellationToken,
+) -> Fetched<'a> {
+    let mut report = SecurityReport::new(security);
+    if cancel.is_cancelled() {
+        return Fetched::Done(report);
+    }
+    let started = Instant::now();
+    // A fetch (including its backoff sleeps) is abandoned on cancellation: nothing is written.
+    let fetched = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Fetched::Done(report),
+        fetched = client.chart(&security.yahoo_symbol, window) => fetched,
+    };
+    report.fetch_ms = millis(started.elapsed());
+    let series = match fetched {
+        Ok(envelope) => validate(envelope, &security.yahoo_symbol, window, Utc::now()),
+        Err(e) => return Fetched::Done(report.failed(&e)),
+    };
+    match series {
+        Ok(series) => {
+            report.rows_fetched = series.bars.len();
+            report.first_date = series.bars.first().map(|b| b.trade_date);
+            report.last_date = series.bars.last().map(|b| b.trade_date);
+            report.dropped = series.dropped.into();
+            Fetched::Ready {
+                security,
+                report,
+                series,
+            }
+        }
+        Err(e) => Fetched::Done(report.failed(&e)),
+    }
+}
+
+/// Store one fetched series in its own transaction, then analyze the security (indicators from
+/// its whole stored series) and narrate its last `embedding_days`. A series already fetched
+/// when the run is told to stop is still stored: the transaction is short and commits or rolls
+/// back whole.
+async fn store_security(
+    store: &Store,
+    fetched: Fetched<'_>,
+    options: &JobOptions,
+) -> SecurityReport {
+    let (security, mut report, series) = match fetched {
+        Fetched::Done(report) => return report,
+        Fetched::Ready {
+            security,
+            report,
+            series,
+        } => (security, report, series),
+    };
+    let started = Instant::now();
+    let stored = store.store_series(security, &series).await;
+    drop(series); // analyze reads the whole history from the database: free the bars first
+    report.rows_written = match stored {
+        Ok(written) => written,
+        Err(e) => return report.failed(&e),
+    };
+    report.indicators_written =
+        match analyze_security(store, &security.db_symbol, options.window.from()).await {
+            Ok(written) => written,
+            Err(e) => return report.failed(&e),
+        };
+    report.documents_written = match narrate_security(store, security, options.embedding_days).await
+    {
+        Ok(written) => written,
+        Err(e) => return report.failed(&e),
+    };
+    report.store_ms = millis(started.elapsed());
+    report.outcome = SecurityOutcome::Succeeded;
+    info!(
+        rows_fetched = report.rows_fetched,
+        rows_written = report.rows_written,
+        indicators_written = report.indicators_written,
+        documents_written = report.documents_written,
+        first = report.first_date.map(tracing::field::display),
+        last = report.last_date.map(tracing::field::display),
+        fetch_ms = report.fetch_ms,
+        store_ms = report.store_ms,
+        "stored"
+    );
+    report
+}
+
+/// The analyze stage for one security: its whole stored series in, indicators out. Only rows
+/// dated on or after `changed_from` are written (indicators are causal: a bar can only change
+/// those of its own date and later), plus any date that has none yet; unchanged values are not
+/// rewritten. Returns the indicator rows inserted or updated.
+async fn analyze_security(
+    store: &Store,
+    symbol: &DbSymbol,
+    changed_from: NaiveDate,
+) -> Result<u64, StoreError> {
+    let stored = store.series_to_analyze(symbol).await?;
+    let from = stored
+        .first_missing
+        .map_or(changed_from, |d| d.min(changed_from));
+    let computed = analyze::compute(
+        &stored.points,
+        analyze::periods_per_year(stored.instrument_type.as_deref()),
+    );
+    store
+        .write_indicators(symbol, &stored.points, &computed, from)
+        .await
+}
+
+/// The narrate stage for one security: documents and their metadata for its last `days`
+/// stored trade dates, from the stored prices and indicators. Returns the documents inserted
+/// or changed.
+async fn narrate_security(
+    store: &Store,
+    security: &Security,
+    days: u32,
+) -> Result<u64, StoreError> {
+    let stored = store.days_to_narrate(&security.db_symbol, days).await?;
+    let documents: Vec<narrate::Document> = stored
+        .iter()
+        .map(|day| {
+            narrate::document(
+                &narrate::DayFacts {
+                    db_symbol: security.db_symbol.as_str(),
+                    name: &security.name,
+                    category: security.category.as_str(),
+                    trade_date: day.trade_date,
+                    close: day.close,
+                    daily_return: day.daily_return,
+                    indicators: &day.indicators,
+                },
+                security.yahoo_symbol.as_str(),
+            )
+        })
+        .collect();
+    store.write_documents(&security.db_symbol, &documents).await
+}
+
+/// What the features stage wrote.
+#[derive(Debug, Clone, Default)]
+struct FeaturesWritten {
+    /// Rows inserted, changed or removed.
+    rows_written: u64,
+    /// Calendar dates computed.
+    dates: usize,
+    /// Features per date.
+    features: usize,
+    /// Values computed as `NULL`.
+    null_values: usize,
+    /// The `NULL`s of each feature, for one warning each.
+    gaps: Vec<Gap>,
+}
+
+/// Every feature of `plan` on every calendar date from `changed_from` (or the first calendar
+/// date that lacks one of them, if earlier) to the last stored one, from the stored closes plus
+/// the look-back before it; read, computed and written in one transaction that holds the
+/// features lock, so parallel shards compute one after the other, each from every price
+/// committed before it started (see [`store::FEATURES_LOCK_KEY`]).
+async fn store_features(
+    store: &Store,
+    plan: &Plan,
+    changed_from: NaiveDate,
+) -> Result<FeaturesWritten, StoreError> {
+    let mut tx = store.begin_features().await?;
+    let inputs = tx.read(plan, changed_from).await?;
+    let Some(from) = inputs.from else {
+        return Ok(FeaturesWritten {
+            features: plan.features.len(),
+            ..FeaturesWritten::default()
+        });
+    };
+    let computed = features::compute(plan, &inputs.panel, from);
+    let null_values = computed.rows.iter().filter(|r| r.value.is_none()).count();
+    let rows_written = tx.write(plan, &computed.rows, from).await?;
+    Ok(FeaturesWritten {
+        rows_written,
+        dates: inputs.panel.dates().iter().filter(|d| **d >= from).count(),
+        features: plan.features.len(),
+        null_values,
+        gaps: computed.gaps,
+    })
+}
+
+/// The features stage: computes and stores the features, logs one warning per feature that has
+/// `NULL`s (naming the missing inputs), and reports; an error ends up in the report.
+async fn compute_features(store: &Store, plan: &Plan, from: NaiveDate) -> FeaturesReport {
+    let started = Instant::now();
+    let mut report = FeaturesReport {
+        features: plan.features.len(),
+        ..FeaturesReport::default()
+    };
+    match store_features(store, plan, from).await {
+        Ok(written) => {
+            for gap in &written.gaps {
+                let missing: Vec<&str> = gap.missing.iter().map(String::as_str).collect();
+                warn!(
+                    feature = %gap.feature,
+                    missing = %missing.join(","),
+                    null_dates = gap.null_dates,
+                    dates = gap.dates,
+                    "{gap}"
+                );
+            }
+            report.rows_written = written.rows_written;
+            report.dates = written.dates;
+            report.null_values = written.null_values;
+            info!(
+                rows_written = written.rows_written,
+                dates = written.dates,
+                features = written.features,
+                null_values = written.null_values,
+                "features stored"
+            );
+        }
+        Err(e) => {
+            error!(error = %e, "cross-asset features failed; prices are stored and the next run recomputes them");
+            report.error = Some(e.to_string());
+        }
+    }
+    report.elapsed_ms = millis(started.elapsed());
+    report
+}
+
+/// The embed and index stages: every pending document (new, changed, or left by an earlier run)
+/// is embedded and upserted into Chroma in rounds of `batch_size`, then marked indexed in that
+/// version. Stops between rounds on cancellation. On error, returns how many were indexed before.
+async fn index_documents(
+    store: &Store,
+    memory: &MemoryOptions,
+    cancel: &CancellationToken,
+) -> Result<u64, (u64, MemoryError)> {
+    let mut indexed = 0;
+    let fail = |indexed: u64| move |e: MemoryError| (indexed, e);
+    // Chroma first: if it is down, or its collection holds another model's vectors, fail
+    // before spending time on the model.
+    let chroma = ChromaClient::connect(&memory.chroma)
+        .await
+        .map_err(|e| fail(0)(e.into()))?;
+    let collection = chroma
+        .collection_for_model(memory.chroma.collection(), &memory.embedder.model_id())
+        .await
+        .map_err(|e| fail(0)(e.into()))?;
+    reconcile(store, &chroma, &collection)
+        .await
+        .map_err(|e| fail(0)(e))?;
+    let embedder = Embedder::load(&memory.embedder)
+        .await
+        .map_err(|e| fail(0)(e.into()))?;
+
+    let mut after: Option<(String, NaiveDate)> = None;
+    while !cancel.is_cancelled() {
+        let batch = store
+            .pending_documents(
+                after.as_ref().map(|(s, d)| (s.as_str(), *d)),
+                memory.batch_size,
+            )
+            .await
+            .map_err(|e| fail(indexed)(e.into()))?;
+        let Some(last) = batch.last() else { break };
+        after = Some((last.symbol.clone(), last.trade_date));
+        let texts: Vec<String> = batch.iter().map(|d| d.document.clone()).collect();
+        let vectors = embedder
+            .embed(texts)
+            .await
+            .map_err(|e| fail(indexed)(e.into()))?;
+        let records: Vec<Record> = batch
+            .iter()
+            .zip(vectors)
+            .map(|(d, embedding)| record(d, embedding))
+            .collect();
+        chroma
+            .upsert(&collection, &records)
+            .await
+            .map_err(|e| fail(indexed)(e.into()))?;
+        indexed += store
+            .mark_indexed(&batch)
+            .await
+            .map_err(|e| fail(indexed)(e.into()))?;
+        info!(documents = batch.len(), total = indexed, "indexed");
+    }
+    Ok(indexed)
+}
+
+/// If the collection holds fewer records than PostgreSQL says were indexed, Chroma lost some
+/// (a wiped volume, a recreated or renamed collection): every document is marked pending, so
+/// this run re-indexes them all instead of leaving search silently incomplete. Ids are
+/// stable, so records still there are overwritten, not duplicated.
+async fn reconcile(
+    store: &Store,
+    chroma: &ChromaClient,
+    collection: &Collection,
+) -> Result<(), MemoryError> {
+    let in_chroma = chroma.count(collection).await? as u64;
+    let indexed = store.indexed_documents().await?;
+    if in_chroma < indexed {
+        let pending = store.forget_indexed().await?;
+        warn!(
+            collection = %collection.name,
+            in_chroma,
+            indexed,
+            pending,
+            "Chroma holds fewer records than were indexed; re-indexing all documents"
+        );
+    }
+    Ok(())
+}
+
+/// The Chroma record of a document and its vector: id `{db_symbol}:{trade_date}`, the text,
+/// the metadata as Chroma's typed values.
+#[must_use]
+pub fn record(document: &PendingDocument, embedding: Vec<f32>) -> Record {
+    Record {
+        id: document.id(),
+        embedding,
+        document: document.document.clone(),
+        metadata: chroma_metadata(&document.metadata),
+    }
+}
+
+/// The stored JSON metadata (flat scalars, see `narrate::metadata`) as Chroma's typed values:
+/// integers stay integers, numbers with a fraction or exponent are floats.
+pub fn chroma_metadata(json: &serde_json::Map<String, serde_json::Value>) -> Metadata {
+    json.iter()
+        .filter_map(|(key, value)| {
+            let value = match value {
+                serde_json::Value::String(s) => MetadataValue::Str(s.clone()),
+                serde_json::Value::Bool(b) => MetadataValue::Bool(*b),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => MetadataValue::Int(i),
+                    None => MetadataValue::Float(n.as_f64()?),
+                },
+                _ => return None,
+            };
+            Some((key.clone(), value))
+        })
+        .collect()
+}
+
+fn count(reports: &[SecurityReport], outcome: SecurityOutcome) -> usize {
+    reports.iter().filter(|r| r.outcome == outcome).count()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,272 @@
+//! `market_data` and `securities`: one transaction per security for its bars, and the reads
+//! of stored closes (the P&L, the stored symbols).
+
+use chrono::NaiveDate;
+use rust_decimal::{Decimal, RoundingStrategy};
+use sqlx::Row;
+
+use super::{Store, StoreError, query_error};
+use crate::domain::{DbSymbol, Security};
+use crate::job::validate::Series;
+
+/// Scale of `daily_return` (NUMERIC(20, 12)).
+const RETURN_SCALE: u32 = 12;
+
+/// A security's stored closes between two dates, for the P&L (see [`Store::closes_between`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseWindow {
+    /// First and last stored trade date of the security, `None` if it has no bar.
+    pub stored_range: Option<(NaiveDate, NaiveDate)>,
+    /// The first stored bar in the window: date and close.
+    pub first: Option<(NaiveDate, Decimal)>,
+    /// The last stored bar in the window: date and close.
+    pub last: Option<(NaiveDate, Decimal)>,
+    /// Stored bars in the window after the first one.
+    pub trading_days: i64,
+    pub currency: Option<String>,
+}
+
+/// (close / previous close) - 1, rounded half away from zero to the column's 12 decimals.
+#[must_use]
+pub fn daily_return(close: Decimal, previous_close: Decimal) -> Option<Decimal> {
+    if previous_close <= Decimal::ZERO {
+        return None;
+    }
+    close.checked_div(previous_close).map(|ratio| {
+        (ratio - Decimal::ONE)
+            .round_dp_with_strategy(RETURN_SCALE, RoundingStrategy::MidpointAwayFromZero)
+    })
+}
+
+impl Store {
+    /// Stores one security's validated series in one transaction: its `securities` row, its
+    /// bars (one `INSERT .. SELECT FROM UNNEST .. ON CONFLICT DO UPDATE` round trip) with daily
+    /// returns, and the return of the first stored bar after the series, which a backfill may
+    /// have changed. Unchanged rows are not rewritten. Returns the rows inserted or updated.
+    #[tracing::instrument(name = "db.store_series", skip_all, fields(symbol = %security.db_symbol, bars = series.bars.len()), err(Display))]
+    pub async fn store_series(
+        &self,
+        security: &Security,
+        series: &Series,
+    ) -> Result<u64, StoreError> {
+        let symbol = security.db_symbol.as_str();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error("starting a transaction"))?;
+
+        let meta = &series.meta;
+        sqlx::query(
+            "INSERT INTO securities (db_symbol, yahoo_symbol, name, category, currency, exchange_tz,
+                                     instrument_type, exchange_name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (db_symbol) DO UPDATE SET
+                 yahoo_symbol = EXCLUDED.yahoo_symbol, name = EXCLUDED.name,
+                 category = EXCLUDED.category,
+                 currency = COALESCE(EXCLUDED.currency, securities.currency),
+                 exchange_tz = COALESCE(EXCLUDED.exchange_tz, securities.exchange_tz),
+                 instrument_type = COALESCE(EXCLUDED.instrument_type, securities.instrument_type),
+                 exchange_name = COALESCE(EXCLUDED.exchange_name, securities.exchange_name),
+                 updated_at = now()
+             WHERE (securities.yahoo_symbol, securities.name, securities.category,
+                    securities.currency, securities.exchange_tz, securities.instrument_type,
+                    securities.exchange_name)
+                IS DISTINCT FROM
+                   (EXCLUDED.yahoo_symbol, EXCLUDED.name, EXCLUDED.category,
+                    COALESCE(EXCLUDED.currency, securities.currency),
+                    COALESCE(EXCLUDED.exchange_tz, securities.exchange_tz),
+                    COALESCE(EXCLUDED.instrument_type, securities.instrument_type),
+                    COALESCE(EXCLUDED.exchange_name, securities.exchange_name))",
+        )
+        .bind(symbol)
+        .bind(security.yahoo_symbol.as_str())
+        .bind(&security.name)
+        .bind(security.category.as_str())
+        .bind(&meta.currency)
+        .bind(&meta.exchange_tz)
+        .bind(&meta.instrument_type)
+        .bind(&meta.exchange_name)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("upserting the securities row"))?;
+
+        let (Some(first), Some(last)) = (series.bars.first(), series.bars.last()) else {
+            tx.commit()
+                .await
+                .map_err(query_error("committing the transaction"))?;
+            return Ok(0);
+        };
+
+        let previous_close: Option<Decimal> = sqlx::query_scalar(
+            "SELECT close_price FROM market_data
+             WHERE symbol = $1 AND trade_date < $2 ORDER BY trade_date DESC LIMIT 1",
+        )
+        .bind(symbol)
+        .bind(first.trade_date)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error("reading the previous close"))?;
+
+        let n = series.bars.len();
+        let mut dates: Vec<NaiveDate> = Vec::with_capacity(n);
+        let (mut open, mut high, mut low, mut close) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut adj: Vec<Option<Decimal>> = Vec::with_capacity(n);
+        let mut volume: Vec<i64> = Vec::with_capacity(n);
+        let mut returns: Vec<Option<Decimal>> = Vec::with_capacity(n);
+        let mut prev = previous_close;
+        for bar in &series.bars {
+            dates.push(bar.trade_date);
+            open.push(bar.open);
+            high.push(bar.high);
+            low.push(bar.low);
+            close.push(bar.close);
+            adj.push(bar.adj_close);
+            volume.push(bar.volume);
+            returns.push(prev.and_then(|p| daily_return(bar.close, p)));
+            prev = Some(bar.close);
+        }
+
+        let written = sqlx::query(
+            "INSERT INTO market_data (symbol, trade_date, open_price, high_price, low_price,
+                                      close_price, adj_close, volume, daily_return)
+             SELECT $1, d, o, h, l, c, a, v, r
+             FROM UNNEST($2::date[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[],
+                         $7::numeric[], $8::bigint[], $9::numeric[]) AS t(d, o, h, l, c, a, v, r)
+             ON CONFLICT (symbol, trade_date) DO UPDATE SET
+                 open_price = EXCLUDED.open_price, high_price = EXCLUDED.high_price,
+                 low_price = EXCLUDED.low_price, close_price = EXCLUDED.close_price,
+                 adj_close = EXCLUDED.adj_close, volume = EXCLUDED.volume,
+                 daily_return = EXCLUDED.daily_return, updated_at = now()
+             WHERE (market_data.open_price, market_data.high_price, market_data.low_price,
+                    market_data.close_price, market_data.adj_close, market_data.volume,
+                    market_data.daily_return)
+                IS DISTINCT FROM
+                   (EXCLUDED.open_price, EXCLUDED.high_price, EXCLUDED.low_price,
+                    EXCLUDED.close_price, EXCLUDED.adj_close, EXCLUDED.volume,
+                    EXCLUDED.daily_return)",
+        )
+        .bind(symbol)
+        .bind(&dates)
+        .bind(&open)
+        .bind(&high)
+        .bind(&low)
+        .bind(&close)
+        .bind(&adj)
+        .bind(&volume)
+        .bind(&returns)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("upserting bars"))?
+        .rows_affected();
+
+        // The first stored bar after this series: its return depends on our last close.
+        let next = sqlx::query(
+            "SELECT trade_date, close_price, daily_return FROM market_data
+             WHERE symbol = $1 AND trade_date > $2 ORDER BY trade_date LIMIT 1",
+        )
+        .bind(symbol)
+        .bind(last.trade_date)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error("reading the next stored bar"))?;
+        let mut fixed = 0;
+        if let Some(row) = next {
+            let date: NaiveDate = row.get(0);
+            let next_close: Decimal = row.get(1);
+            let stored: Option<Decimal> = row.get(2);
+            let expected = daily_return(next_close, last.close);
+            if stored != expected {
+                fixed = sqlx::query(
+                    "UPDATE market_data SET daily_return = $3, updated_at = now()
+                     WHERE symbol = $1 AND trade_date = $2",
+                )
+                .bind(symbol)
+                .bind(date)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("updating the next bar's return"))?
+                .rows_affected();
+            }
+        }
+
+        tx.commit()
+            .await
+            .map_err(query_error("committing the transaction"))?;
+        Ok(written + fixed)
+    }
+
+    /// The first and last stored closes of `symbol` from `from` to `to` (inclusive), how many
+    /// trading days lie after the first up to the last, its whole stored range (`None`: no
+    /// bar at all), and its currency.
+    #[tracing::instrument(name = "db.closes_between", skip(self), err(Display))]
+    pub async fn closes_between(
+        &self,
+        symbol: &DbSymbol,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<CloseWindow, StoreError> {
+        let row = sqlx::query(
+            "WITH span AS (SELECT min(trade_date) AS first, max(trade_date) AS last
+                           FROM market_data WHERE symbol = $1),
+                  inside AS (SELECT trade_date, close_price FROM market_data
+                             WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3)
+             SELECT span.first, span.last,
+                    (SELECT trade_date FROM inside ORDER BY trade_date LIMIT 1),
+                    (SELECT close_price FROM inside ORDER BY trade_date LIMIT 1),
+                    (SELECT trade_date FROM inside ORDER BY trade_date DESC LIMIT 1),
+                    (SELECT close_price FROM inside ORDER BY trade_date DESC LIMIT 1),
+                    (SELECT count(*) FROM inside) AS days,
+                    (SELECT currency FROM securities WHERE db_symbol = $1)
+             FROM span",
+        )
+        .bind(symbol.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("reading closes"))?;
+        let pair = |d: Option<NaiveDate>, p: Option<Decimal>| d.zip(p);
+        let days: i64 = row.get(6);
+        let (first, last): (Option<NaiveDate>, Option<NaiveDate>) = (row.get(0), row.get(1));
+        Ok(CloseWindow {
+            stored_range: first.zip(last),
+            first: pair(row.get(2), row.get(3)),
+            last: pair(row.get(4), row.get(5)),
+            trading_days: (days - 1).max(0),
+            currency: row.get(7),
+        })
+    }
+
+    /// Every symbol with stored prices, sorted.
+    #[tracing::instrument(name = "db.stored_symbols", skip_all, err(Display))]
+    pub async fn stored_symbols(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT db_symbol FROM securities ORDER BY db_symbol")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("listing stored symbols"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    #[test]
+    fn daily_return_is_exact_to_twelve_places() {
+        assert_eq!(daily_return(dec!(110), dec!(100)), Some(dec!(0.1)));
+        assert_eq!(
+            daily_return(dec!(682.85), dec!(681.75)),
+            Some(dec!(0.001613494683))
+        );
+        assert_eq!(daily_return(dec!(1), dec!(0)), None);
+    }
+}

@@ -1,0 +1,284 @@
+//! The `runs` ledger and the run lock: a run holds its advisory lock on a connection of its
+//! own for its whole length, and has one row in `runs` from start to end.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::types::Json;
+use sqlx::{Connection, PgConnection, Row};
+use uuid::Uuid;
+
+use super::{Store, StoreError, query_error};
+use crate::domain::DateWindow;
+
+/// Key of the advisory lock that keeps two runs from interleaving ("mkt-enc" in ASCII).
+pub const RUN_LOCK_KEY: i64 = 0x006d_6b74_2d65_6e63;
+
+/// How one run ended, as recorded in `runs.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    Succeeded,
+    Partial,
+    Failed,
+    Interrupted,
+}
+
+impl RunOutcome {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The end-of-run figures written to `runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord<'a, D: Serialize> {
+    pub outcome: RunOutcome,
+    pub securities_total: usize,
+    pub securities_ok: usize,
+    pub securities_failed: usize,
+    pub rows_written: u64,
+    /// Rows of `market_features` written by the features stage.
+    pub features_written: u64,
+    pub details: &'a D,
+    pub errors: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// Held while a run works; dropping the connection releases the lock even if we crash.
+pub struct RunLock {
+    conn: PgConnection,
+    key: i64,
+}
+
+impl RunLock {
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut self.conn)
+            .await
+            .map_err(query_error("releasing the run lock"))?;
+        self.conn
+            .close()
+            .await
+            .map_err(query_error("closing the lock connection"))
+    }
+}
+
+/// One row of the `runs` ledger as `GET /status` shows it (the per-security `details` left
+/// out: they can be long; `errors` names every failure).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub started_at: DateTime<Utc>,
+    /// `None` while the run is going (or if its process died before recording the end).
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    /// `running`, `succeeded`, `partial`, `failed` or `interrupted`.
+    pub outcome: String,
+    pub window_from: NaiveDate,
+    pub window_to: NaiveDate,
+    pub securities_total: i32,
+    pub securities_ok: i32,
+    pub securities_failed: i32,
+    pub rows_written: i64,
+    pub features_written: i64,
+    /// `{"SPY": "message", "(features)": "...", "(index)": "..."}`: the failures only.
+    pub errors: serde_json::Value,
+}
+
+/// Totals over the whole `runs` ledger, for `GET /metrics`: right across restarts and
+/// whichever process (a CronJob pod, the service) did the runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunTotals {
+    /// Runs per outcome (`running` included), only outcomes that occur.
+    pub runs: Vec<(String, i64)>,
+    pub rows_written: i64,
+    pub features_written: i64,
+    pub securities_ok: i64,
+    pub securities_failed: i64,
+    /// Finished runs and their summed wall time.
+    pub finished_runs: i64,
+    pub finished_seconds: f64,
+    /// The most recently started finished run: its wall time and when it finished.
+    pub last_run_seconds: Option<f64>,
+    pub last_run_finished: Option<f64>,
+    /// When the last `succeeded` run finished (Unix seconds).
+    pub last_success: Option<f64>,
+}
+
+impl Store {
+    /// Takes the run lock `key` ([`RUN_LOCK_KEY`], or a shard's
+    /// [`crate::domain::Shard::lock_key`]) on its own connection, or says another run has it.
+    #[tracing::instrument(name = "db.lock", skip_all, err(Display))]
+    pub async fn lock_run(&self, key: i64) -> Result<RunLock, StoreError> {
+        let mut conn = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(|e| StoreError::Connect {
+                target: self.target.clone(),
+                source: e,
+            })?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(query_error("taking the run lock"))?;
+        if locked {
+            Ok(RunLock { conn, key })
+        } else {
+            let _ = conn.close().await;
+            Err(StoreError::Locked {
+                target: self.target.clone(),
+            })
+        }
+    }
+
+    /// Records a run as started; returns its id.
+    #[tracing::instrument(name = "db.start_run", skip_all, err(Display))]
+    pub async fn start_run(&self, window: &DateWindow, total: usize) -> Result<Uuid, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO runs (window_from, window_to, securities_total) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(window.from())
+        .bind(window.to())
+        .bind(i32::try_from(total).unwrap_or(i32::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("recording the start of the run"))
+    }
+
+    /// Records how a run ended.
+    #[tracing::instrument(name = "db.finish_run", skip_all, fields(run_id = %id), err(Display))]
+    pub async fn finish_run<D: Serialize + Sync>(
+        &self,
+        id: Uuid,
+        record: &RunRecord<'_, D>,
+    ) -> Result<(), StoreError> {
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        sqlx::query(
+            "UPDATE runs SET finished_at = now(), outcome = $2, securities_total = $3,
+                 securities_ok = $4, securities_failed = $5, rows_written = $6,
+                 details = $7, errors = $8, features_written = $9
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(record.outcome.as_str())
+        .bind(count(record.securities_total))
+        .bind(count(record.securities_ok))
+        .bind(count(record.securities_failed))
+        .bind(i64::try_from(record.rows_written).unwrap_or(i64::MAX))
+        .bind(Json(record.details))
+        .bind(Json(record.errors))
+        .bind(i64::try_from(record.features_written).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("recording the end of the run"))?;
+        Ok(())
+    }
+
+    /// The last `limit` runs, newest first; none before migrations ran.
+    #[tracing::instrument(name = "db.recent_runs", skip(self), err(Display))]
+    pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRow>, StoreError> {
+        if !self.has_runs_table().await? {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT id, started_at, finished_at,
+                    (extract(epoch FROM finished_at - started_at) * 1000)::int8,
+                    outcome, window_from, window_to, securities_total, securities_ok,
+                    securities_failed, rows_written, features_written, errors
+             FROM runs ORDER BY started_at DESC, id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading the runs"))?;
+        rows.iter()
+            .map(|r| {
+                let errors: Json<serde_json::Value> =
+                    r.try_get(12).map_err(query_error("reading run errors"))?;
+                Ok(RunRow {
+                    id: r.get(0),
+                    started_at: r.get(1),
+                    finished_at: r.get(2),
+                    duration_ms: r.get(3),
+                    outcome: r.get(4),
+                    window_from: r.get(5),
+                    window_to: r.get(6),
+                    securities_total: r.get(7),
+                    securities_ok: r.get(8),
+                    securities_failed: r.get(9),
+                    rows_written: r.get(10),
+                    features_written: r.get(11),
+                    errors: errors.0,
+                })
+            })
+            .collect()
+    }
+
+    /// Totals over every recorded run; all zero before migrations ran.
+    #[tracing::instrument(name = "db.run_totals", skip_all, err(Display))]
+    pub async fn run_totals(&self) -> Result<RunTotals, StoreError> {
+        if !self.has_runs_table().await? {
+            return Ok(RunTotals::default());
+        }
+        let runs: Vec<(String, i64)> =
+            sqlx::query_as("SELECT outcome, count(*) FROM runs GROUP BY outcome ORDER BY outcome")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_error("counting runs"))?;
+        let row = sqlx::query(
+            "SELECT coalesce(sum(rows_written), 0)::int8,
+                    coalesce(sum(features_written), 0)::int8,
+                    coalesce(sum(securities_ok), 0)::int8,
+                    coalesce(sum(securities_failed), 0)::int8,
+                    count(finished_at),
+                    coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)::float8,
+                    (SELECT extract(epoch FROM finished_at - started_at)::float8 FROM runs
+                     WHERE finished_at IS NOT NULL ORDER BY started_at DESC LIMIT 1),
+                    (SELECT extract(epoch FROM finished_at)::float8 FROM runs
+                     WHERE finished_at IS NOT NULL ORDER BY started_at DESC LIMIT 1),
+                    (SELECT extract(epoch FROM max(finished_at))::float8 FROM runs
+                     WHERE outcome = 'succeeded')
+             FROM runs",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("summing the runs"))?;
+        Ok(RunTotals {
+            runs,
+            rows_written: row.get(0),
+            features_written: row.get(1),
+            securities_ok: row.get(2),
+            securities_failed: row.get(3),
+            finished_runs: row.get(4),
+            finished_seconds: row.get(5),
+            last_run_seconds: row.get(6),
+            last_run_finished: row.get(7),
+            last_success: row.get(8),
+        })
+    }
+
+    /// Whether some session (this process, a CronJob pod, anyone) holds the run lock on this
+    /// database now: the advisory lock in `pg_locks` (key split into `classid` = high and
+    /// `objid` = low 32 bits, `objsubid` 1 for a bigint key).
+    #[tracing::instrument(name = "db.run_lock_held", skip_all, err(Display))]
+    pub async fn run_lock_held(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (
+                 SELECT 1 FROM pg_locks
+                 WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                   AND classid = ($1::int8 >> 32)::oid
+                   AND objid = ($1::int8 & 4294967295)::oid
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        )
+        .bind(RUN_LOCK_KEY)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("looking for the run lock"))
+    }
+}

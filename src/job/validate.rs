@@ -1,0 +1,549 @@
+//! Stage 3: validate. Turns Yahoo's wire response into domain [`Bar`]s, or refuses it whole.
+//!
+//! Rules, in order (each is an invariant the store stage relies on):
+//! 1. The response must be for the symbol asked (`meta.symbol`), else the security fails.
+//! 2. The trade date of a bar is the date of its timestamp in the exchange's own time zone
+//!    (`exchangeTimezoneName`, via the tz database), never the UTC date.
+//! 3. A bar with a null (or NaN/Infinity) open, high, low or close is skipped; a null volume is 0.
+//! 4. Prices become `Decimal`, rounded to the instrument's precision (see [`to_price`]); the
+//!    checks below run on the rounded values, the ones that get stored.
+//! 5. Impossible bars (a price <= 0, high < low, close outside [low, high], negative volume) are
+//!    rejected with a warning.
+//! 6. Two bars on one trade date (duplicate timestamps, or a live bar beside the settled one):
+//!    the later timestamp wins. Output is sorted by date.
+//! 7. Only dates inside the requested window are kept; so is nothing from a session still open
+//!    (`currentTradingPeriod.regular` has not ended): a later run stores the settled bar.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Offset, Utc};
+use chrono_tz::Tz;
+use rust_decimal::prelude::*;
+use tracing::warn;
+
+use crate::domain::{DateWindow, YahooSymbol};
+use crate::job::fetch::wire::{ChartEnvelope, ChartResult, Lenient};
+
+/// The scale of the price columns (NUMERIC(20, 8)).
+pub const PRICE_SCALE: u32 = 8;
+
+/// One settled daily bar, exact, dated in the exchange's time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bar {
+    pub trade_date: NaiveDate,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    pub adj_close: Option<Decimal>,
+    pub volume: i64,
+}
+
+/// What Yahoo's meta says about the instrument (stored in `securities`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstrumentMeta {
+    pub currency: Option<String>,
+    pub exchange_tz: Option<String>,
+    pub instrument_type: Option<String>,
+    pub exchange_name: Option<String>,
+}
+
+/// Counts of what validation dropped, for the run summary and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    pub received: usize,
+    pub null: usize,
+    pub impossible: usize,
+    pub duplicate_dates: usize,
+    pub outside_window: usize,
+    pub session_open: usize,
+}
+
+/// A validated series: bars sorted by date with one bar per date, all inside the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Series {
+    pub meta: InstrumentMeta,
+    pub bars: Vec<Bar>,
+    pub dropped: DropCounts,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error(
+        "Yahoo answered the request for {asked} with data for {got}; nothing was stored for it (check yahoo_symbol)"
+    )]
+    SymbolMismatch { asked: String, got: String },
+}
+
+/// Validates one chart response for `asked` over `window`; `now` decides which session is open.
+pub fn validate(
+    envelope: ChartEnvelope,
+    asked: &YahooSymbol,
+    window: &DateWindow,
+    now: DateTime<Utc>,
+) -> Result<Series, ValidateError> {
+    let Some(result) = envelope.chart.result.and_then(|r| r.into_iter().next()) else {
+        // No result and no error: no bars in the range. Not an error in itself.
+        return Ok(Series {
+            meta: InstrumentMeta::default(),
+            bars: Vec::new(),
+            dropped: DropCounts::default(),
+        });
+    };
+    if !result.meta.symbol.eq_ignore_ascii_case(asked.as_str()) {
+        return Err(ValidateError::SymbolMismatch {
+            asked: asked.to_string(),
+            got: result.meta.symbol,
+        });
+    }
+    let zone = ExchangeZone::of(&result, asked);
+    let open_session = result
+        .meta
+        .current_trading_period
+        .as_ref()
+        .and_then(|p| p.regular.as_ref())
+        .filter(|regular| now.timestamp() < regular.end)
+        .map(|regular| regular.start);
+    let price_hint = result.meta.price_hint.unwrap_or(2);
+    let meta = InstrumentMeta {
+        currency: result.meta.currency.clone(),
+        exchange_tz: result.meta.exchange_timezone_name.clone(),
+        instrument_type: result.meta.instrument_type.clone(),
+        exchange_name: result.meta.exchange_name.clone(),
+    };
+
+    let timestamps = result.timestamp.unwrap_or_default();
+    let indicators = result.indicators.unwrap_or_default();
+    let quote = indicators.quote.into_iter().next().unwrap_or_default();
+    let adj = indicators
+        .adjclose
+        .into_iter()
+        .next()
+        .map(|a| a.adjclose)
+        .unwrap_or_default();
+    let at = |column: &[Lenient], i: usize| column.get(i).and_then(|v| v.0);
+
+    let mut dropped = DropCounts {
+        received: timestamps.len(),
+        ..DropCounts::default()
+    };
+    // (timestamp, bar): kept with its timestamp so that the later of two same-date bars wins.
+    let mut kept: Vec<(i64, Bar)> = Vec::with_capacity(timestamps.len());
+    for (i, &ts) in timestamps.iter().enumerate() {
+        let Some(trade_date) = zone.date_of(ts) else {
+            dropped.null += 1;
+            continue;
+        };
+        if open_session.is_some_and(|start| ts >= start) {
+            dropped.session_open += 1;
+            continue;
+        }
+        if !window.contains(trade_date) {
+            dropped.outside_window += 1;
+            continue;
+        }
+        let (Some(o), Some(h), Some(l), Some(c)) = (
+            at(&quote.open, i),
+            at(&quote.high, i),
+            at(&quote.low, i),
+            at(&quote.close, i),
+        ) else {
+            dropped.null += 1;
+            continue;
+        };
+        let price = |x: f64| to_price(x, price_hint);
+        let (Some(open), Some(high), Some(low), Some(close)) =
+            (price(o), price(h), price(l), price(c))
+        else {
+            warn!(symbol = %asked, %trade_date, "bar rejected: a price is negative, zero or too large");
+            dropped.impossible += 1;
+            continue;
+        };
+        let volume = at(&quote.volume, i).unwrap_or(0.0);
+        if let Some(reason) = impossible(open, high, low, close, volume) {
+            warn!(symbol = %asked, %trade_date, %open, %high, %low, %close, volume, "bar rejected: {reason}");
+            dropped.impossible += 1;
+            continue;
+        }
+        #[allow(clippy::cast_possible_truncation)] // checked finite, >= 0 and integral-ish above
+        let volume = volume.round() as i64;
+        let adj_close = at(&adj, i).and_then(|a| to_price(a, price_hint));
+        kept.push((
+            ts,
+            Bar {
+                trade_date,
+                open,
+                high,
+                low,
+                close,
+                adj_close,
+                volume,
+            },
+        ));
+    }
+
+    // Sort by (date, timestamp), stable so that of two identical timestamps the later in the
+    // response wins, then keep the last bar of each date.
+    kept.sort_by_key(|(ts, bar)| (bar.trade_date, *ts));
+    let mut bars: Vec<Bar> = Vec::with_capacity(kept.len());
+    for (_, bar) in kept {
+        match bars.last_mut() {
+            Some(last) if last.trade_date == bar.trade_date => {
+                dropped.duplicate_dates += 1;
+                *last = bar;
+            }
+            _ => bars.push(bar),
+        }
+    }
+    Ok(Series {
+        meta,
+        bars,
+        dropped,
+    })
+}
+
+/// Why a bar cannot be real, if it cannot.
+fn impossible(
+    open: Decimal,
+    high: Decimal,
+    low: Decimal,
+    close: Decimal,
+    volume: f64,
+) -> Option<&'static str> {
+    if high < low {
+        Some("high is below low")
+    } else if close < low || close > high {
+        Some("close is outside [low, high]")
+    } else if open <= Decimal::ZERO {
+        Some("open is not positive")
+    } else if !(volume.is_finite() && (0.0..9.0e18).contains(&volume)) {
+        Some("volume is negative or out of range")
+    } else {
+        None
+    }
+}
+
+/// Converts one of Yahoo's prices to an exact decimal.
+///
+/// Yahoo's prices are single-precision floats widened to double (681.69 arrives as
+/// 681.6900024414062), good to about 7 significant digits. We keep 7 significant digits, never
+/// fewer decimals than `priceHint` (Yahoo's display precision) and never more than the column's
+/// scale, then drop trailing zeros: 681.6900024414062 -> 681.69, 1.1221000195 -> 1.1221.
+/// `None` for a non-positive price or one too large for the column.
+#[must_use]
+pub fn to_price(value: f64, price_hint: u32) -> Option<Decimal> {
+    if !(value.is_finite() && value > 0.0 && value < 1.0e12) {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)] // log10 of a value in (0, 1e12) fits an i32
+    let magnitude = value.log10().floor() as i32;
+    let significant = u32::try_from((6 - magnitude).max(0)).unwrap_or(0);
+    let scale = significant.max(price_hint).min(PRICE_SCALE);
+    let exact = Decimal::from_f64_retain(value)?;
+    let rounded = exact
+        .round_dp_with_strategy(scale, RoundingStrategy::MidpointAwayFromZero)
+        .normalize();
+    (rounded > Decimal::ZERO).then_some(rounded)
+}
+
+/// The exchange's clock: a tz-database zone, or the fixed `gmtoffset` when the name is unknown.
+enum ExchangeZone {
+    Named(Tz),
+    Fixed(FixedOffset),
+}
+
+impl ExchangeZone {
+    fn of(result: &ChartResult, symbol: &YahooSymbol) -> Self {
+        let meta = &result.meta;
+        if let Some(tz) = meta
+            .exchange_timezone_name
+            .as_deref()
+            .and_then(|name| Tz::from_str(name).ok())
+        {
+            return Self::Named(tz);
+        }
+        let offset = meta
+            .gmtoffset
+            .and_then(|s| i32::try_from(s).ok())
+            .and_then(FixedOffset::east_opt)
+            .unwrap_or_else(|| Utc.fix());
+        warn!(
+            %symbol,
+            zone = meta.exchange_timezone_name.as_deref().unwrap_or("(none)"),
+            offset_s = offset.local_minus_utc(),
+            "unknown exchange time zone; dating bars with the fixed gmtoffset"
+        );
+        Self::Fixed(offset)
+    }
+
+    fn date_of(&self, ts: i64) -> Option<NaiveDate> {
+        let utc = DateTime::from_timestamp(ts, 0)?;
+        Some(match self {
+            Self::Named(tz) => utc.with_timezone(tz).date_naive(),
+            Self::Fixed(offset) => utc.with_timezone(offset).date_naive(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::job::fetch::wire::parse_chart;
+
+    fn fixture(name: &str) -> ChartEnvelope {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        parse_chart(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn window(from: &str, to: &str) -> DateWindow {
+        DateWindow::new(from.parse().unwrap(), to.parse().unwrap()).unwrap()
+    }
+
+    fn sym(s: &str) -> YahooSymbol {
+        YahooSymbol::parse(s).unwrap()
+    }
+
+    fn later() -> DateTime<Utc> {
+        "2026-11-21T06:30:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn spy_recording_becomes_exact_bars() {
+        let s = validate(
+            fixture("chart-SPY-1d.json"),
+            &sym("SPY"),
+            &window("2026-02-01", "2026-02-28"),
+            later(),
+        )
+        .unwrap();
+        assert_eq!(s.bars.len(), 5);
+        let first = &s.bars[0];
+        // 1770993000 = 2026-02-13 09:30 New York
+        assert_eq!(
+            first.trade_date,
+            NaiveDate::from_ymd_opt(2026, 2, 13).unwrap()
+        );
+        assert_eq!(first.open, dec!(681.69));
+        assert_eq!(first.close, dec!(681.75));
+        assert_eq!(first.high, dec!(686.28));
+        assert_eq!(first.low, dec!(677.52));
+        assert_eq!(first.volume, 96_267_500);
+        assert_eq!(s.bars[1].close, dec!(682.85));
+        assert_eq!(s.meta.exchange_tz.as_deref(), Some("America/New_York"));
+        assert_eq!(s.meta.instrument_type.as_deref(), Some("ETF"));
+        assert!(s.bars.windows(2).all(|w| w[0].trade_date < w[1].trade_date));
+    }
+
+    #[test]
+    fn null_bar_is_skipped() {
+        let s = validate(
+            fixture("yahoo/wsu_de_equity_1d_2023-08-04_to_2023-08-09_null_bar.json"),
+            &sym("WSU.DE"),
+            &window("2023-08-01", "2023-08-31"),
+            later(),
+        )
+        .unwrap();
+        assert_eq!(s.bars.len(), 2);
+        assert_eq!(s.dropped.null, 1);
+        assert!(
+            s.bars
+                .iter()
+                .all(|b| b.trade_date != NaiveDate::from_ymd_opt(2023, 8, 7).unwrap())
+        );
+    }
+
+    #[test]
+    fn fx_is_dated_in_london_and_keeps_six_digits() {
+        let s = validate(
+            fixture("yahoo/eurusd_fx_1d_2020-01-01_to_2020-01-03.json"),
+            &sym("EURUSD=X"),
+            &window("2020-01-01", "2020-01-03"),
+            later(),
+        )
+        .unwrap();
+        assert!(!s.bars.is_empty());
+        assert!(s.bars.iter().all(|b| b.volume == 0));
+        // Quotes of ~1.12 keep their 4-6 decimals, not a display rounding to 2.
+        assert!(s.bars.iter().all(|b| b.close.scale() >= 4), "{:?}", s.bars);
+    }
+
+    #[test]
+    fn live_last_bar_on_the_same_date_replaces_the_settled_one() {
+        let s = validate(
+            fixture("yahoo/gspc_index_1d_2023-01-03_to_2024-02-29_live_last_bar.json"),
+            &sym("^GSPC"),
+            &window("2023-01-01", "2024-03-01"),
+            later(),
+        )
+        .unwrap();
+        let dates: Vec<_> = s.bars.iter().map(|b| b.trade_date).collect();
+        let mut dedup = dates.clone();
+        dedup.dedup();
+        assert_eq!(dates, dedup);
+        assert_eq!(
+            s.bars.last().unwrap().trade_date,
+            NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()
+        );
+    }
+
+    #[test]
+    fn open_session_bar_is_held_back() {
+        // "now" inside the recorded session of 2024-02-29: its bar is not settled yet.
+        let during: DateTime<Utc> = "2024-02-29T18:46:31Z".parse().unwrap();
+        let s = validate(
+            fixture("yahoo/gspc_index_range1d_live_bar.json"),
+            &sym("^GSPC"),
+            &window("2024-02-01", "2024-03-01"),
+            during,
+        )
+        .unwrap();
+        assert!(s.bars.is_empty());
+        assert_eq!(s.dropped.session_open, 1);
+    }
+
+    #[test]
+    fn crypto_counts_every_day() {
+        let s = validate(
+            fixture("yahoo/btc_usd_crypto_1d_2020-01-01_to_2020-01-03.json"),
+            &sym("BTC-USD"),
+            &window("2020-01-01", "2020-01-03"),
+            later(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.bars.first().unwrap().trade_date,
+            NaiveDate::from_ymd_opt(2020, 1, 1).unwrap()
+        );
+    }
+
+    #[test]
+    fn wrong_symbol_is_refused() {
+        let err = validate(
+            fixture("chart-SPY-1d.json"),
+            &sym("QQQ"),
+            &window("2026-02-01", "2026-02-28"),
+            later(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("QQQ") && err.to_string().contains("SPY"));
+    }
+
+    #[test]
+    fn empty_result_is_no_bars() {
+        let s = validate(
+            fixture("yahoo/vxapl_index_1d_empty_result_no_timestamp.json"),
+            &sym("^VXAPL"),
+            &window("2020-01-01", "2020-01-03"),
+            later(),
+        )
+        .unwrap();
+        assert!(s.bars.is_empty());
+    }
+
+    #[test]
+    fn impossible_bars_are_rejected() {
+        let body = br#"{"chart":{"result":[{"meta":{"symbol":"X","exchangeTimezoneName":"America/New_York","priceHint":2},
+            "timestamp":[1704205800,1704292200,1704378600,1704465000],
+            "indicators":{"quote":[{"open":[10,10,10,-1],"high":[11,9,11,11],"low":[9,10,9,9],"close":[10.5,9.5,12,10],"volume":[1,1,1,1]}]}}],"error":null}}"#;
+        let s = validate(
+            parse_chart(body).unwrap(),
+            &sym("X"),
+            &window("2024-01-01", "2024-01-31"),
+            later(),
+        )
+        .unwrap();
+        assert_eq!(s.bars.len(), 1);
+        assert_eq!(s.dropped.impossible, 3);
+    }
+
+    #[test]
+    fn prices_round_to_seven_significant_digits() {
+        assert_eq!(to_price(681.690_002_441_406_2, 2), Some(dec!(681.69)));
+        assert_eq!(to_price(3_824.139_892_578_125, 2), Some(dec!(3824.14)));
+        assert_eq!(to_price(1.122_100_019_454_956, 4), Some(dec!(1.1221)));
+        assert_eq!(to_price(107_000.117_187_5, 2), Some(dec!(107000.12)));
+        assert_eq!(to_price(0.000_012_345_678, 2), Some(dec!(0.00001235)));
+        assert_eq!(to_price(-1.0, 2), None);
+        assert_eq!(to_price(0.0, 2), None);
+        assert_eq!(to_price(f64::NAN, 2), None);
+    }
+
+    fn number() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0.01f64..5_000.0).prop_map(serde_json::Value::from),
+            1 => Just(serde_json::Value::Null),
+            1 => (-100.0f64..0.0).prop_map(serde_json::Value::from),
+            1 => Just(serde_json::Value::from("NaN")),
+            1 => Just(serde_json::Value::from(0)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any response of Yahoo's shape, however broken its values, either is refused whole or
+        /// yields bars that satisfy everything the store relies on.
+        #[test]
+        fn validated_bars_always_satisfy_the_store_invariants(
+            stamps in proptest::collection::vec(1_577_836_800i64..1_735_689_600, 0..60),
+            columns in proptest::collection::vec(proptest::collection::vec(number(), 0..60), 6),
+            zone in proptest::sample::select(vec!["America/New_York", "Europe/London", "Asia/Tokyo", "UTC", "Mars/Olympus"]),
+            from_day in 0i64..1_800,
+            len in 0i64..400,
+            hint in proptest::option::of(0u32..6),
+        ) {
+            let field = |i: usize| serde_json::Value::from(columns[i].clone());
+            let body = serde_json::json!({"chart": {"result": [{
+                "meta": {"symbol": "SYM", "exchangeTimezoneName": zone, "gmtoffset": 3600, "priceHint": hint},
+                "timestamp": stamps,
+                "indicators": {"quote": [{"open": field(0), "high": field(1), "low": field(2), "close": field(3), "volume": field(4)}],
+                               "adjclose": [{"adjclose": field(5)}]}
+            }], "error": null}});
+            let from = NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::Duration::days(from_day);
+            let window = DateWindow::new(from, from + chrono::Duration::days(len)).unwrap();
+            let envelope = parse_chart(body.to_string().as_bytes()).unwrap();
+            let series = validate(envelope, &sym("SYM"), &window, later()).unwrap();
+            proptest::prop_assert!(series.bars.len() <= stamps.len());
+            for pair in series.bars.windows(2) {
+                proptest::prop_assert!(pair[0].trade_date < pair[1].trade_date);
+            }
+            for b in &series.bars {
+                proptest::prop_assert!(window.contains(b.trade_date));
+                proptest::prop_assert!(b.low > Decimal::ZERO && b.open > Decimal::ZERO);
+                proptest::prop_assert!(b.low <= b.high && b.low <= b.close && b.close <= b.high);
+                proptest::prop_assert!(b.volume >= 0);
+                proptest::prop_assert!(b.close.scale() <= PRICE_SCALE);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            if let Ok(envelope) = parse_chart(&bytes) {
+                let _ = validate(envelope, &sym("SYM"), &window("2020-01-01", "2020-12-31"), later());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rounding_is_close_and_within_scale(x in 0.0001f64..2_000_000.0, hint in 0u32..6) {
+            let d = to_price(x, hint).unwrap();
+            proptest::prop_assert!(d.scale() <= PRICE_SCALE);
+            let back = d.to_f64().unwrap();
+            proptest::prop_assert!(((back - x) / x).abs() < 1e-5, "{x} -> {d}");
+        }
+
+        #[test]
+        fn f32_prices_round_trip_to_their_quote(cents in 1u32..100_000_000u32) {
+            // A quote with 2 decimals, sent as Yahoo does (via f32), comes back as the quote
+            // whenever f32 can tell it apart from its neighbours (below ~100,000).
+            let quote = Decimal::new(i64::from(cents), 2);
+            #[allow(clippy::cast_possible_truncation)]
+            let sent = f64::from(quote.to_f64().unwrap() as f32);
+            if quote < dec!(100000) {
+                proptest::prop_assert_eq!(to_price(sent, 2).unwrap(), quote.normalize());
+            }
+        }
+    }
+}

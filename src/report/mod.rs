@@ -1,0 +1,281 @@
+//! Stage last: report. The dry-run plan and the end-of-run summary, as text for a terminal or
+//! one JSON object for log pipelines. Nothing here touches the network or the database.
+
+use std::fmt::Write as _;
+
+use chrono::NaiveDate;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::config::Config;
+use crate::config::env::DatabaseSettings;
+use crate::domain::Security;
+use crate::job::JobOptions;
+use crate::job::features::Inputs;
+use crate::job::store::StoredFeature;
+use crate::job::{RunReport, SecurityOutcome};
+
+/// What a run would do, for `--dry-run`. Shows the database target with its password redacted.
+#[must_use]
+#[allow(clippy::too_many_arguments)] // one line of the plan each
+pub fn plan(config: &Config, options: &JobOptions, database: &DatabaseSettings) -> String {
+    let JobOptions {
+        window,
+        client,
+        apply_migrations,
+        shard,
+        ..
+    } = options;
+    let (apply_migrations, shard) = (*apply_migrations, *shard);
+    let memory = options.memory.as_ref();
+    let selected: Vec<&Security> = options.securities.iter().collect();
+    let mut out = String::new();
+    let enabled = config.securities.iter().filter(|s| s.enabled).count();
+    let _ = writeln!(out, "market-encoder dry run: nothing is fetched or written");
+    let _ = writeln!(
+        out,
+        "config:     {} ({} securities, {enabled} enabled)",
+        config.path.display(),
+        config.securities.len()
+    );
+    let _ = writeln!(out, "window:     {window} ({} days)", window.days());
+    let _ = writeln!(
+        out,
+        "yahoo:      {} (batch {}, {} req/s, {} retries, timeout {}s)",
+        client.base_url,
+        config.encoding.batch_size,
+        client.requests_per_second,
+        client.retry.max_retries,
+        client.timeout.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "database:   {database} (migrations {})",
+        if apply_migrations {
+            "applied on start"
+        } else {
+            "not applied: --no-migrate"
+        }
+    );
+    match memory {
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "chroma:     {} (documents: last {} days per security)",
+                m.chroma, config.encoding.embedding_days
+            );
+            let _ = writeln!(out, "embedding:  {}", m.embedder);
+        }
+        None => {
+            let _ = writeln!(out, "chroma:     skipped (--no-embeddings)");
+        }
+    }
+    if let Some(plan) = &options.features {
+        let _ = writeln!(
+            out,
+            "features:   {} per trade date from {} (correlations {} returns, momentum {}, credit spread {})",
+            plan.features.len(),
+            plan.symbols().join(" "),
+            config.features.correlation_days,
+            config.features.momentum_days,
+            config.features.spread_days
+        );
+    } else {
+        let _ = writeln!(out, "features:   skipped (features.enabled: false)");
+    }
+    match shard {
+        Some(shard) => {
+            let _ = writeln!(
+                out,
+                "shard:      {shard} (sorted by db_symbol, positions p with p % {} == {})",
+                shard.count(),
+                shard.index()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "shard:      none (all selected securities)");
+        }
+    }
+    let _ = writeln!(out, "selected:   {} securities", selected.len());
+    for category in config.categories() {
+        let in_category: Vec<&&Security> = selected
+            .iter()
+            .filter(|s| &s.category == category)
+            .collect();
+        if in_category.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  {category} ({}):", in_category.len());
+        for s in in_category {
+            let _ = writeln!(
+                out,
+                "    {:<10} -> {:<8} {}",
+                s.yahoo_symbol.as_str(),
+                s.db_symbol.as_str(),
+                s.name
+            );
+        }
+    }
+    out
+}
+
+/// The summary as a table, one row per security.
+#[must_use]
+pub fn table(report: &RunReport) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "symbol", "category", "fetched", "written", "first", "last", "outcome", "error",
+    ]);
+    for s in &report.securities {
+        let date =
+            |d: Option<chrono::NaiveDate>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        table.add_row([
+            s.db_symbol.clone(),
+            s.category.clone(),
+            s.rows_fetched.to_string(),
+            s.rows_written.to_string(),
+            date(s.first_date),
+            date(s.last_date),
+            outcome_word(s.outcome).to_owned(),
+            s.error.clone().unwrap_or_default(),
+        ]);
+    }
+    let index = match &report.index {
+        None => String::new(),
+        Some(i) => match &i.error {
+            None => format!("; {} documents indexed", i.documents_indexed),
+            Some(e) => format!(
+                "; indexing FAILED after {} documents: {e}",
+                i.documents_indexed
+            ),
+        },
+    };
+    let features = match &report.features {
+        None => String::new(),
+        Some(f) => match &f.error {
+            None => format!(
+                "; {} feature rows written ({} features x {} dates, {} NULL)",
+                f.rows_written, f.features, f.dates, f.null_values
+            ),
+            Some(e) => format!("; features FAILED: {e}"),
+        },
+    };
+    format!(
+        "{table}\nrun {} {}: {} of {} securities succeeded, {} failed, {} rows written{features}{index}, window {}, {:.1}s\n",
+        report.run_id,
+        report.outcome.as_str(),
+        report.securities_ok,
+        report.securities_total,
+        report.securities_failed,
+        report.rows_written,
+        report.window,
+        report.elapsed_ms as f64 / 1000.0
+    )
+}
+
+/// The summary as one JSON line (`{"summary": {...}}`).
+#[must_use]
+pub fn json_line(report: &RunReport) -> String {
+    serde_json::json!({ "summary": report }).to_string()
+}
+
+/// One line for the operator when the run did not fully succeed.
+#[must_use]
+pub fn failure_line(report: &RunReport) -> Option<String> {
+    let failed: Vec<String> = report
+        .securities
+        .iter()
+        .filter(|s| s.outcome == SecurityOutcome::Failed)
+        .map(|s| s.db_symbol.clone())
+        .collect();
+    let not_done = report
+        .securities
+        .iter()
+        .filter(|s| s.outcome == SecurityOutcome::Interrupted)
+        .count();
+    if failed.is_empty()
+        && not_done == 0
+        && let Some(error) = report.features.as_ref().and_then(|f| f.error.as_ref())
+    {
+        return Some(format!(
+            "market-encoder: prices, indicators and documents stored, but the cross-asset features failed: {error}; the next run recomputes them (run {})",
+            report.run_id
+        ));
+    }
+    if failed.is_empty()
+        && not_done == 0
+        && let Some(error) = report.index.as_ref().and_then(|i| i.error.as_ref())
+    {
+        return Some(format!(
+            "market-encoder: prices, indicators and documents stored, but indexing failed: {error}; the next run catches up (run {})",
+            report.run_id
+        ));
+    }
+    match (failed.is_empty(), not_done) {
+        (true, 0) => None,
+        (false, _) => Some(format!(
+            "market-encoder: {} of {} securities failed ({}); run {} has the details",
+            failed.len(),
+            report.securities_total,
+            failed.join(", "),
+            report.run_id
+        )),
+        (true, n) => Some(format!(
+            "market-encoder: interrupted; {n} of {} securities were not processed (rerun to catch up); run {}",
+            report.securities_total, report.run_id
+        )),
+    }
+}
+
+/// The `features` command's table: feature, value, inputs, then "N of M features present".
+#[must_use]
+pub fn features_table(date: NaiveDate, features: &[StoredFeature]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["feature", "value", "inputs"]);
+    for f in features {
+        let inputs = serde_json::from_value::<Inputs>(f.inputs.clone())
+            .map_or_else(|_| f.inputs.to_string(), |i| i.to_string());
+        table.add_row([
+            f.feature.clone(),
+            f.value
+                .map_or_else(|| "NULL".to_owned(), |v| format!("{v:.6}")),
+            inputs,
+        ]);
+    }
+    let present = features.iter().filter(|f| f.value.is_some()).count();
+    format!(
+        "cross-asset features for {date}\n{table}\n{present} of {} features present\n",
+        features.len()
+    )
+}
+
+/// The `features` command's JSON: `{"date", "features": {name: value or null}, "present",
+/// "expected"}`.
+#[must_use]
+pub fn features_json(date: NaiveDate, features: &[StoredFeature]) -> String {
+    features_value(date, features).to_string()
+}
+
+/// [`features_json`] as a JSON value (the body of `GET /ml-features`).
+#[must_use]
+pub fn features_value(date: NaiveDate, features: &[StoredFeature]) -> serde_json::Value {
+    let values: serde_json::Map<String, serde_json::Value> = features
+        .iter()
+        .map(|f| (f.feature.clone(), serde_json::json!(f.value)))
+        .collect();
+    serde_json::json!({
+        "date": date,
+        "features": values,
+        "present": features.iter().filter(|f| f.value.is_some()).count(),
+        "expected": features.len(),
+    })
+}
+
+fn outcome_word(outcome: SecurityOutcome) -> &'static str {
+    match outcome {
+        SecurityOutcome::Succeeded => "ok",
+        SecurityOutcome::Failed => "FAILED",
+        SecurityOutcome::Interrupted => "not done",
+    }
+}
