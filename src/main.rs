@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use market_encoder::app::{self, Exit, StopSignal};
 use market_encoder::cli::Cli;
-use market_encoder::config::env::EnvValue;
+use market_encoder::config::env::{self, EnvValue};
 use market_encoder::support::logging;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -17,11 +17,8 @@ use tracing::warn;
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit 2 here, with clap's message
     let env = |name: &'static str| EnvValue::from_process(name);
-    let filter = match logging::filter(
-        std::env::var("RUST_LOG").ok().as_deref(),
-        std::env::var("LOG_LEVEL").ok().as_deref(),
-        cli.verbose,
-    ) {
+    let (rust_log, log_level) = env::log_filter(&env);
+    let filter = match logging::filter(rust_log.as_deref(), log_level.as_deref(), cli.verbose) {
         Ok(filter) => filter,
         Err(e) => {
             eprintln!("market-encoder: {e}");
@@ -33,7 +30,7 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("market-encoder: {e:#}");
-            Exit::Partial.into()
+            Exit::Internal.into()
         }
     }
 }

@@ -13,7 +13,8 @@ use tracing::info;
 
 use crate::cli::{Cli, Command, FeaturesArgs, JobArgs, PnlArgs, RunArgs, ServeArgs, SimilarArgs};
 use crate::config::env::{
-    DatabaseSettings, EnvValue, SettingsError, indexed_job_shard, yahoo_base_url,
+    DatabaseSettings, EnvValue, SettingsError, api_key, collect_token, hub_endpoint, indexed_job_shard,
+    model_cache, model_dir, yahoo_base_url,
 };
 use crate::config::{Config, ConfigError, EmbeddingSettings, FeatureSettings};
 use crate::domain::Security;
@@ -47,6 +48,9 @@ pub enum Exit {
     /// stage failed (Chroma unreachable, model missing); the next run catches up. For
     /// `similar`: Chroma or the embedding model failed.
     Index = 5,
+    /// The process could not set itself up (the async runtime or the signal handlers would
+    /// not start): nothing was done. 70 is `EX_SOFTWARE` of sysexits.h.
+    Internal = 70,
     /// Stopped by SIGINT.
     Interrupted = 130,
     /// Stopped by SIGTERM (what Kubernetes sends).
@@ -109,7 +113,9 @@ impl AppError {
             Self::Search(SearchError::Index(
                 IndexError::NoCollection { .. } | IndexError::ModelMismatch { .. },
             )) => Exit::Usage,
-            Self::Search(SearchError::Index(_) | SearchError::Embed(_)) => Exit::Index,
+            Self::Search(
+                SearchError::Index(_) | SearchError::Embed(_) | SearchError::EmptyEmbedding { .. },
+            ) => Exit::Index,
             Self::Search(_) => Exit::Usage,
             Self::Pnl(PnlError::Store(e)) => store(e),
             Self::Pnl(_) => Exit::Usage,
@@ -342,20 +348,6 @@ async fn serve(
     Ok(Exit::Success)
 }
 
-/// `COLLECT_TOKEN`, trimmed (a mounted secret often ends in a newline); `None` when unset or
-/// blank, which disables `POST /collect`.
-fn collect_token(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Option<SecretString>, AppError> {
-    match env("COLLECT_TOKEN") {
-        EnvValue::Present(value) if value.trim().is_empty() => Ok(None),
-        EnvValue::Present(value) => Ok(Some(SecretString::from(value.trim().to_owned()))),
-        EnvValue::Absent => Ok(None),
-        EnvValue::NotUnicode => Err(SettingsError::NotUnicode {
-            name: "COLLECT_TOKEN",
-        }
-        .into()),
-    }
-}
-
 /// Chroma and the embedder: `CHROMA_*` from the environment, the provider from the config's
 /// `embedding:` section. `local`: `EMBEDDING_MODEL_DIR`, or else the hub (`HF_ENDPOINT`) with a
 /// cache under `MARKET_ENCODER_MODEL_CACHE` (default `~/.cache/market-encoder/models`).
@@ -404,46 +396,15 @@ fn require_api_key(memory: &MemoryOptions) -> Result<(), AppError> {
     }
 }
 
-/// The value of the key variable `var`: `None` when unset or blank.
-fn api_key(
-    env: &dyn Fn(&'static str) -> EnvValue,
-    var: &str,
-) -> Result<Option<SecretString>, AppError> {
-    // Every other variable is named by a literal; this one by the config. The lookup takes
-    // `&'static str` names, so the name (a few bytes, once per run) is leaked to get one.
-    let name: &'static str = Box::leak(var.to_owned().into_boxed_str());
-    match env(name) {
-        EnvValue::Present(value) if value.trim().is_empty() => Ok(None),
-        EnvValue::Present(value) => Ok(Some(SecretString::from(value.trim().to_owned()))),
-        EnvValue::Absent => Ok(None),
-        EnvValue::NotUnicode => Err(EmbedError::KeyInvalid {
-            var: var.to_owned(),
-        }
-        .into()),
-    }
-}
-
 /// The local model: `EMBEDDING_MODEL_DIR`, or else the hub.
 fn local_model(env: &dyn Fn(&'static str) -> EnvValue) -> Result<ModelSource, AppError> {
-    match embed::model_dir_from_env() {
-        Ok(dir) => Ok(ModelSource::Dir(dir)),
-        Err(EmbedError::ModelDirUnset) => {
-            let cache = match env("MARKET_ENCODER_MODEL_CACHE") {
-                EnvValue::Present(dir) if !dir.is_empty() => PathBuf::from(dir),
-                _ => match env("HOME") {
-                    EnvValue::Present(home) => {
-                        PathBuf::from(home).join(".cache/market-encoder/models")
-                    }
-                    _ => PathBuf::from(".cache/market-encoder/models"),
-                },
-            };
-            Ok(ModelSource::Hub {
-                endpoint: embed::hub_endpoint_from_env()?,
-                cache,
-            })
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(match model_dir(env) {
+        Some(dir) => ModelSource::Dir(dir),
+        None => ModelSource::Hub {
+            endpoint: hub_endpoint(env)?,
+            cache: model_cache(env),
+        },
+    })
 }
 
 /// `similar`: the nearest market days to a stored day or a text, printed as a table or JSON.
@@ -482,44 +443,7 @@ async fn similar(
         },
         category,
     };
-    let chroma = ChromaClient::connect(&memory.chroma)
-        .await
-        .map_err(SearchError::from)?;
-    let collection = chroma
-        .open_collection(memory.chroma.collection())
-        .await
-        .map_err(SearchError::from)?;
-    let answer = match target {
-        Target::Day { symbol, date } => {
-            similar::near_day(&chroma, &collection, &symbol, date, args.k(), &filter).await?
-        }
-        Target::Text(text) => {
-            // A text must be embedded by the model that made the collection's vectors.
-            let wanted = memory.embedder.model_id();
-            if let Some(stored) = collection.embedding_model.clone()
-                && stored != wanted
-            {
-                return Err(SearchError::from(IndexError::ModelMismatch {
-                    collection: collection.name,
-                    stored,
-                    wanted,
-                })
-                .into());
-            }
-            let embedder = Embedder::load(&memory.embedder)
-                .await
-                .map_err(SearchError::from)?;
-            let vector = embedder
-                .embed(vec![text.clone()])
-                .await
-                .map_err(SearchError::from)?
-                .pop()
-                .unwrap_or_default();
-            let query = serde_json::json!({ "text": text, "model": embedder.model_id() });
-            similar::near_vector(&chroma, &collection, vector, args.k(), &filter, None, query)
-                .await?
-        }
-    };
+    let answer = similar::ask(&memory.chroma, &memory.embedder, target, args.k(), &filter).await?;
     if args.json {
         println!("{}", similar::json_answer(&answer));
     } else {

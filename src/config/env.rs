@@ -2,12 +2,18 @@
 //! where Yahoo is. Credentials live in [`SecretString`]s and are only ever shown redacted.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+
 use crate::domain::Shard;
+use crate::support::retry::RetryPolicy;
 
 /// Yahoo's public chart host; `YAHOO_BASE_URL` overrides it (tests point it at the fake).
 pub const DEFAULT_YAHOO_BASE_URL: &str = "https://query2.finance.yahoo.com";
@@ -35,6 +41,8 @@ pub enum SettingsError {
     NotUnicode { name: &'static str },
     #[error("{0}")]
     Shard(String),
+    #[error("environment variable {name}: {problem}")]
+    Chroma { name: &'static str, problem: String },
 }
 
 /// How to reach PostgreSQL. `Debug` and `Display` redact the password.
@@ -255,6 +263,290 @@ pub fn indexed_job_shard(
         })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Chroma
+
+/// Where Chroma is when neither `CHROMA_URL` nor `CHROMA_HOST`/`CHROMA_PORT` say.
+pub const DEFAULT_CHROMA_URL: &str = "http://127.0.0.1:8000";
+pub const DEFAULT_TENANT: &str = "default_tenant";
+pub const DEFAULT_DATABASE: &str = "default_database";
+pub const DEFAULT_COLLECTION: &str = "sp500_market_data";
+/// The header Chroma Cloud and authenticating proxies read the token from.
+pub const TOKEN_HEADER: &str = "x-chroma-token";
+/// Per-request timeout: a full batch of 5,461 records at dimension 384 takes a few seconds, a
+/// re-upsert of unchanged records about four times longer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// 4 attempts over about 1.5-3 s: rides out a restart of the server or a proxy hiccup.
+pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
+    max_retries: 3,
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+};
+
+/// How to reach Chroma. `Debug` and `Display` never show the token.
+#[derive(Clone)]
+pub struct ChromaSettings {
+    pub(crate) url: Url,
+    pub(crate) tenant: String,
+    pub(crate) database: String,
+    pub(crate) token: Option<SecretString>,
+    pub(crate) collection: String,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+}
+
+impl ChromaSettings {
+    /// Reads `CHROMA_URL` (or `CHROMA_HOST` and `CHROMA_PORT`; default
+    /// [`DEFAULT_CHROMA_URL`]), `CHROMA_TENANT`, `CHROMA_DATABASE`, `CHROMA_TOKEN` (optional, sent
+    /// as the `x-chroma-token` header) and `CHROMA_COLLECTION` (default
+    /// [`DEFAULT_COLLECTION`]). Empty values count as unset.
+    pub fn from_env(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Self, SettingsError> {
+        let get = |name: &'static str| -> Result<Option<String>, SettingsError> {
+            match env(name) {
+                EnvValue::Absent => Ok(None),
+                EnvValue::Present(v) if v.trim().is_empty() => Ok(None),
+                EnvValue::Present(v) => Ok(Some(v)),
+                EnvValue::NotUnicode => Err(SettingsError::Chroma {
+                    name,
+                    problem: "not valid UTF-8".into(),
+                }),
+            }
+        };
+        let url = if let Some(value) = get("CHROMA_URL")? {
+            parse_chroma_url("CHROMA_URL", value.trim())?
+        } else {
+            let host = get("CHROMA_HOST")?;
+            let port = match get("CHROMA_PORT")? {
+                None => 8000,
+                Some(v) => v
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| SettingsError::Chroma {
+                        name: "CHROMA_PORT",
+                        problem: format!("{v:?} is not a port number (1-65535)"),
+                    })?,
+            };
+            match host {
+                None if port == 8000 => parse_chroma_url("CHROMA_URL", DEFAULT_CHROMA_URL)?,
+                host => {
+                    let host = host.as_deref().map_or("127.0.0.1", str::trim);
+                    let bracketed = if host.contains(':') && !host.starts_with('[') {
+                        format!("[{host}]")
+                    } else {
+                        host.to_owned()
+                    };
+                    parse_chroma_url("CHROMA_HOST", &format!("http://{bracketed}:{port}"))?
+                }
+            }
+        };
+        let token = match get("CHROMA_TOKEN")? {
+            None => None,
+            Some(t) => {
+                let t = t.trim();
+                if HeaderValue::from_str(t).is_err() {
+                    return Err(SettingsError::Chroma {
+                        name: "CHROMA_TOKEN",
+                        problem: "not a valid HTTP header value (control characters); the value is not shown".into(),
+                    });
+                }
+                Some(SecretString::from(t.to_owned()))
+            }
+        };
+        Ok(Self {
+            url,
+            tenant: get("CHROMA_TENANT")?.unwrap_or_else(|| DEFAULT_TENANT.into()),
+            database: get("CHROMA_DATABASE")?.unwrap_or_else(|| DEFAULT_DATABASE.into()),
+            token,
+            collection: get("CHROMA_COLLECTION")?.unwrap_or_else(|| DEFAULT_COLLECTION.into()),
+            timeout: DEFAULT_TIMEOUT,
+            retry: DEFAULT_RETRY,
+        })
+    }
+
+    /// Per-request timeout (default [`DEFAULT_TIMEOUT`]).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Retries of transient failures (default [`DEFAULT_RETRY`]).
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    #[must_use]
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    #[must_use]
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    #[must_use]
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The collection the job writes to (`CHROMA_COLLECTION`).
+    #[must_use]
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    #[must_use]
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    pub(crate) fn shown_url(&self) -> String {
+        self.url.as_str().trim_end_matches('/').to_owned()
+    }
+}
+
+/// `http://127.0.0.1:8000 (tenant default_tenant, database default_database, collection
+/// sp500_market_data, token [redacted])`: safe to print and log.
+impl fmt::Display for ChromaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (tenant {}, database {}, collection {}{})",
+            self.shown_url(),
+            self.tenant,
+            self.database,
+            self.collection,
+            if self.token.is_some() {
+                ", token [redacted]"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+impl fmt::Debug for ChromaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChromaSettings({self})")
+    }
+}
+
+fn parse_chroma_url(name: &'static str, value: &str) -> Result<Url, SettingsError> {
+    let url = Url::parse(value).map_err(|e| SettingsError::Chroma {
+        name,
+        problem: format!("{value:?} is not a valid http(s) URL ({e})"),
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // The value is not echoed: it holds credentials.
+        return Err(SettingsError::Chroma {
+            name,
+            problem: "credentials in the URL are not supported (set CHROMA_TOKEN); the value is not shown".into(),
+        });
+    }
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(SettingsError::Chroma {
+            name,
+            problem: format!("{value:?} is not an http(s) URL"),
+        });
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(SettingsError::Chroma {
+            name,
+            problem: format!("{value:?} must not have a query or fragment"),
+        });
+    }
+    Ok(url)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The embedding model, the service's token, logging
+
+/// The hub used when `HF_ENDPOINT` is not set.
+pub const DEFAULT_HUB: &str = "https://huggingface.co";
+
+/// `EMBEDDING_MODEL_DIR`: a local model directory, if set and not empty.
+#[must_use]
+pub fn model_dir(env: &dyn Fn(&'static str) -> EnvValue) -> Option<PathBuf> {
+    match env("EMBEDDING_MODEL_DIR") {
+        EnvValue::Present(dir) if !dir.trim().is_empty() => Some(PathBuf::from(dir)),
+        _ => None,
+    }
+}
+
+/// Where a model downloaded from the hub is kept: `MARKET_ENCODER_MODEL_CACHE`, or else
+/// `$HOME/.cache/market-encoder/models` (relative to the working directory without a HOME).
+#[must_use]
+pub fn model_cache(env: &dyn Fn(&'static str) -> EnvValue) -> PathBuf {
+    match env("MARKET_ENCODER_MODEL_CACHE") {
+        EnvValue::Present(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => match env("HOME") {
+            EnvValue::Present(home) => PathBuf::from(home).join(".cache/market-encoder/models"),
+            _ => PathBuf::from(".cache/market-encoder/models"),
+        },
+    }
+}
+
+/// The hub's base URL: `HF_ENDPOINT`, as the official Hugging Face tools read it, or
+/// [`DEFAULT_HUB`].
+pub fn hub_endpoint(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Url, SettingsError> {
+    let value = env("HF_ENDPOINT")
+        .into_option("HF_ENDPOINT")?
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_HUB.to_owned());
+    Url::parse(value.trim()).map_err(|e| SettingsError::BadUrl {
+        name: "HF_ENDPOINT",
+        value: value.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// A secret variable, trimmed (a mounted secret often ends in a newline); `None` when unset or
+/// blank. Its value is only ever held in a [`SecretString`].
+pub fn secret(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    name: &'static str,
+) -> Result<Option<SecretString>, SettingsError> {
+    match env(name) {
+        EnvValue::Present(value) if value.trim().is_empty() => Ok(None),
+        EnvValue::Present(value) => Ok(Some(SecretString::from(value.trim().to_owned()))),
+        EnvValue::Absent => Ok(None),
+        EnvValue::NotUnicode => Err(SettingsError::NotUnicode { name }),
+    }
+}
+
+/// `COLLECT_TOKEN`, the bearer token of `POST /collect` (`None` disables it).
+pub fn collect_token(
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Result<Option<SecretString>, SettingsError> {
+    secret(env, "COLLECT_TOKEN")
+}
+
+/// The variable the config's `embedding.api_key_env` names. Every other variable is named by
+/// a literal; this one by the config, and the lookup takes `&'static str` names, so the name
+/// (a few bytes, once per run) is leaked to get one.
+pub fn api_key(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    var: &str,
+) -> Result<Option<SecretString>, SettingsError> {
+    let name: &'static str = Box::leak(var.to_owned().into_boxed_str());
+    secret(env, name)
+}
+
+/// `RUST_LOG` and `LOG_LEVEL`, as given (the logging filter parses them).
+#[must_use]
+pub fn log_filter(env: &dyn Fn(&'static str) -> EnvValue) -> (Option<String>, Option<String>) {
+    let get = |name| match env(name) {
+        EnvValue::Present(v) => Some(v),
+        _ => None,
+    };
+    (get("RUST_LOG"), get("LOG_LEVEL"))
+}
+
 /// One environment variable as read: absent, present, or present but not UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvValue {
@@ -429,5 +721,67 @@ mod tests {
                 .to_string()
                 .contains("YAHOO_BASE_URL")
         );
+    }
+
+    #[test]
+    fn chroma_defaults() {
+        let s = ChromaSettings::from_env(&EnvValue::from_pairs(&[])).unwrap();
+        assert_eq!(s.url().as_str(), "http://127.0.0.1:8000/");
+        assert_eq!(
+            s.to_string(),
+            "http://127.0.0.1:8000 (tenant default_tenant, database default_database, collection sp500_market_data)"
+        );
+    }
+
+    #[test]
+    fn chroma_host_and_port_and_token_redacted() {
+        let s = ChromaSettings::from_env(&EnvValue::from_pairs(&[
+            ("CHROMA_HOST", "chroma.internal"),
+            ("CHROMA_PORT", "8001"),
+            ("CHROMA_TOKEN", "ck-supersecret"),
+            ("CHROMA_TENANT", "t"),
+            ("CHROMA_DATABASE", "d"),
+            ("CHROMA_COLLECTION", "c1x"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.to_string(),
+            "http://chroma.internal:8001 (tenant t, database d, collection c1x, token [redacted])"
+        );
+        assert!(!format!("{s:?}").contains("supersecret"));
+        let v6 =
+            ChromaSettings::from_env(&EnvValue::from_pairs(&[("CHROMA_HOST", "::1")])).unwrap();
+        assert_eq!(v6.url().as_str(), "http://[::1]:8000/");
+    }
+
+    #[test]
+    fn chroma_url_wins_and_bad_values_name_the_variable() {
+        let s = ChromaSettings::from_env(&EnvValue::from_pairs(&[
+            ("CHROMA_URL", "https://chroma.example.com/prefix"),
+            ("CHROMA_HOST", "ignored"),
+        ]))
+        .unwrap();
+        assert_eq!(s.url().as_str(), "https://chroma.example.com/prefix");
+        let err = ChromaSettings::from_env(&EnvValue::from_pairs(&[("CHROMA_URL", "ftp://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CHROMA_URL") && err.contains("ftp://x"),
+            "{err}"
+        );
+        let err = ChromaSettings::from_env(&EnvValue::from_pairs(&[(
+            "CHROMA_URL",
+            "http://u:hunter2@h:1",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("CHROMA_URL") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = ChromaSettings::from_env(&EnvValue::from_pairs(&[("CHROMA_PORT", "80a")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CHROMA_PORT") && err.contains("80a"), "{err}");
     }
 }

@@ -228,13 +228,15 @@ pub async fn run(
 pub struct StartedRun {
     store: Store,
     lock: RunLock,
+    client: YahooClient,
     run_id: Uuid,
     started: Instant,
 }
 
 /// Connects (with `options.batch_size` + 1 connections), applies migrations unless told not
-/// to, takes the run lock ([`StoreError::Locked`] if another run holds it) and records the run
-/// as started. Nothing is fetched yet.
+/// to, takes the run lock ([`StoreError::Locked`] if another run holds it; orphaned `running`
+/// rows become `abandoned`), builds the Yahoo client and records the run as started. Nothing is
+/// fetched yet, and nothing that can fail comes after the run's row is written.
 pub async fn start(
     options: &JobOptions,
     database: &DatabaseSettings,
@@ -250,11 +252,12 @@ pub async fn start(
         .lock_run(options.shard.map_or(RUN_LOCK_KEY, Shard::lock_key))
         .await?;
     let run_id = store
-        .start_run(&options.window, options.securities.len())
+        .start_run(&lock, &options.window, options.securities.len())
         .await?;
     Ok(StartedRun {
         store,
         lock,
+        client,
         run_id,
         started,
     })
@@ -274,28 +277,25 @@ impl StartedRun {
         options: &JobOptions,
         cancel: &CancellationToken,
     ) -> Result<RunReport, JobError> {
-        let Self {
-            store,
-            lock,
-            run_id,
-            started,
-        } = self;
-        stages(options, cancel, store, lock, run_id, started).await
+        stages(options, cancel, self).await
     }
 }
 
 async fn stages(
     options: &JobOptions,
     cancel: &CancellationToken,
-    store: Store,
-    lock: RunLock,
-    run_id: Uuid,
-    started: Instant,
+    run: StartedRun,
 ) -> Result<RunReport, JobError> {
+    let StartedRun {
+        store,
+        lock,
+        client,
+        run_id,
+        started,
+    } = run;
     let span = info_span!("run", %run_id, window = %options.window);
     info!(parent: &span, securities = options.securities.len(), "run started");
 
-    let client = YahooClient::new(&options.client)?;
     // Two stages joined by a stream: up to `batch_size` fetches in flight, and up to
     // `batch_size` store transactions in flight, so that network waits overlap database writes.
     // `buffer_unordered` pulls from upstream only when it has room, so at most

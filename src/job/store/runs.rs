@@ -4,7 +4,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use tracing::warn;
 use uuid::Uuid;
 
 use super::{Store, StoreError, query_error};
@@ -12,6 +13,16 @@ use crate::domain::DateWindow;
 
 /// Key of the advisory lock that keeps two runs from interleaving ("mkt-enc" in ASCII).
 pub const RUN_LOCK_KEY: i64 = 0x006d_6b74_2d65_6e63;
+
+/// An advisory lock granted on this database, in `pg_locks` as `l` (a bigint key is split into
+/// `classid` = its high and `objid` = its low 32 bits, with `objsubid` 1).
+const HELD: &str = "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+/// `l` is the unsharded run's lock (`$1` = [`RUN_LOCK_KEY`]).
+const UNSHARDED: &str =
+    "(l.classid = ($1::int8 >> 32)::oid AND l.objid = ($1::int8 & 4294967295)::oid)";
+/// `l` is a shard's run lock: its top byte is `S` ([`crate::domain::Shard::lock_key`]).
+const SHARD: &str = "((l.classid::int8 >> 24) = 83)";
 
 /// How one run ended, as recorded in `runs.outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,6 +125,9 @@ pub struct RunTotals {
 impl Store {
     /// Takes the run lock `key` ([`RUN_LOCK_KEY`], or a shard's
     /// [`crate::domain::Shard::lock_key`]) on its own connection, or says another run has it.
+    /// The unsharded run also stands back while any shard's lock is held. Holding the lock,
+    /// it marks every `running` row whose lock nobody holds `abandoned` (a
+    /// run killed by SIGKILL, or whose database died), and logs it.
     #[tracing::instrument(name = "db.lock", skip_all, err(Display))]
     pub async fn lock_run(&self, key: i64) -> Result<RunLock, StoreError> {
         let mut conn = PgConnection::connect_with(&self.options)
@@ -127,25 +141,56 @@ impl Store {
             .fetch_one(&mut conn)
             .await
             .map_err(query_error("taking the run lock"))?;
-        if locked {
-            Ok(RunLock { conn, key })
-        } else {
+        // An unsharded run (the CronJob, the service) does not start while shards of a job
+        // run: it would do their work again beside them. Shards do not wait for it.
+        let shards_running = locked
+            && key == RUN_LOCK_KEY
+            && sqlx::query_scalar::<_, bool>(AssertSqlSafe(format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE {HELD} AND {SHARD})"
+            )))
+            .fetch_one(&mut conn)
+            .await
+            .map_err(query_error("looking for running shards"))?;
+        if !locked || shards_running {
             let _ = conn.close().await;
-            Err(StoreError::Locked {
+            return Err(StoreError::Locked {
                 target: self.target.clone(),
-            })
+            });
         }
+        let abandoned: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE runs r SET outcome = 'abandoned', finished_at = now()
+             WHERE r.outcome = 'running' AND NOT EXISTS (
+                 SELECT 1 FROM pg_locks l WHERE {HELD} AND l.pid <> pg_backend_pid()
+                   AND l.classid = (COALESCE(r.lock_key, $1) >> 32)::oid
+                   AND l.objid = (COALESCE(r.lock_key, $1) & 4294967295)::oid)
+             RETURNING r.id, r.started_at"
+        )))
+        .bind(RUN_LOCK_KEY)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(query_error("marking abandoned runs"))?;
+        for (id, started_at) in &abandoned {
+            warn!(run_id = %id, %started_at, "marked run abandoned: it was still 'running' but no process holds its lock (killed, or its database connection died)");
+        }
+        Ok(RunLock { conn, key })
     }
 
-    /// Records a run as started; returns its id.
+    /// Records a run as started, with the lock it holds; returns its id.
     #[tracing::instrument(name = "db.start_run", skip_all, err(Display))]
-    pub async fn start_run(&self, window: &DateWindow, total: usize) -> Result<Uuid, StoreError> {
+    pub async fn start_run(
+        &self,
+        lock: &RunLock,
+        window: &DateWindow,
+        total: usize,
+    ) -> Result<Uuid, StoreError> {
         sqlx::query_scalar(
-            "INSERT INTO runs (window_from, window_to, securities_total) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO runs (window_from, window_to, securities_total, lock_key)
+             VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(window.from())
         .bind(window.to())
         .bind(i32::try_from(total).unwrap_or(i32::MAX))
+        .bind(lock.key)
         .fetch_one(&self.pool)
         .await
         .map_err(query_error("recording the start of the run"))
@@ -263,19 +308,13 @@ impl Store {
         })
     }
 
-    /// Whether some session (this process, a CronJob pod, anyone) holds the run lock on this
-    /// database now: the advisory lock in `pg_locks` (key split into `classid` = high and
-    /// `objid` = low 32 bits, `objsubid` 1 for a bigint key).
+    /// Whether some session (this process, a CronJob pod, anyone) holds a run lock on this
+    /// database now, the unsharded run's or any shard's.
     #[tracing::instrument(name = "db.run_lock_held", skip_all, err(Display))]
     pub async fn run_lock_held(&self) -> Result<bool, StoreError> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (
-                 SELECT 1 FROM pg_locks
-                 WHERE locktype = 'advisory' AND granted AND objsubid = 1
-                   AND classid = ($1::int8 >> 32)::oid
-                   AND objid = ($1::int8 & 4294967295)::oid
-                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
-        )
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE {HELD} AND ({UNSHARDED} OR {SHARD}))"
+        )))
         .bind(RUN_LOCK_KEY)
         .fetch_one(&self.pool)
         .await

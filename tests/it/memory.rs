@@ -2,11 +2,9 @@
 //! in-process embeddings -> a real Chroma server, read back with our client and with the
 //! official Python client. `scripts/test.sh` provides CHROMA_URL, CHROMA_PYTHON and
 //! EMBEDDING_MODEL_DIR.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
-mod common;
 
-use common::{TestDb, config, fake, run_job_with};
+use crate::common::{TestDb, config, fake, run_job_with};
 use market_encoder::config::env::EnvValue;
 use market_encoder::job::index::{ChromaClient, ChromaSettings, Include, MetadataValue};
 use serde_json::Value;
@@ -81,7 +79,7 @@ async fn indexed_market() -> (
     Memory,
     tempfile::TempDir,
     std::path::PathBuf,
-    common::Run,
+    crate::common::Run,
 ) {
     let db = TestDb::new().await;
     let yahoo = fake().await;
@@ -260,13 +258,13 @@ async fn with_chroma_down_prices_are_kept_and_the_next_run_catches_up() {
 }
 
 /// `similar` as a user runs it, against the collection a job run filled.
-async fn similar(memory: &Memory, cfg: &std::path::Path, flags: &[&str]) -> common::Run {
+async fn similar(memory: &Memory, cfg: &std::path::Path, flags: &[&str]) -> crate::common::Run {
     let mut args = vec!["similar", "--config", cfg.to_str().unwrap()];
     args.extend_from_slice(flags);
-    common::run(&args, &memory.env()).await
+    crate::common::run(&args, &memory.env()).await
 }
 
-fn neighbours(r: &common::Run) -> Vec<Value> {
+fn neighbours(r: &crate::common::Run) -> Vec<Value> {
     assert_eq!(r.code, 0, "{r:#?}");
     let answer: Value = serde_json::from_str(r.stdout.trim()).unwrap();
     answer["neighbours"].as_array().unwrap().clone()
@@ -461,7 +459,7 @@ async fn similar_finds_the_nearest_days_to_a_stored_day_or_a_text() {
     env[1] = ("CHROMA_COLLECTION", missing.as_str());
     let mut args = vec!["similar", "--config", cfg.to_str().unwrap()];
     args.extend(["--symbol", "SPY", "--date", &date]);
-    let no_collection = common::run(&args, &env).await;
+    let no_collection = crate::common::run(&args, &env).await;
     assert_eq!(no_collection.code, 2, "{no_collection:#?}");
     assert!(
         no_collection
@@ -475,7 +473,7 @@ async fn similar_finds_the_nearest_days_to_a_stored_day_or_a_text() {
         "a search must not create a collection"
     );
     env[0] = ("CHROMA_URL", "http://127.0.0.1:9");
-    let down = common::run(&args, &env).await;
+    let down = crate::common::run(&args, &env).await;
     assert_eq!(down.code, 5, "{down:#?}");
     assert!(
         down.stderr

@@ -1,14 +1,12 @@
 //! `market-encoder serve` end to end: the real binary listening on a free port, called over
 //! real HTTP, against a fresh PostgreSQL database per test and the fake Yahoo.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
-mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ROLE_SECURITIES, TestDb, config, config_with, fake, fake_with_latency};
+use crate::common::{ROLE_SECURITIES, TestDb, config, config_with, fake, fake_with_latency};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -47,7 +45,7 @@ impl Server {
     async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut all = vec!["serve", "--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        let mut child = common::command(&all, env).spawn().unwrap();
+        let mut child = crate::common::command(&all, env).spawn().unwrap();
         let stdout: Arc<Mutex<String>> = Arc::default();
         let stderr: Arc<Mutex<String>> = Arc::default();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -341,7 +339,7 @@ async fn every_endpoint_answers_and_a_collected_run_shows_in_status_metrics_and_
     assert_eq!(features["date"], TO);
     assert_eq!(features["expected"], 14);
     assert!(features["features"]["ml_risk_on_ratio"].is_f64());
-    let cli = common::run(
+    let cli = crate::common::run(
         &["features", "--json"],
         &[("DATABASE_URL", db.url.as_str())],
     )
@@ -638,7 +636,7 @@ async fn an_address_in_use_or_a_bad_config_exits_2_before_serving() {
     let cfg = config(dir.path(), &[("etfs", "SPY", "SPY")], "");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let r = common::run(
+    let r = crate::common::run(
         &[
             "serve",
             "--bind",
@@ -656,7 +654,7 @@ async fn an_address_in_use_or_a_bad_config_exits_2_before_serving() {
         "{}",
         r.stderr
     );
-    let r = common::run(
+    let r = crate::common::run(
         &[
             "serve",
             "--bind",

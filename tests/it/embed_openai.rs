@@ -3,9 +3,7 @@
 //! failure a real server can produce); the `--dry-run` plan of the provider; and one run of the
 //! job with `provider: openai` against the fake, PostgreSQL and a real Chroma server
 //! (`CHROMA_URL`, which `scripts/test.sh` provides, as for tests/memory.rs).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
-mod common;
 
 use std::collections::VecDeque;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -17,7 +15,7 @@ use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::{TestDb, config, fake, run, run_job_with};
+use crate::common::{TestDb, config, fake, run, run_job_with};
 use market_encoder::config::env::EnvValue;
 use market_encoder::job::embed::{
     EmbedError, Embedder, EmbedderSource, OpenAiEmbedder, OpenAiSettings,
@@ -671,7 +669,7 @@ async fn the_embedder_enum_loads_the_openai_provider() {
 
 const KEY_VAR: &str = "ME_TEST_EMBEDDINGS_KEY";
 
-/// The test config's encoding settings (as `common::config` writes them) and an `embedding:`
+/// The test config's encoding settings (as `crate::common::config` writes them) and an `embedding:`
 /// section for `base_url`.
 fn encoding_and_embedding(base_url: &Url, batch_size: usize) -> String {
     format!(

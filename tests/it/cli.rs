@@ -1,10 +1,8 @@
 //! The binary's contract with its operator: dry runs, configuration and environment errors,
 //! an unreachable database, migrations; exit codes and one-line messages without secrets.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
-mod common;
 
-use common::{TestDb, run};
+use crate::common::{TestDb, run};
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/securities.yaml");
 const SECRET: &str = "pa55-do-not-print";
@@ -195,7 +193,7 @@ async fn flags_read_their_environment_variables() {
 }
 
 /// A dry run of this securities.yaml text.
-async fn dry_run_of(yaml: &str) -> common::Run {
+async fn dry_run_of(yaml: &str) -> crate::common::Run {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("securities.yaml");
     std::fs::write(&path, yaml).unwrap();

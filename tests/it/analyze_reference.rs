@@ -1,7 +1,6 @@
 //! The analyze stage cross-checked against an independent implementation: Python's `ta`
 //! library and pandas (tests/reference/indicators.py), run on the same series.
 //! `scripts/test.sh` provides the Python (`REF_PYTHON`, a cached venv).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -4,7 +4,6 @@
 //!
 //! Needs EMBEDDING_MODEL_DIR (scripts/test.sh sets it with `ensure_model` from
 //! scripts/lib/model.sh).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use market_encoder::job::embed::{self, EmbedError, HUB_FILES, MODEL_REPO, MiniLm
 use serde::Deserialize;
 use url::Url;
 
-const REFERENCE: &str = include_str!("fixtures/embeddings/reference.json");
+const REFERENCE: &str = include_str!("../fixtures/embeddings/reference.json");
 
 #[derive(Deserialize)]
 struct Reference {
@@ -40,10 +39,13 @@ fn reference() -> Reference {
 }
 
 fn model_dir() -> PathBuf {
-    match embed::model_dir_from_env() {
-        Ok(dir) => dir,
-        Err(e) => panic!(
-            "{e}\nthese tests need the embedding model: run them through scripts/test.sh, which sets EMBEDDING_MODEL_DIR"
+    match market_encoder::config::env::model_dir(&|name| {
+        market_encoder::config::env::EnvValue::from_process(name)
+    }) {
+        Some(dir) => dir,
+        None => panic!(
+            "{}\nthese tests need the embedding model: run them through scripts/test.sh, which sets EMBEDDING_MODEL_DIR",
+            EmbedError::ModelDirUnset
         ),
     }
 }

@@ -1,13 +1,11 @@
 //! The daily job end to end: the real binary, a real PostgreSQL (a fresh database per test) and
 //! the fake Yahoo replaying responses of the real shape, including its failure modes.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
-mod common;
 
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, Weekday};
-use common::{TestDb, config, fake, run, run_job};
+use crate::common::{TestDb, config, fake, run, run_job};
 use fake_yahoo::Scenario;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -609,7 +607,7 @@ async fn a_shard_stores_only_its_securities_under_its_own_lock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_new_work_and_records_the_run_as_interrupted() {
     let db = TestDb::new().await;
-    let yahoo = common::fake_with_latency(Duration::from_millis(700)).await;
+    let yahoo = crate::common::fake_with_latency(Duration::from_millis(700)).await;
     let dir = tempfile::tempdir().unwrap();
     let symbols: Vec<(String, String)> = (0..12)
         .map(|i| (format!("T{i:02}"), format!("T{i:02}")))
@@ -623,7 +621,7 @@ async fn sigterm_stops_new_work_and_records_the_run_as_interrupted() {
         &securities,
         "  batch_size: 2\n  max_retries: 0\n  requests_per_second: 100\n",
     );
-    let child = common::command(
+    let child = crate::common::command(
         &[
             "--config",
             cfg.to_str().unwrap(),

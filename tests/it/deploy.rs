@@ -3,7 +3,6 @@
 //! period covers the shutdown, the ConfigMap's securities.yaml is config/securities.yaml, and
 //! the backfill's shards cover the selection. No cluster needed (scripts/check-k8s.sh checks
 //! the schemas).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

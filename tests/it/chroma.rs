@@ -3,7 +3,6 @@
 //! Each test works in a collection of its own, deleted at its end. A few tests use a tiny local
 //! HTTP stand-in instead, for what a real server will not do on demand (fail, or show the
 //! headers it received).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;

@@ -2,12 +2,10 @@
 //! Yahoo, and the `ml_market_features` view is checked against the same formulas recomputed
 //! independently in SQL (PostgreSQL's numeric arithmetic, `lag` and `corr`); missing inputs are
 //! NULL and logged once; a rerun writes nothing; the `features` command and its exit codes.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
-mod common;
 
 use chrono::{Datelike, NaiveDate, Weekday};
-use common::{ROLE_SECURITIES, TestDb, config_with, fake, run, run_job};
+use crate::common::{ROLE_SECURITIES, TestDb, config_with, fake, run, run_job};
 use serde_json::Value;
 
 const FROM: &str = "2024-05-01";
@@ -133,7 +131,7 @@ fn warnings_about(stderr: &str, feature: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn features_command(db: &TestDb, args: &[&str]) -> common::Run {
+async fn features_command(db: &TestDb, args: &[&str]) -> crate::common::Run {
     let mut all = vec!["features"];
     all.extend_from_slice(args);
     run(&all, &[("DATABASE_URL", db.url.as_str())]).await

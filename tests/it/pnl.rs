@@ -1,11 +1,9 @@
 //! `market-encoder pnl` end to end: prices stored by the real job (fake Yahoo -> PostgreSQL),
 //! then the P&L read back by the binary, checked against the stored closes.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
-mod common;
 
 use chrono::NaiveDate;
-use common::{Run, TestDb, config, fake, run, run_job};
+use crate::common::{Run, TestDb, config, fake, run, run_job};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
