@@ -2,27 +2,26 @@
 //! the migrations, or the dry run. `main` only sets up logging and signals around this.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::cli::{Cli, Command, FeaturesArgs, JobArgs, PnlArgs, RunArgs, ServeArgs, SimilarArgs};
 use crate::config::env::{
-    DatabaseSettings, EnvValue, SettingsError, api_key, collect_token, hub_endpoint, indexed_job_shard,
-    model_cache, model_dir, yahoo_base_url,
+    DatabaseSettings, EnvValue, SettingsError, api_key, collect_token, hub_endpoint,
+    indexed_job_shard, model_cache, model_dir, yahoo_base_url,
 };
 use crate::config::{Config, ConfigError, EmbeddingSettings, FeatureSettings};
 use crate::domain::Security;
 use crate::domain::{DateWindow, DomainError};
-use crate::job::embed::{self, EmbedError, Embedder, EmbedderSource, ModelSource, OpenAiSettings};
+use crate::job::embed::{EmbedError, EmbedderSource, ModelSource, OpenAiSettings};
 use crate::job::features::{Plan, PlanSettings};
 use crate::job::fetch::{ClientOptions, RetryPolicy};
-use crate::job::index::{ChromaClient, ChromaSettings, IndexError};
+use crate::job::index::{ChromaSettings, IndexError};
 use crate::job::store::{RunOutcome, Store, StoreError};
 use crate::job::{self, JobError, JobOptions, MemoryOptions};
 use crate::read::features::{self, FeaturesError};

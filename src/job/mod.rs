@@ -11,15 +11,19 @@ pub mod features;
 pub mod fetch;
 pub mod index;
 pub mod narrate;
+mod outcome;
 pub mod store;
 pub mod validate;
+
+pub use outcome::{
+    Dropped, FeaturesReport, IndexReport, RunReport, SecurityOutcome, SecurityReport,
+};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
@@ -36,7 +40,7 @@ use crate::job::index::{
 use crate::job::store::{
     PendingDocument, RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError,
 };
-use crate::job::validate::{DropCounts, Series, validate};
+use crate::job::validate::{Series, validate};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -81,132 +85,12 @@ pub enum MemoryError {
     Store(#[from] StoreError),
 }
 
-/// What the embed and index stages did in a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct IndexReport {
-    pub documents_indexed: u64,
-    pub elapsed_ms: u64,
-    pub error: Option<String>,
-}
-
-/// What the features stage did in a run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FeaturesReport {
-    /// Rows of `market_features` inserted, changed or removed.
-    pub rows_written: u64,
-    /// Calendar dates computed.
-    pub dates: usize,
-    /// Features per date.
-    pub features: usize,
-    /// Values that are `NULL` (inputs missing), among dates x features.
-    pub null_values: usize,
-    pub elapsed_ms: u64,
-    pub error: Option<String>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
-}
-
-/// How one security's unit of work ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecurityOutcome {
-    Succeeded,
-    Failed,
-    /// Not started, or its fetch was abandoned, because the run was told to stop.
-    Interrupted,
-}
-
-/// One row of the summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct SecurityReport {
-    pub db_symbol: String,
-    pub yahoo_symbol: String,
-    pub category: String,
-    pub outcome: SecurityOutcome,
-    pub rows_fetched: usize,
-    pub rows_written: u64,
-    /// Indicator rows inserted or updated by the analyze stage.
-    pub indicators_written: u64,
-    /// Narrative documents inserted or changed by the narrate stage.
-    pub documents_written: u64,
-    pub first_date: Option<NaiveDate>,
-    pub last_date: Option<NaiveDate>,
-    pub dropped: Dropped,
-    pub fetch_ms: u64,
-    pub store_ms: u64,
-    pub error: Option<String>,
-}
-
-/// Bars left out by validation (see `validate`), for the summary.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Dropped {
-    pub null: usize,
-    pub impossible: usize,
-    pub duplicate_dates: usize,
-    pub session_open: usize,
-}
-
-impl From<DropCounts> for Dropped {
-    fn from(d: DropCounts) -> Self {
-        Self {
-            null: d.null,
-            impossible: d.impossible,
-            duplicate_dates: d.duplicate_dates,
-            session_open: d.session_open,
-        }
-    }
-}
-
-/// The whole run, as printed and as recorded in `runs`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    pub run_id: Uuid,
-    pub window: String,
-    pub outcome: RunOutcome,
-    pub securities_total: usize,
-    pub securities_ok: usize,
-    pub securities_failed: usize,
-    pub rows_written: u64,
-    pub elapsed_ms: u64,
-    /// The features stage; `None` when disabled or interrupted before it.
-    pub features: Option<FeaturesReport>,
-    /// The embed and index stages; `None` with `--no-embeddings`.
-    pub index: Option<IndexReport>,
-    pub securities: Vec<SecurityReport>,
-}
-
-impl SecurityReport {
-    fn new(security: &Security) -> Self {
-        Self {
-            db_symbol: security.db_symbol.to_string(),
-            yahoo_symbol: security.yahoo_symbol.to_string(),
-            category: security.category.to_string(),
-            outcome: SecurityOutcome::Interrupted,
-            rows_fetched: 0,
-            rows_written: 0,
-            indicators_written: 0,
-            documents_written: 0,
-            first_date: None,
-            last_date: None,
-            dropped: Dropped::default(),
-            fetch_ms: 0,
-            store_ms: 0,
-            error: None,
-        }
-    }
-
-    fn failed(mut self, error: &dyn std::fmt::Display) -> Self {
-        self.outcome = SecurityOutcome::Failed;
-        self.error = Some(error.to_string());
-        error!(symbol = %self.db_symbol, %error, "security failed");
-        self
-    }
 }
 
 /// Runs the job to the end (or until `cancel`), records it in `runs`, and reports it.
@@ -251,6 +135,7 @@ pub async fn start(
     let lock = store
         .lock_run(options.shard.map_or(RUN_LOCK_KEY, Shard::lock_key))
         .await?;
+    let client = YahooClient::new(&options.client)?;
     let run_id = store
         .start_run(&lock, &options.window, options.securities.len())
         .await?;

@@ -18,7 +18,9 @@ use serde_json::json;
 use crate::config::{Config, ConfigError};
 use crate::domain::{Category, DbSymbol, DomainError};
 use crate::job::embed::{EmbedError, Embedder, EmbedderSource};
-use crate::job::index::{ChromaClient, ChromaSettings, Collection, Include, IndexError, Metadata, MetadataValue};
+use crate::job::index::{
+    ChromaClient, ChromaSettings, Collection, Include, IndexError, Metadata, MetadataValue,
+};
 
 /// The most neighbours one query may ask for: a table of more is no longer read by a person,
 /// and Chroma's HNSW search slows down with large `n_results`.
@@ -117,7 +119,9 @@ pub async fn ask(
     let client = ChromaClient::connect(chroma).await?;
     let collection = client.open_collection(chroma.collection()).await?;
     match target {
-        Target::Day { symbol, date } => near_day(&client, &collection, &symbol, date, k, filter).await,
+        Target::Day { symbol, date } => {
+            near_day(&client, &collection, &symbol, date, k, filter).await
+        }
         Target::Text(text) => {
             let wanted = embedder.model_id();
             if let Some(stored) = collection.embedding_model.clone()

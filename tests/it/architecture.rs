@@ -37,7 +37,11 @@ fn sources() -> BTreeMap<String, String> {
                 .filter(|l| !l.trim_start().starts_with("//"))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            let name = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+            let name = path
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             (name, code)
         })
         .collect()
@@ -48,15 +52,16 @@ fn sources() -> BTreeMap<String, String> {
 fn module_of(file: &str, depth: usize) -> Option<String> {
     let path = file.trim_end_matches(".rs").trim_end_matches("/mod");
     let parts: Vec<&str> = path.split('/').collect();
-    (parts.len() >= depth && !matches!(parts[0], "lib" | "main"))
-        .then(|| parts[..depth].join("::"))
+    (parts.len() >= depth && !matches!(parts[0], "lib" | "main")).then(|| parts[..depth].join("::"))
 }
 
 /// Which modules at `depth` each module at `depth` refers to through `crate::` paths.
 fn imports(depth: usize, within: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (file, code) in sources() {
-        let Some(from) = module_of(&file, depth) else { continue };
+        let Some(from) = module_of(&file, depth) else {
+            continue;
+        };
         if !from.starts_with(within) {
             continue;
         }
@@ -66,7 +71,11 @@ fn imports(depth: usize, within: &str) -> BTreeMap<String, BTreeSet<String>> {
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
                 .collect();
-            let to: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).take(depth).collect();
+            let to: Vec<&str> = path
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .take(depth)
+                .collect();
             if to.len() == depth {
                 let to = to.join("::");
                 if to != from && to.starts_with(within) {
@@ -184,8 +193,15 @@ fn the_pure_stages_do_no_io() {
     for file in ["job/analyze.rs", "job/narrate.rs", "job/features.rs"] {
         let code = &sources()[file];
         for io in [
-            "sqlx", "reqwest", "tokio", "std::fs", "std::env", "std::net", "crate::job::store",
-            "crate::config", "Store",
+            "sqlx",
+            "reqwest",
+            "tokio",
+            "std::fs",
+            "std::env",
+            "std::net",
+            "crate::job::store",
+            "crate::config",
+            "Store",
         ] {
             assert!(!code.contains(io), "{file} uses {io}");
         }
@@ -198,7 +214,13 @@ fn the_environment_is_read_only_in_config_env() {
         if file == "config/env.rs" {
             continue;
         }
-        for read in ["std::env::var", "env::var(", "var_os(", "env(\"", "from_process("] {
+        for read in [
+            "std::env::var",
+            "env::var(",
+            "var_os(",
+            "env(\"",
+            "from_process(",
+        ] {
             let allowed = file == "main.rs" && read == "from_process(";
             assert!(
                 allowed || !code.contains(read),

@@ -1,7 +1,6 @@
 //! The binary's contract with its operator: dry runs, configuration and environment errors,
 //! an unreachable database, migrations; exit codes and one-line messages without secrets.
 
-
 use crate::common::{TestDb, run};
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/securities.yaml");

@@ -4,18 +4,17 @@
 //! job with `provider: openai` against the fake, PostgreSQL and a real Chroma server
 //! (`CHROMA_URL`, which `scripts/test.sh` provides, as for tests/memory.rs).
 
-
 use std::collections::VecDeque;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{TestDb, config, fake, run, run_job_with};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use crate::common::{TestDb, config, fake, run, run_job_with};
 use market_encoder::config::env::EnvValue;
 use market_encoder::job::embed::{
     EmbedError, Embedder, EmbedderSource, OpenAiEmbedder, OpenAiSettings,

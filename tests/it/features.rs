@@ -3,9 +3,8 @@
 //! independently in SQL (PostgreSQL's numeric arithmetic, `lag` and `corr`); missing inputs are
 //! NULL and logged once; a rerun writes nothing; the `features` command and its exit codes.
 
-
-use chrono::{Datelike, NaiveDate, Weekday};
 use crate::common::{ROLE_SECURITIES, TestDb, config_with, fake, run, run_job};
+use chrono::{Datelike, NaiveDate, Weekday};
 use serde_json::Value;
 
 const FROM: &str = "2024-05-01";

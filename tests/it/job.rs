@@ -1,11 +1,10 @@
 //! The daily job end to end: the real binary, a real PostgreSQL (a fresh database per test) and
 //! the fake Yahoo replaying responses of the real shape, including its failure modes.
 
-
 use std::time::Duration;
 
-use chrono::{Datelike, NaiveDate, Weekday};
 use crate::common::{TestDb, config, fake, run, run_job};
+use chrono::{Datelike, NaiveDate, Weekday};
 use fake_yahoo::Scenario;
 use rust_decimal::Decimal;
 use serde_json::Value;

@@ -3,7 +3,6 @@
 //! official Python client. `scripts/test.sh` provides CHROMA_URL, CHROMA_PYTHON and
 //! EMBEDDING_MODEL_DIR.
 
-
 use crate::common::{TestDb, config, fake, run_job_with};
 use market_encoder::config::env::EnvValue;
 use market_encoder::job::index::{ChromaClient, ChromaSettings, Include, MetadataValue};

@@ -1,9 +1,8 @@
 //! `market-encoder pnl` end to end: prices stored by the real job (fake Yahoo -> PostgreSQL),
 //! then the P&L read back by the binary, checked against the stored closes.
 
-
-use chrono::NaiveDate;
 use crate::common::{Run, TestDb, config, fake, run, run_job};
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde_json::Value;
 

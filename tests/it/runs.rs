@@ -60,7 +60,10 @@ async fn a_sigkilled_run_is_marked_abandoned_by_the_next_run() {
         if running == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the run never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     child.start_kill().unwrap();
@@ -76,12 +79,19 @@ async fn a_sigkilled_run_is_marked_abandoned_by_the_next_run() {
     );
     assert_eq!(
         outcomes(&db).await,
-        [("abandoned".to_owned(), true), ("succeeded".to_owned(), true)]
+        [
+            ("abandoned".to_owned(), true),
+            ("succeeded".to_owned(), true)
+        ]
     );
     // A third run finds nothing to mark.
     let third = run(&args, &env).await;
     assert_eq!(third.code, 0, "{third:#?}");
-    assert!(!third.stderr.contains("marked run abandoned"), "{}", third.stderr);
+    assert!(
+        !third.stderr.contains("marked run abandoned"),
+        "{}",
+        third.stderr
+    );
 }
 
 /// `(trade_date, feature, value)` of every stored feature, in order.
@@ -97,10 +107,23 @@ async fn two_shards_in_parallel_store_the_features_of_one_run() {
     let yahoo = fake_with_latency(Duration::from_millis(50)).await;
     let base_url = yahoo.base_url();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config_with(dir.path(), &ROLE_SECURITIES, "  requests_per_second: 100\n", "");
+    let cfg = config_with(
+        dir.path(),
+        &ROLE_SECURITIES,
+        "  requests_per_second: 100\n",
+        "",
+    );
     let cfg = cfg.to_str().unwrap();
     let args = |shard: Option<&'static str>| {
-        let mut args = vec!["--config", cfg, "--no-embeddings", "--from", FROM, "--to", TO];
+        let mut args = vec![
+            "--config",
+            cfg,
+            "--no-embeddings",
+            "--from",
+            FROM,
+            "--to",
+            TO,
+        ];
         if let Some(shard) = shard {
             args.extend(["--shard", shard]);
         }
@@ -138,7 +161,12 @@ async fn the_features_stage_waits_for_the_features_lock() {
     let yahoo = fake().await;
     let base_url = yahoo.base_url();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config_with(dir.path(), &ROLE_SECURITIES, "  requests_per_second: 100\n", "");
+    let cfg = config_with(
+        dir.path(),
+        &ROLE_SECURITIES,
+        "  requests_per_second: 100\n",
+        "",
+    );
     let env = [
         ("DATABASE_URL", db.url.as_str()),
         ("YAHOO_BASE_URL", base_url.as_str()),
@@ -172,7 +200,10 @@ async fn the_features_stage_waits_for_the_features_lock() {
         if stored == ROLE_SECURITIES.len() as i64 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "prices were not stored");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "prices were not stored"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -190,7 +221,12 @@ async fn the_features_stage_waits_for_the_features_lock() {
         .await
         .expect("the run did not finish once the lock was free")
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written: i64 = sqlx::query_scalar("SELECT count(*) FROM market_features")
         .fetch_one(&db.pool)
         .await

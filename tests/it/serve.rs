@@ -1,7 +1,6 @@
 //! `market-encoder serve` end to end: the real binary listening on a free port, called over
 //! real HTTP, against a fresh PostgreSQL database per test and the fake Yahoo.
 
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -126,14 +126,10 @@ async fn download(
         &RETRY,
         url,
         |_| async {
-            let response = client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| Attempt::Retry {
-                    reason: classify_transport(&e, FILE_TIMEOUT),
-                    after: None,
-                })?;
+            let response = client.get(url).send().await.map_err(|e| Attempt::Retry {
+                reason: classify_transport(&e, FILE_TIMEOUT),
+                after: None,
+            })?;
             let status = response.status();
             if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 return Err(Attempt::Retry {
@@ -147,11 +143,16 @@ async fn download(
             if !status.is_success() {
                 return Err(Attempt::Stop(failed(format!("HTTP {status}"))));
             }
-            let expected_sha = pinned.map(str::to_owned).or_else(|| linked_sha256(&response));
+            let expected_sha = pinned
+                .map(str::to_owned)
+                .or_else(|| linked_sha256(&response));
             write_atomically(response, dest, expected_sha)
                 .await
                 .map_err(|e| match e {
-                    Written::Transport(reason) => Attempt::Retry { reason, after: None },
+                    Written::Transport(reason) => Attempt::Retry {
+                        reason,
+                        after: None,
+                    },
                     Written::Failed(e) => Attempt::Stop(e),
                     Written::Corrupt(reason) => Attempt::Stop(failed(reason)),
                 })

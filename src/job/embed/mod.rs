@@ -55,7 +55,6 @@ pub use download::{MODEL_SHA256, fetch_model};
 
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;

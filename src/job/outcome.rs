@@ -1,0 +1,131 @@
+//! What a run reports: per security, per stage and for the whole run, as printed and as
+//! recorded in `runs`.
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use tracing::error;
+use uuid::Uuid;
+
+use crate::domain::Security;
+use crate::job::store::RunOutcome;
+use crate::job::validate::DropCounts;
+
+/// What the embed and index stages did in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexReport {
+    pub documents_indexed: u64,
+    pub elapsed_ms: u64,
+    pub error: Option<String>,
+}
+
+/// What the features stage did in a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FeaturesReport {
+    /// Rows of `market_features` inserted, changed or removed.
+    pub rows_written: u64,
+    /// Calendar dates computed.
+    pub dates: usize,
+    /// Features per date.
+    pub features: usize,
+    /// Values that are `NULL` (inputs missing), among dates x features.
+    pub null_values: usize,
+    pub elapsed_ms: u64,
+    pub error: Option<String>,
+}
+
+/// How one security's unit of work ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityOutcome {
+    Succeeded,
+    Failed,
+    /// Not started, or its fetch was abandoned, because the run was told to stop.
+    Interrupted,
+}
+
+/// One row of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityReport {
+    pub db_symbol: String,
+    pub yahoo_symbol: String,
+    pub category: String,
+    pub outcome: SecurityOutcome,
+    pub rows_fetched: usize,
+    pub rows_written: u64,
+    /// Indicator rows inserted or updated by the analyze stage.
+    pub indicators_written: u64,
+    /// Narrative documents inserted or changed by the narrate stage.
+    pub documents_written: u64,
+    pub first_date: Option<NaiveDate>,
+    pub last_date: Option<NaiveDate>,
+    pub dropped: Dropped,
+    pub fetch_ms: u64,
+    pub store_ms: u64,
+    pub error: Option<String>,
+}
+
+/// Bars left out by validation (see `validate`), for the summary.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Dropped {
+    pub null: usize,
+    pub impossible: usize,
+    pub duplicate_dates: usize,
+    pub session_open: usize,
+}
+
+impl From<DropCounts> for Dropped {
+    fn from(d: DropCounts) -> Self {
+        Self {
+            null: d.null,
+            impossible: d.impossible,
+            duplicate_dates: d.duplicate_dates,
+            session_open: d.session_open,
+        }
+    }
+}
+
+/// The whole run, as printed and as recorded in `runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: Uuid,
+    pub window: String,
+    pub outcome: RunOutcome,
+    pub securities_total: usize,
+    pub securities_ok: usize,
+    pub securities_failed: usize,
+    pub rows_written: u64,
+    pub elapsed_ms: u64,
+    /// The features stage; `None` when disabled or interrupted before it.
+    pub features: Option<FeaturesReport>,
+    /// The embed and index stages; `None` with `--no-embeddings`.
+    pub index: Option<IndexReport>,
+    pub securities: Vec<SecurityReport>,
+}
+
+impl SecurityReport {
+    pub(super) fn new(security: &Security) -> Self {
+        Self {
+            db_symbol: security.db_symbol.to_string(),
+            yahoo_symbol: security.yahoo_symbol.to_string(),
+            category: security.category.to_string(),
+            outcome: SecurityOutcome::Interrupted,
+            rows_fetched: 0,
+            rows_written: 0,
+            indicators_written: 0,
+            documents_written: 0,
+            first_date: None,
+            last_date: None,
+            dropped: Dropped::default(),
+            fetch_ms: 0,
+            store_ms: 0,
+            error: None,
+        }
+    }
+
+    pub(super) fn failed(mut self, error: &dyn std::fmt::Display) -> Self {
+        self.outcome = SecurityOutcome::Failed;
+        self.error = Some(error.to_string());
+        error!(symbol = %self.db_symbol, %error, "security failed");
+        self
+    }
+}
