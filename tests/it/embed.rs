@@ -206,6 +206,14 @@ struct Hub {
     url: Url,
     requests: Arc<Mutex<HashMap<String, usize>>>,
     total: Arc<AtomicUsize>,
+    fail_once: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hub {
+    /// The next request for `file` answers 500.
+    fn fail_once(&self, file: &str) {
+        self.fail_once.lock().unwrap().push(file.to_owned());
+    }
 }
 
 #[derive(Clone)]
@@ -213,6 +221,7 @@ struct HubState {
     repo: String,
     dir: PathBuf,
     fail: Vec<String>,
+    fail_once: Arc<Mutex<Vec<String>>>,
     requests: Arc<Mutex<HashMap<String, usize>>>,
     total: Arc<AtomicUsize>,
 }
@@ -231,7 +240,13 @@ async fn hub_file(
     if format!("{owner}/{name}") != state.repo || file.contains("..") {
         return (StatusCode::NOT_FOUND, "Repository not found").into_response();
     }
-    if state.fail.contains(&file) {
+    let once = {
+        let mut pending = state.fail_once.lock().unwrap();
+        let hit = pending.contains(&file);
+        pending.retain(|f| f != &file);
+        hit
+    };
+    if once || state.fail.contains(&file) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
     }
     match tokio::fs::read(state.dir.join(&file)).await {
@@ -243,10 +258,12 @@ async fn hub_file(
 async fn start_hub(dir: &Path, fail: &[&str]) -> Hub {
     let requests = Arc::new(Mutex::new(HashMap::new()));
     let total = Arc::new(AtomicUsize::new(0));
+    let fail_once = Arc::new(Mutex::new(Vec::new()));
     let state = HubState {
         repo: MODEL_REPO.to_owned(),
         dir: dir.to_owned(),
         fail: fail.iter().map(|s| (*s).to_owned()).collect(),
+        fail_once: fail_once.clone(),
         requests: requests.clone(),
         total: total.clone(),
     };
@@ -264,6 +281,7 @@ async fn start_hub(dir: &Path, fail: &[&str]) -> Hub {
         url: Url::parse(&format!("http://{addr}/mirror")).unwrap(),
         requests,
         total,
+        fail_once,
     }
 }
 
@@ -388,6 +406,53 @@ async fn fetch_model_failures_name_the_url_and_leave_no_partial_files() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&closed.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn fetch_model_refuses_a_mirror_that_serves_other_bytes() {
+    // A mirror whose config.json is not the model's: the pinned SHA-256 refuses it, and
+    // nothing is left where the loader would look.
+    let source = model_dir();
+    let mirror = tempfile::tempdir().unwrap();
+    for file in HUB_FILES {
+        let to = mirror.path().join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(source.join(file), &to).unwrap();
+    }
+    std::fs::write(mirror.path().join("config.json"), b"{\"hidden_size\": 384}").unwrap();
+    let hub = start_hub(mirror.path(), &[]).await;
+    let cache = tempfile::tempdir().unwrap();
+    let err = embed::fetch_model(&hub.url, MODEL_REPO, cache.path())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, EmbedError::Download { .. }), "{msg}");
+    assert!(
+        msg.contains("SHA-256") && msg.contains("config.json"),
+        "{msg}"
+    );
+    // Not retried: a mirror that serves other bytes serves them again.
+    assert_eq!(hub.requests.lock().unwrap()["config.json"], 1);
+    let dir = cache.path().join("sentence-transformers--all-MiniLM-L6-v2");
+    assert!(!dir.join("config.json").exists());
+    assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+}
+
+#[tokio::test]
+async fn fetch_model_retries_a_server_error() {
+    // The first answer for tokenizer.json is a 500, the second the file: the download goes on.
+    let source = model_dir();
+    let hub = start_hub(&source, &[]).await;
+    hub.fail_once("tokenizer.json");
+    let cache = tempfile::tempdir().unwrap();
+    let dir = embed::fetch_model(&hub.url, MODEL_REPO, cache.path())
+        .await
+        .unwrap();
+    assert_eq!(hub.requests.lock().unwrap()["tokenizer.json"], 2);
+    assert_eq!(
+        std::fs::read(dir.join("tokenizer.json")).unwrap(),
+        std::fs::read(source.join("tokenizer.json")).unwrap()
+    );
 }
 
 // ---- throughput (ignored; run by hand) -------------------------------------------------------

@@ -233,3 +233,43 @@ async fn the_features_stage_waits_for_the_features_lock() {
         .unwrap();
     assert!(written > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sharded_run_counts_as_a_run_in_progress() {
+    let db = TestDb::new().await;
+    let m = run(&["migrate"], &[("DATABASE_URL", db.url.as_str())]).await;
+    assert_eq!(m.code, 0, "{m:#?}");
+    let settings = market_encoder::config::env::DatabaseSettings::from_env(
+        &market_encoder::config::env::EnvValue::from_pairs(&[("DATABASE_URL", db.url.as_str())]),
+    )
+    .unwrap();
+    let store = market_encoder::job::store::Store::connect(&settings, 2)
+        .await
+        .unwrap();
+    assert!(!store.run_lock_held().await.unwrap());
+    let shard = market_encoder::domain::Shard::new(1, 4).unwrap();
+    let lock = store.lock_run(shard.lock_key()).await.unwrap();
+    assert!(
+        store.run_lock_held().await.unwrap(),
+        "/metrics and /collect see the shard"
+    );
+    // The unsharded run (the CronJob's, the service's) stands back while a shard runs.
+    let unsharded = store
+        .lock_run(market_encoder::job::store::RUN_LOCK_KEY)
+        .await
+        .err()
+        .expect("an unsharded run must not start beside a shard");
+    assert!(
+        unsharded.to_string().contains("holds the run lock"),
+        "{unsharded}"
+    );
+    lock.release().await.unwrap();
+    assert!(!store.run_lock_held().await.unwrap());
+    store
+        .lock_run(market_encoder::job::store::RUN_LOCK_KEY)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+}
