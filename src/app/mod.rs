@@ -16,8 +16,10 @@ use crate::config::env::{
     indexed_job_shard, model_cache, model_dir, yahoo_base_url,
 };
 use crate::config::{Config, ConfigError, EmbeddingSettings, FeatureSettings};
-use crate::domain::Security;
+use std::collections::BTreeMap;
+
 use crate::domain::{DateWindow, DomainError};
+use crate::domain::{Security, SecurityWindow};
 use crate::job::embed::{EmbedError, EmbedderSource, ModelSource, OpenAiSettings};
 use crate::job::features::{Plan, PlanSettings};
 use crate::job::fetch::{ClientOptions, RetryPolicy};
@@ -29,6 +31,7 @@ use crate::read::pnl::{self, PnlError};
 use crate::read::similar::{self, Filter, SearchError, Target};
 use crate::report;
 use crate::serve::{self, ServeError, ServeOptions};
+use crate::support;
 
 /// The process's exit status, chosen deliberately: a CronJob is judged by it alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +211,8 @@ async fn run_job(
     )?;
 
     if args.dry_run {
-        print!("{}", report::plan(&config, &options, &database));
+        let windows = dry_run_windows(&options, &database).await;
+        print!("{}", report::plan(&config, &options, &database, &windows));
         if let Some(memory) = &options.memory {
             require_api_key(memory)?;
         }
@@ -240,6 +244,25 @@ async fn run_job(
             _ => Exit::Terminated,
         },
     })
+}
+
+/// The windows a run would fetch, if the database answers within 3 s; else why not (the
+/// password redacted). Read-only: no migration, no lock.
+async fn dry_run_windows(
+    options: &JobOptions,
+    database: &DatabaseSettings,
+) -> Result<BTreeMap<String, SecurityWindow>, String> {
+    let store =
+        Store::connect_lazy(database, 1, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    let asked = tokio::time::timeout(Duration::from_secs(5), job::windows(&store, options)).await;
+    match asked {
+        Ok(Ok(windows)) => Ok(windows),
+        Ok(Err(e)) => Err(format!(
+            "database unreachable: {}",
+            support::text::one_line(&e.to_string())
+        )),
+        Err(_) => Err(format!("database {database} did not answer within 5 s")),
+    }
 }
 
 /// What a run needs, from its flags, the securities file and the environment.
@@ -296,6 +319,9 @@ fn job_plan(
         securities,
         batch_size: config.encoding.batch_size.get(),
         embedding_days: config.encoding.embedding_days,
+        history_days: config.encoding.history_days,
+        max_catch_up_days: config.encoding.max_catch_up_days,
+        backfill: args.from.is_some(),
         apply_migrations: !args.no_migrate,
         client,
         memory,

@@ -9,7 +9,9 @@ use crate::config::Section;
 use crate::config::nonzero_u32;
 use crate::config::nonzero_usize;
 use crate::config::yaml::Doc;
-use crate::config::yaml::Fields;
+use crate::config::yaml::{Fields, Node};
+use crate::domain::HistoryDays;
+
 /// The `encoding:` section: how much to fetch and how politely.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodingSettings {
@@ -29,6 +31,13 @@ pub struct EncodingSettings {
     pub retry_base: Duration,
     /// Cap on any backoff or `Retry-After` wait (`retry_max_ms`, `retry_base_ms..=600000`).
     pub retry_max: Duration,
+    /// History a security with no stored bar gets on its first run (`history_days`,
+    /// `1..=36500` calendar days or `max`; default 400, enough for every indicator: SMA 200,
+    /// the 252-bar drawdown and 52-week high).
+    pub history_days: HistoryDays,
+    /// How far back a run reaches to fill the gap since a security's last stored bar
+    /// (`max_catch_up_days`, `1..=36500`, default 1000); a longer outage is cut, with a warning.
+    pub max_catch_up_days: u32,
 }
 
 pub(super) const DAYS_BACK: IntSetting = IntSetting::new("days_back", 1, 36_500, 60);
@@ -41,6 +50,9 @@ pub(super) const REQUESTS_PER_SECOND: IntSetting =
     IntSetting::new("requests_per_second", 1, 1_000, 4);
 pub(super) const RETRY_BASE_MS: IntSetting = IntSetting::new("retry_base_ms", 1, 60_000, 500);
 pub(super) const RETRY_MAX_MS: IntSetting = IntSetting::new("retry_max_ms", 1, 600_000, 30_000);
+pub(super) const HISTORY_DAYS: IntSetting = IntSetting::new("history_days", 1, 36_500, 400);
+pub(super) const MAX_CATCH_UP_DAYS: IntSetting =
+    IntSetting::new("max_catch_up_days", 1, 36_500, 1000);
 
 /// Keys allowed in `encoding:`.
 pub const ENCODING_KEYS: &[&str] = &[
@@ -52,6 +64,8 @@ pub const ENCODING_KEYS: &[&str] = &[
     REQUESTS_PER_SECOND.key,
     RETRY_BASE_MS.key,
     RETRY_MAX_MS.key,
+    HISTORY_DAYS.key,
+    MAX_CATCH_UP_DAYS.key,
 ];
 
 impl Default for EncodingSettings {
@@ -65,6 +79,8 @@ impl Default for EncodingSettings {
             requests_per_second: nonzero_u32(REQUESTS_PER_SECOND.default),
             retry_base: Duration::from_millis(u64::from(RETRY_BASE_MS.default)),
             retry_max: Duration::from_millis(u64::from(RETRY_MAX_MS.default)),
+            history_days: HistoryDays::Days(HISTORY_DAYS.default),
+            max_catch_up_days: MAX_CATCH_UP_DAYS.default,
         }
     }
 }
@@ -82,6 +98,11 @@ impl Section for EncodingSettings {
         let (rps, _) = REQUESTS_PER_SECOND.read(doc, fields)?;
         let (base_ms, base_line) = RETRY_BASE_MS.read(doc, fields)?;
         let (max_ms, max_line) = RETRY_MAX_MS.read(doc, fields)?;
+        let history_days = match fields.get(HISTORY_DAYS.key) {
+            Some(node) if matches!(&node.value, Node::Str(s) if s == "max") => HistoryDays::Max,
+            _ => HistoryDays::Days(HISTORY_DAYS.read(doc, fields)?.0),
+        };
+        let (max_catch_up_days, _) = MAX_CATCH_UP_DAYS.read(doc, fields)?;
         if max_ms < base_ms {
             let (line, field, message) = match (max_line, base_line) {
                 (Some(line), _) => (
@@ -115,6 +136,8 @@ impl Section for EncodingSettings {
             requests_per_second: nonzero_u32(rps),
             retry_base: Duration::from_millis(u64::from(base_ms)),
             retry_max: Duration::from_millis(u64::from(max_ms)),
+            history_days,
+            max_catch_up_days,
         })
     }
 }

@@ -1126,6 +1126,7 @@ mod props {
                     requests_per_second: nonzero_u32(get(5)),
                     retry_base: Duration::from_millis(u64::from(get(6))),
                     retry_max: Duration::from_millis(u64::from(get(7))),
+                    ..EncodingSettings::default()
                 };
             }
         };

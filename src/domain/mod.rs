@@ -9,10 +9,14 @@
 //! Error messages say what is wrong and what is allowed, and always fit on one line (values are
 //! shown escaped and shortened), so callers can prefix them with a file and line.
 
+mod action;
+mod history;
 mod position;
 mod role;
 mod security;
 
+pub use action::{ActionKind, CorporateAction};
+pub use history::{HistoryDays, MAX_HISTORY_FROM, SecurityWindow, WindowReason};
 pub use position::{Position, Quantity, QuantityError};
 pub use role::{DEFAULT_CORRELATIONS, ROLE_KEYS, Role};
 pub use security::Security;

@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod embed;
 pub mod features;
 pub mod fetch;
+pub mod history;
 pub mod index;
 pub mod narrate;
 mod outcome;
@@ -19,7 +20,7 @@ pub use outcome::{
     Dropped, FeaturesReport, IndexReport, RunReport, SecurityOutcome, SecurityReport,
 };
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
@@ -29,18 +30,21 @@ use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::config::env::DatabaseSettings;
-use crate::domain::{DateWindow, DbSymbol, Security, Shard};
+use crate::domain::{
+    DateWindow, DbSymbol, HistoryDays, Security, SecurityWindow, Shard, WindowReason,
+};
 pub use crate::job::embed::ModelSource;
 use crate::job::embed::{EmbedError, Embedder, EmbedderSource};
 use crate::job::features::{Gap, Plan};
 use crate::job::fetch::{ClientOptions, FetchError, YahooClient};
+use crate::job::history::RebaseCause;
 use crate::job::index::{
     ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
 };
 use crate::job::store::{
     PendingDocument, RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError,
 };
-use crate::job::validate::{Series, validate};
+use crate::job::validate::{Series, ValidateError, validate};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -50,6 +54,13 @@ pub struct JobOptions {
     pub batch_size: usize,
     /// Trade dates per security that get a narrative document (`encoding.embedding_days`).
     pub embedding_days: u32,
+    /// History a security with no stored bar gets (`encoding.history_days`).
+    pub history_days: HistoryDays,
+    /// How far back a run fills the gap since a security's last bar (`max_catch_up_days`).
+    pub max_catch_up_days: u32,
+    /// `--from` was given: the window is a backfill, fetched as asked for every security (no
+    /// catch-up, no first history).
+    pub backfill: bool,
     pub apply_migrations: bool,
     pub client: ClientOptions,
     /// Where the embed and index stages send the documents; `None` with `--no-embeddings`.
@@ -186,15 +197,17 @@ async fn stages(
     // `buffer_unordered` pulls from upstream only when it has room, so at most
     // 2 x batch_size series are in memory at once.
     let width = options.batch_size.max(1);
+    let windows = plan_windows(&store, options).await?;
     let reports: Vec<SecurityReport> = futures::stream::iter(&options.securities)
         .map(|security| {
-            fetch_security(&client, security, &options.window, cancel)
+            let planned = windows.get(security.db_symbol.as_str()).copied();
+            fetch_security(&client, security, planned, options, cancel)
                 .instrument(info_span!(parent: &span, "fetch", symbol = %security.db_symbol))
         })
         .buffer_unordered(width)
         .map(|fetched| {
             let symbol = fetched.report().db_symbol.clone();
-            store_security(&store, fetched, options)
+            store_security(&store, &client, fetched, options)
                 .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
@@ -221,9 +234,17 @@ async fn stages(
     // The cross-asset features, once, from the stored closes of every input (whichever
     // securities this run selected). A failure costs no prices: it is reported, the run is
     // partial, and the next run recomputes from its window.
+    // From the earliest date any security's history changed (a catch-up, a first history, a
+    // rebase), so that the features over rewritten closes are recomputed too.
+    let features_from = reports
+        .iter()
+        .filter_map(|r| r.changed_from)
+        .chain([options.window.from()])
+        .min()
+        .unwrap_or(options.window.from());
     let features = match &options.features {
         Some(plan) if !cancel.is_cancelled() => Some(
-            compute_features(&store, plan, options.window.from())
+            compute_features(&store, plan, features_from)
                 .instrument(info_span!(parent: &span, "features"))
                 .await,
         ),
@@ -319,11 +340,14 @@ async fn stages(
 }
 
 /// A security after the fetch stage: a validated series to store, or already finished.
+// At most 2 x batch_size of these exist at once; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Fetched<'a> {
     Ready {
         security: &'a Security,
         report: SecurityReport,
         series: Series,
+        planned: Planned,
     },
     Done(SecurityReport),
 }
@@ -336,17 +360,86 @@ impl Fetched<'_> {
     }
 }
 
+/// One security's window, and the range of its stored bars it was planned from.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    window: SecurityWindow,
+    stored: Option<(NaiveDate, NaiveDate)>,
+}
+
+/// Each selected security's window, as a run would fetch it now (the dry run shows them).
+pub async fn windows(
+    store: &Store,
+    options: &JobOptions,
+) -> Result<BTreeMap<String, SecurityWindow>, StoreError> {
+    Ok(plan_windows(store, options)
+        .await?
+        .into_iter()
+        .map(|(symbol, planned)| (symbol.to_owned(), planned.window))
+        .collect())
+}
+
+/// Every selected security's window (one query for all stored ranges): the configured one, a
+/// catch-up after an outage, or a first history.
+async fn plan_windows<'a>(
+    store: &Store,
+    options: &'a JobOptions,
+) -> Result<HashMap<&'a str, Planned>, StoreError> {
+    let symbols: Vec<&str> = options
+        .securities
+        .iter()
+        .map(|s| s.db_symbol.as_str())
+        .collect();
+    let ranges = store.stored_ranges(&symbols).await?;
+    Ok(symbols
+        .into_iter()
+        .map(|symbol| {
+            let stored = ranges.get(symbol).copied();
+            let window = if options.backfill {
+                SecurityWindow {
+                    window: options.window,
+                    reason: WindowReason::Backfill,
+                    cut_from: None,
+                }
+            } else {
+                SecurityWindow::plan(
+                    options.window,
+                    stored.map(|(_, last)| last),
+                    options.history_days,
+                    options.max_catch_up_days,
+                )
+            };
+            if let Some(needed) = window.cut_from {
+                warn!(%symbol, needed = %needed, from = %window.window.from(), max_catch_up_days = options.max_catch_up_days, "catch-up cut by encoding.max_catch_up_days: the days before `from` stay missing (backfill them with --symbols {symbol} --from {needed})");
+            }
+            (symbol, Planned { window, stored })
+        })
+        .collect())
+}
+
 /// Fetch and validate one security. Failures end its unit of work here, with the reason.
 async fn fetch_security<'a>(
     client: &YahooClient,
     security: &'a Security,
-    window: &DateWindow,
+    planned: Option<Planned>,
+    options: &JobOptions,
     cancel: &CancellationToken,
 ) -> Fetched<'a> {
     let mut report = SecurityReport::new(security);
     if cancel.is_cancelled() {
         return Fetched::Done(report);
     }
+    let planned = planned.unwrap_or(Planned {
+        window: SecurityWindow {
+            window: options.window,
+            reason: WindowReason::Unknown,
+            cut_from: None,
+        },
+        stored: None,
+    });
+    let window = &planned.window.window;
+    report.window = window.to_string();
+    report.window_reason = planned.window.reason;
     let started = Instant::now();
     // A fetch (including its backoff sleeps) is abandoned on cancellation: nothing is written.
     let fetched = tokio::select! {
@@ -369,46 +462,82 @@ async fn fetch_security<'a>(
                 security,
                 report,
                 series,
+                planned,
             }
         }
         Err(e) => Fetched::Done(report.failed(&e)),
     }
 }
 
-/// Store one fetched series in its own transaction, then analyze the security (indicators from
-/// its whole stored series) and narrate its last `embedding_days`. A series already fetched
-/// when the run is told to stop is still stored: the transaction is short and commits or rolls
-/// back whole.
+/// Store one fetched series in its own transaction (after a rebase of the whole stored
+/// history when Yahoo's basis changed, see [`history`]), then analyze the security (indicators
+/// from its whole stored series) and narrate its last `embedding_days`. A series already
+/// fetched when the run is told to stop is still stored: the transaction is short and commits
+/// or rolls back whole.
 async fn store_security(
     store: &Store,
+    client: &YahooClient,
     fetched: Fetched<'_>,
     options: &JobOptions,
 ) -> SecurityReport {
-    let (security, mut report, series) = match fetched {
+    let (security, mut report, series, planned) = match fetched {
         Fetched::Done(report) => return report,
         Fetched::Ready {
             security,
             report,
             series,
-        } => (security, report, series),
+            planned,
+        } => (security, report, series, planned),
     };
     let started = Instant::now();
-    let stored = store.store_series(security, &series).await;
-    drop(series); // analyze reads the whole history from the database: free the bars first
-    report.rows_written = match stored {
-        Ok(written) => written,
+    let window = planned.window.window;
+    let (series, replace) = match rebase(store, client, security, &series, &planned).await {
+        Ok(Some(Rebased { cause, full, range })) => {
+            let before = window.from().pred_opt().unwrap_or(window.from());
+            let shown = DateWindow::new(range.from(), before).unwrap_or(range);
+            let bars = full
+                .bars
+                .iter()
+                .filter(|b| b.trade_date < window.from())
+                .count();
+            let line = format!(
+                "{cause}, history {shown} rebased ({} bars)",
+                narrate::thousands(rust_decimal::Decimal::from(bars))
+            );
+            info!(symbol = %security.db_symbol, "{line}");
+            report.rows_fetched = full.bars.len();
+            report.first_date = full.bars.first().map(|b| b.trade_date);
+            report.rebased = Some(line);
+            (full, Some(range))
+        }
+        Ok(None) => (series, None),
         Err(e) => return report.failed(&e),
     };
+    let stored = store.store_series(security, &series, replace).await;
+    drop(series); // analyze reads the whole history from the database: free the bars first
+    match stored {
+        Ok(written) => {
+            report.rows_written = written.rows;
+            report.new_actions = written
+                .new_actions
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        }
+        Err(e) => return report.failed(&e),
+    }
+    let changed_from = replace.map_or(window.from(), |range| range.from());
+    report.changed_from = Some(changed_from);
     report.indicators_written =
-        match analyze_security(store, &security.db_symbol, options.window.from()).await {
+        match analyze_security(store, &security.db_symbol, changed_from).await {
             Ok(written) => written,
             Err(e) => return report.failed(&e),
         };
-    report.documents_written = match narrate_security(store, security, options.embedding_days).await
-    {
-        Ok(written) => written,
-        Err(e) => return report.failed(&e),
-    };
+    report.documents_written =
+        match narrate_security(store, security, options.embedding_days, replace.is_some()).await {
+            Ok(written) => written,
+            Err(e) => return report.failed(&e),
+        };
     report.store_ms = millis(started.elapsed());
     report.outcome = SecurityOutcome::Succeeded;
     info!(
@@ -418,11 +547,92 @@ async fn store_security(
         documents_written = report.documents_written,
         first = report.first_date.map(tracing::field::display),
         last = report.last_date.map(tracing::field::display),
+        window = %report.window,
+        window_reason = report.window_reason.as_str(),
         fetch_ms = report.fetch_ms,
         store_ms = report.store_ms,
         "stored"
     );
     report
+}
+
+/// A whole stored history fetched again, and why.
+struct Rebased {
+    cause: RebaseCause,
+    full: Series,
+    range: DateWindow,
+}
+
+/// Why a rebase failed: the refetch of the whole history, or the store's check.
+#[derive(Debug, thiserror::Error)]
+enum RebaseError {
+    #[error(
+        "{cause}: fetching the whole history {range} to rebase it failed ({source}); the stored history is unchanged, the next run tries again"
+    )]
+    Fetch {
+        cause: RebaseCause,
+        range: DateWindow,
+        #[source]
+        source: FetchError,
+    },
+    #[error(
+        "{cause}: the whole history {range} could not be validated ({source}); the stored history is unchanged"
+    )]
+    Validate {
+        cause: RebaseCause,
+        range: DateWindow,
+        #[source]
+        source: ValidateError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether `series` shows that the stored history is on another basis ([`history`]); if so,
+/// the whole stored range fetched again (up to the window's end), with its cause.
+async fn rebase(
+    store: &Store,
+    client: &YahooClient,
+    security: &Security,
+    series: &Series,
+    planned: &Planned,
+) -> Result<Option<Rebased>, RebaseError> {
+    let window = planned.window.window;
+    let Some((first_stored, _)) = planned.stored.filter(|(first, _)| *first < window.from()) else {
+        return Ok(None); // nothing stored before the window: the fetch rewrites all there is
+    };
+    let symbol = &security.db_symbol;
+    let unknown = store.unknown_actions(symbol, &series.actions).await?;
+    let cause = if unknown.is_empty() {
+        let stored = store
+            .stored_bars(symbol, window.from(), window.to())
+            .await?;
+        match history::basis_changed(&stored, &series.bars) {
+            Some(date) => RebaseCause::Basis(date),
+            None => return Ok(None),
+        }
+    } else {
+        RebaseCause::Actions(unknown)
+    };
+    let range = DateWindow::new(first_stored, window.to()).unwrap_or(window);
+    let envelope = match client.chart(&security.yahoo_symbol, &range).await {
+        Ok(envelope) => envelope,
+        Err(source) => {
+            return Err(RebaseError::Fetch {
+                cause,
+                range,
+                source,
+            });
+        }
+    };
+    match validate(envelope, &security.yahoo_symbol, &range, Utc::now()) {
+        Ok(full) => Ok(Some(Rebased { cause, full, range })),
+        Err(source) => Err(RebaseError::Validate {
+            cause,
+            range,
+            source,
+        }),
+    }
 }
 
 /// The analyze stage for one security: its whole stored series in, indicators out. Only rows
@@ -454,7 +664,14 @@ async fn narrate_security(
     store: &Store,
     security: &Security,
     days: u32,
+    every_documented: bool,
 ) -> Result<u64, StoreError> {
+    // After a rebase every stored document's numbers changed: write them all again.
+    let days = if every_documented {
+        days.max(store.documented_days(&security.db_symbol).await?)
+    } else {
+        days
+    };
     let stored = store.days_to_narrate(&security.db_symbol, days).await?;
     let documents: Vec<narrate::Document> = stored
         .iter()

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tracing::error;
 use uuid::Uuid;
 
-use crate::domain::Security;
+use crate::domain::{Security, WindowReason};
 use crate::job::store::RunOutcome;
 use crate::job::validate::DropCounts;
 
@@ -59,6 +59,16 @@ pub struct SecurityReport {
     pub first_date: Option<NaiveDate>,
     pub last_date: Option<NaiveDate>,
     pub dropped: Dropped,
+    /// The window fetched for it, and why it is that one.
+    pub window: String,
+    pub window_reason: WindowReason,
+    /// `split 10:1 on 2024-06-10, history 2019-01-02..2024-06-07 rebased (1,366 bars)`.
+    pub rebased: Option<String>,
+    /// Corporate actions stored for the first time.
+    pub new_actions: Vec<String>,
+    /// The earliest date whose stored values this run changed (for the features stage).
+    #[serde(skip)]
+    pub changed_from: Option<NaiveDate>,
     pub fetch_ms: u64,
     pub store_ms: u64,
     pub error: Option<String>,
@@ -116,6 +126,11 @@ impl SecurityReport {
             first_date: None,
             last_date: None,
             dropped: Dropped::default(),
+            window: String::new(),
+            window_reason: WindowReason::Unknown,
+            rebased: None,
+            new_actions: Vec::new(),
+            changed_from: None,
             fetch_ms: 0,
             store_ms: 0,
             error: None,

@@ -21,8 +21,8 @@ use chrono_tz::Tz;
 use rust_decimal::prelude::*;
 use tracing::warn;
 
-use crate::domain::{DateWindow, YahooSymbol};
-use crate::job::fetch::wire::{ChartEnvelope, ChartResult, Lenient};
+use crate::domain::{ActionKind, CorporateAction, DateWindow, YahooSymbol};
+use crate::job::fetch::wire::{ChartEnvelope, ChartResult, Events, Lenient};
 
 /// The scale of the price columns (NUMERIC(20, 8)).
 pub const PRICE_SCALE: u32 = 8;
@@ -59,11 +59,13 @@ pub struct DropCounts {
     pub session_open: usize,
 }
 
-/// A validated series: bars sorted by date with one bar per date, all inside the window.
+/// A validated series: bars sorted by date with one bar per date, all inside the window, and
+/// the corporate actions Yahoo reported in it (sorted by ex-date).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Series {
     pub meta: InstrumentMeta,
     pub bars: Vec<Bar>,
+    pub actions: Vec<CorporateAction>,
     pub dropped: DropCounts,
 }
 
@@ -82,11 +84,12 @@ pub fn validate(
     window: &DateWindow,
     now: DateTime<Utc>,
 ) -> Result<Series, ValidateError> {
-    let Some(result) = envelope.chart.result.and_then(|r| r.into_iter().next()) else {
+    let Some(mut result) = envelope.chart.result.and_then(|r| r.into_iter().next()) else {
         // No result and no error: no bars in the range. Not an error in itself.
         return Ok(Series {
             meta: InstrumentMeta::default(),
             bars: Vec::new(),
+            actions: Vec::new(),
             dropped: DropCounts::default(),
         });
     };
@@ -112,6 +115,7 @@ pub fn validate(
         exchange_name: result.meta.exchange_name.clone(),
     };
 
+    let actions = actions(result.events.take(), &zone, window, asked);
     let timestamps = result.timestamp.unwrap_or_default();
     let indicators = result.indicators.unwrap_or_default();
     let quote = indicators.quote.into_iter().next().unwrap_or_default();
@@ -198,8 +202,63 @@ pub fn validate(
     Ok(Series {
         meta,
         bars,
+        actions,
         dropped,
     })
+}
+
+/// The splits and dividends of `events` dated (by their inner `date`, in the exchange's zone)
+/// inside `window`, sorted by ex-date. An event without a positive ratio or amount is left out
+/// with a warning: it cannot be applied.
+fn actions(
+    events: Option<Events>,
+    zone: &ExchangeZone,
+    window: &DateWindow,
+    asked: &YahooSymbol,
+) -> Vec<CorporateAction> {
+    let Some(events) = events else {
+        return Vec::new();
+    };
+    let positive = |x: Lenient| {
+        x.0.filter(|v| *v > 0.0)
+            .and_then(Decimal::from_f64_retain)
+            .map(|d| d.round_dp(PRICE_SCALE).normalize())
+            .filter(|d| *d > Decimal::ZERO)
+    };
+    let mut out = Vec::new();
+    for split in events.splits.unwrap_or_default().into_values() {
+        let (Some(ex_date), Some(numerator), Some(denominator)) = (
+            zone.date_of(split.date),
+            positive(split.numerator),
+            positive(split.denominator),
+        ) else {
+            warn!(symbol = %asked, ratio = split.split_ratio.as_deref().unwrap_or(""), "split event left out: no positive numerator and denominator");
+            continue;
+        };
+        out.push(CorporateAction {
+            ex_date,
+            kind: ActionKind::Split {
+                numerator,
+                denominator,
+            },
+        });
+    }
+    for dividend in events.dividends.unwrap_or_default().into_values() {
+        let (Some(ex_date), Some(amount)) =
+            (zone.date_of(dividend.date), positive(dividend.amount))
+        else {
+            warn!(symbol = %asked, "dividend event left out: no positive amount");
+            continue;
+        };
+        out.push(CorporateAction {
+            ex_date,
+            kind: ActionKind::Dividend { amount },
+        });
+    }
+    out.retain(|a| window.contains(a.ex_date));
+    out.sort_by_key(|a| (a.ex_date, a.kind_str()));
+    out.dedup();
+    out
 }
 
 /// Why a bar cannot be real, if it cannot.

@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
-use crate::domain::{DbSymbol, Position, Quantity, QuantityError};
+use crate::domain::{ActionKind, CorporateAction, DbSymbol, Position, Quantity, QuantityError};
 use crate::job::store::{CloseWindow, Store, StoreError};
 
 /// Why there is no P&L to show. Display is one line for the operator.
@@ -68,6 +68,26 @@ pub struct Pnl {
     pub holding_days: i64,
     /// Stored trading days after the entry up to and including the exit.
     pub trading_days: i64,
+    /// The dividends a holder from the entry's close to the exit's close was paid: every one
+    /// stored in `corporate_actions` with an ex-date after the entry day, up to the exit day.
+    pub dividends: Vec<DividendPaid>,
+    /// Their sum per share.
+    pub dividends_per_share: Decimal,
+    /// The position's dividends: received when long, owed to the lender when short.
+    pub dividend_amount: Decimal,
+    /// `pnl_amount` + `dividend_amount`: the total-return P&L.
+    pub total_return_amount: Decimal,
+    pub total_return_percentage: Decimal,
+    /// Splits between entry and exit (`split 10:1 on 2024-06-10`): both closes are on the
+    /// split-adjusted basis of the rebased history, so the P&L needs no correction for them.
+    pub splits: Vec<String>,
+}
+
+/// One dividend between entry and exit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DividendPaid {
+    pub ex_date: NaiveDate,
+    pub amount: Decimal,
 }
 
 /// The hypothetical P&L of `quantity` units of `symbol` held `position` from the close of
@@ -89,9 +109,21 @@ pub async fn calculate_hypothetical_pnl(
         return Err(PnlError::ExitBeforeEntry { entry, exit });
     }
     let window = store.closes_between(symbol, entry, exit).await?;
-    compute(symbol, entry, exit, quantity, position, window, || async {
-        store.stored_symbols().await
-    })
+    let actions = match (window.first, window.last) {
+        (Some((from, _)), Some((to, _))) => {
+            store.actions_between(symbol, Some(from), Some(to)).await?
+        }
+        _ => Vec::new(),
+    };
+    compute(
+        symbol,
+        entry,
+        exit,
+        quantity,
+        position,
+        (window, actions),
+        || async { store.stored_symbols().await },
+    )
     .await
 }
 
@@ -101,7 +133,7 @@ async fn compute<F, Fut>(
     exit: NaiveDate,
     quantity: Quantity,
     position: Position,
-    window: CloseWindow,
+    (window, actions): (CloseWindow, Vec<CorporateAction>),
     known: F,
 ) -> Result<Pnl, PnlError>
 where
@@ -143,8 +175,36 @@ where
     };
     let pnl_amount = (per_unit * quantity.get()).normalize();
     let cost = entry_price * quantity.get();
-    let pnl_percentage = (pnl_amount * Decimal::ONE_HUNDRED / cost)
-        .round_dp_with_strategy(4, RoundingStrategy::MidpointAwayFromZero);
+    let percent = |amount: Decimal| {
+        (amount * Decimal::ONE_HUNDRED / cost)
+            .round_dp_with_strategy(4, RoundingStrategy::MidpointAwayFromZero)
+    };
+    let pnl_percentage = percent(pnl_amount);
+    let in_holding = |a: &&CorporateAction| a.ex_date > entry_date && a.ex_date <= exit_date;
+    let dividends: Vec<DividendPaid> = actions
+        .iter()
+        .filter(in_holding)
+        .filter_map(|a| match a.kind {
+            ActionKind::Dividend { amount } => Some(DividendPaid {
+                ex_date: a.ex_date,
+                amount,
+            }),
+            ActionKind::Split { .. } => None,
+        })
+        .collect();
+    let splits: Vec<String> = actions
+        .iter()
+        .filter(in_holding)
+        .filter(|a| matches!(a.kind, ActionKind::Split { .. }))
+        .map(ToString::to_string)
+        .collect();
+    let dividends_per_share: Decimal = dividends.iter().map(|d| d.amount).sum();
+    let dividend_amount = match position {
+        Position::Long => dividends_per_share * quantity.get(),
+        Position::Short => -dividends_per_share * quantity.get(),
+    }
+    .normalize();
+    let total_return_amount = (pnl_amount + dividend_amount).normalize();
     Ok(Pnl {
         symbol: symbol.clone(),
         currency: window.currency,
@@ -156,6 +216,12 @@ where
         pnl_percentage,
         holding_days: (exit_date - entry_date).num_days(),
         trading_days: window.trading_days,
+        dividends_per_share: dividends_per_share.normalize(),
+        dividends,
+        dividend_amount,
+        total_return_percentage: percent(total_return_amount),
+        total_return_amount,
+        splits,
     })
 }
 
@@ -188,8 +254,9 @@ pub fn text(pnl: &Pnl) -> String {
     } else {
         ""
     };
-    format!(
-        "{} {} {} (hypothetical, from stored closes; dividends not included)\n{}\n{}\nP&L   {sign}{} ({sign}{}%) over {} calendar days, {} trading days\n",
+    let signed = |d: Decimal| if d > Decimal::ZERO { "+" } else { "" };
+    let mut out = format!(
+        "{} {} {} (hypothetical, from stored closes)\n{}\n{}\nP&L   {sign}{} ({sign}{}%) over {} calendar days, {} trading days (price only)\n",
         pnl.position,
         pnl.quantity.get(),
         pnl.symbol,
@@ -199,7 +266,36 @@ pub fn text(pnl: &Pnl) -> String {
         pnl.pnl_percentage,
         pnl.holding_days,
         pnl.trading_days,
-    )
+    );
+    if pnl.dividends.is_empty() {
+        out.push_str("div   none stored between entry and exit\n");
+    } else {
+        let each: Vec<String> = pnl
+            .dividends
+            .iter()
+            .map(|d| format!("{} on {}", d.amount.normalize(), d.ex_date))
+            .collect();
+        out.push_str(&format!(
+            "div   {} per share ({}): {}{}\n",
+            pnl.dividends_per_share,
+            each.join(", "),
+            signed(pnl.dividend_amount),
+            money(pnl.dividend_amount)
+        ));
+    }
+    out.push_str(&format!(
+        "total {}{} ({}{}%) with dividends\n",
+        signed(pnl.total_return_amount),
+        money(pnl.total_return_amount),
+        signed(pnl.total_return_percentage),
+        pnl.total_return_percentage
+    ));
+    for split in &pnl.splits {
+        out.push_str(&format!(
+            "split {split}: both closes are on the split-adjusted basis of the rebased history\n"
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -239,7 +335,7 @@ mod tests {
             d(exit),
             Quantity::new(quantity)?,
             position,
-            window,
+            (window, Vec::new()),
             || async { Ok(vec!["SPX".to_owned(), "SPY".to_owned()]) },
         )
         .await

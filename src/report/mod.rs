@@ -8,7 +8,9 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::config::Config;
 use crate::config::env::DatabaseSettings;
-use crate::domain::Security;
+use std::collections::BTreeMap;
+
+use crate::domain::{Security, SecurityWindow, WindowReason};
 use crate::job::JobOptions;
 use crate::job::features::Inputs;
 use crate::job::store::StoredFeature;
@@ -17,7 +19,12 @@ use crate::job::{RunReport, SecurityOutcome};
 /// What a run would do, for `--dry-run`. Shows the database target with its password redacted.
 #[must_use]
 #[allow(clippy::too_many_arguments)] // one line of the plan each
-pub fn plan(config: &Config, options: &JobOptions, database: &DatabaseSettings) -> String {
+pub fn plan(
+    config: &Config,
+    options: &JobOptions,
+    database: &DatabaseSettings,
+    windows: &Result<BTreeMap<String, SecurityWindow>, String>,
+) -> String {
     let JobOptions {
         window,
         client,
@@ -95,6 +102,22 @@ pub fn plan(config: &Config, options: &JobOptions, database: &DatabaseSettings) 
             let _ = writeln!(out, "shard:      none (all selected securities)");
         }
     }
+    match windows {
+        Ok(_) => {
+            let _ = writeln!(
+                out,
+                "windows:    per security, from its stored bars: daily, catch-up (max {} days back) or first sight (history_days {})",
+                config.encoding.max_catch_up_days, config.encoding.history_days
+            );
+        }
+        Err(reason) => {
+            let _ = writeln!(
+                out,
+                "windows:    cannot know them ({reason}): each security shows the configured window; a security without stored bars gets history_days {}, a gap since its last bar is filled (max {} days back)",
+                config.encoding.history_days, config.encoding.max_catch_up_days
+            );
+        }
+    }
     let _ = writeln!(out, "selected:   {} securities", selected.len());
     for category in config.categories() {
         let in_category: Vec<&&Security> = selected
@@ -106,12 +129,21 @@ pub fn plan(config: &Config, options: &JobOptions, database: &DatabaseSettings) 
         }
         let _ = writeln!(out, "  {category} ({}):", in_category.len());
         for s in in_category {
+            let (shown, reason) = match windows
+                .as_ref()
+                .ok()
+                .and_then(|w| w.get(s.db_symbol.as_str()))
+            {
+                Some(w) => (w.window, w.reason),
+                None => (*window, WindowReason::Unknown),
+            };
             let _ = writeln!(
                 out,
-                "    {:<10} -> {:<8} {}",
+                "    {:<10} -> {:<8} {}  [{shown}, {}]",
                 s.yahoo_symbol.as_str(),
                 s.db_symbol.as_str(),
-                s.name
+                s.name,
+                reason.as_str()
             );
         }
     }

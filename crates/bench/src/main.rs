@@ -372,9 +372,9 @@ async fn store_phase(
 
     let started = Instant::now();
     let written: u64 = futures::stream::iter(&prepared)
-        .map(|(security, series)| store.store_series(security, series))
+        .map(|(security, series)| store.store_series(security, series, None))
         .buffer_unordered(args.batch_size)
-        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .try_fold(0, |sum, written| async move { Ok(sum + written.rows) })
         .await?;
     let ours = (written, started.elapsed());
 

@@ -38,6 +38,37 @@ pub struct ChartResult {
     pub timestamp: Option<Vec<i64>>,
     #[serde(default)]
     pub indicators: Option<Indicators>,
+    /// `events=div,splits`: the dividends and splits whose ex-date is in the window.
+    #[serde(default)]
+    pub events: Option<Events>,
+}
+
+/// `events`: objects keyed by a timestamp; read each event's inner `date`, not its key.
+#[derive(Debug, Default, Deserialize)]
+pub struct Events {
+    #[serde(default)]
+    pub splits: Option<std::collections::BTreeMap<String, SplitEvent>>,
+    #[serde(default)]
+    pub dividends: Option<std::collections::BTreeMap<String, DividendEvent>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitEvent {
+    pub date: i64,
+    #[serde(default)]
+    pub numerator: Lenient,
+    #[serde(default)]
+    pub denominator: Lenient,
+    #[serde(default)]
+    pub split_ratio: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DividendEvent {
+    pub date: i64,
+    #[serde(default)]
+    pub amount: Lenient,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,21 @@ impl PendingDocument {
 }
 
 impl Store {
+    /// How many stored trade dates of `symbol` lie on or after its oldest document: what the
+    /// narrate stage rewrites after a rebase.
+    #[tracing::instrument(name = "db.documented_days", skip_all, fields(symbol = %symbol), err(Display))]
+    pub async fn documented_days(&self, symbol: &DbSymbol) -> Result<u32, StoreError> {
+        let days: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM market_data m WHERE m.symbol = $1
+               AND m.trade_date >= (SELECT min(trade_date) FROM documents d WHERE d.symbol = $1)",
+        )
+        .bind(symbol.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("counting documented days"))?;
+        Ok(u32::try_from(days).unwrap_or(u32::MAX))
+    }
+
     /// Upserts one security's documents; an unchanged document is not rewritten (and so stays
     /// indexed). Returns the documents inserted or changed.
     #[tracing::instrument(name = "db.write_documents", skip_all, fields(symbol = %symbol, documents = documents.len()), err(Display))]

@@ -8,6 +8,7 @@
 //! ("Why runtime-checked SQL"). Every statement here is exercised by the integration tests
 //! against a real PostgreSQL.
 
+mod actions;
 mod documents;
 mod features;
 mod indicators;
@@ -17,7 +18,7 @@ mod runs;
 pub use documents::PendingDocument;
 pub use features::{FEATURES_LOCK_KEY, FeatureInputs, FeaturesTx, StoredFeature};
 pub use indicators::{StoredDay, StoredSeries};
-pub use prices::{CloseWindow, daily_return};
+pub use prices::{CloseWindow, StoredBar, Written, daily_return};
 pub use runs::{RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, RunRow, RunTotals};
 
 use std::time::Duration;

@@ -1,16 +1,35 @@
 //! `market_data` and `securities`: one transaction per security for its bars, and the reads
 //! of stored closes (the P&L, the stored symbols).
 
+use std::collections::HashMap;
+
 use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
 use sqlx::Row;
 
 use super::{Store, StoreError, query_error};
-use crate::domain::{DbSymbol, Security};
+use crate::domain::{CorporateAction, DateWindow, DbSymbol, Security};
 use crate::job::validate::Series;
 
 /// Scale of `daily_return` (NUMERIC(20, 12)).
 const RETURN_SCALE: u32 = 12;
+
+/// What [`Store::store_series`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// Bars inserted, updated (a changed value or a fixed return) or removed.
+    pub rows: u64,
+    /// The corporate actions stored for the first time.
+    pub new_actions: Vec<CorporateAction>,
+}
+
+/// One stored bar's closes, for the basis check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBar {
+    pub trade_date: NaiveDate,
+    pub close: Decimal,
+    pub adj_close: Option<Decimal>,
+}
 
 /// A security's stored closes between two dates, for the P&L (see [`Store::closes_between`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +67,8 @@ impl Store {
         &self,
         security: &Security,
         series: &Series,
-    ) -> Result<u64, StoreError> {
+        replace: Option<DateWindow>,
+    ) -> Result<Written, StoreError> {
         let symbol = security.db_symbol.as_str();
         let mut tx = self
             .pool
@@ -91,11 +111,38 @@ impl Store {
         .await
         .map_err(query_error("upserting the securities row"))?;
 
+        let new_actions =
+            super::actions::insert_new(&mut tx, symbol, meta.currency.as_deref(), &series.actions)
+                .await?;
+        // A rebase: the stored bars of the range that the fresh history no longer has go (their
+        // indicators and documents with them, by the foreign keys' cascade).
+        let mut removed = 0;
+        if let Some(range) = replace {
+            let dates: Vec<NaiveDate> = series.bars.iter().map(|b| b.trade_date).collect();
+            removed = sqlx::query(
+                "DELETE FROM market_data WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3
+                   AND trade_date <> ALL($4::date[])",
+            )
+            .bind(symbol)
+            .bind(range.from())
+            .bind(range.to())
+            .bind(&dates)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(
+                "removing bars the rebased history no longer has",
+            ))?
+            .rows_affected();
+        }
+
         let (Some(first), Some(last)) = (series.bars.first(), series.bars.last()) else {
             tx.commit()
                 .await
                 .map_err(query_error("committing the transaction"))?;
-            return Ok(0);
+            return Ok(Written {
+                rows: removed,
+                new_actions,
+            });
         };
 
         let previous_close: Option<Decimal> = sqlx::query_scalar(
@@ -199,7 +246,67 @@ impl Store {
         tx.commit()
             .await
             .map_err(query_error("committing the transaction"))?;
-        Ok(written + fixed)
+        Ok(Written {
+            rows: written + fixed + removed,
+            new_actions,
+        })
+    }
+
+    /// The first and last stored trade date of each of `symbols` that has bars.
+    #[tracing::instrument(name = "db.stored_ranges", skip_all, fields(symbols = symbols.len()), err(Display))]
+    pub async fn stored_ranges(
+        &self,
+        symbols: &[&str],
+    ) -> Result<HashMap<String, (NaiveDate, NaiveDate)>, StoreError> {
+        // Before the first migration (a dry run against a new database) nothing is stored.
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('market_data') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("looking for the market_data table"))?;
+        if !exists {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT symbol, min(trade_date), max(trade_date) FROM market_data
+             WHERE symbol = ANY($1::text[]) GROUP BY symbol",
+        )
+        .bind(symbols)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading the stored ranges"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), (r.get(1), r.get(2))))
+            .collect())
+    }
+
+    /// The stored closes of `symbol` from `from` to `to`, by date: what the basis check
+    /// compares a fresh answer with.
+    #[tracing::instrument(name = "db.stored_bars", skip(self), err(Display))]
+    pub async fn stored_bars(
+        &self,
+        symbol: &DbSymbol,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StoredBar>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT trade_date, close_price, adj_close FROM market_data
+             WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3 ORDER BY trade_date",
+        )
+        .bind(symbol.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading stored bars"))?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredBar {
+                trade_date: r.get(0),
+                close: r.get(1),
+                adj_close: r.get(2),
+            })
+            .collect())
     }
 
     /// The first and last stored closes of `symbol` from `from` to `to` (inclusive), how many
