@@ -470,8 +470,32 @@ fn unknown_keys_name_line_field_and_allowed_keys() {
         err(&format!(
             "{MINIMAL}encoding:\n  days_back: 5\n  batchsize: 3\n"
         )),
-        "config/securities.yaml:7: encoding.batchsize: unknown key; allowed keys here: days_back, embedding_days, batch_size, max_retries, request_timeout_secs, requests_per_second, retry_base_ms, retry_max_ms"
+        "config/securities.yaml:7: encoding.batchsize: unknown key; allowed keys here: days_back, embedding_days, batch_size, max_retries, request_timeout_secs, requests_per_second, retry_base_ms, retry_max_ms, history_days, max_catch_up_days"
     );
+}
+
+#[test]
+fn history_days_is_a_number_of_days_or_max() {
+    let c = parse(&format!(
+        "{MINIMAL}encoding:\n  history_days: max\n  max_catch_up_days: 30\n"
+    ))
+    .unwrap();
+    assert_eq!(c.encoding.history_days, crate::domain::HistoryDays::Max);
+    assert_eq!(c.encoding.max_catch_up_days, 30);
+    let c = parse(&format!("{MINIMAL}encoding:\n  history_days: 730\n")).unwrap();
+    assert_eq!(
+        c.encoding.history_days,
+        crate::domain::HistoryDays::Days(730)
+    );
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(
+        c.encoding.history_days,
+        crate::domain::HistoryDays::Days(400)
+    );
+    let e = err(&format!("{MINIMAL}encoding:\n  history_days: forever\n"));
+    assert!(e.contains("encoding.history_days"), "{e}");
+    let e = err(&format!("{MINIMAL}encoding:\n  max_catch_up_days: 0\n"));
+    assert!(e.contains("encoding.max_catch_up_days"), "{e}");
 }
 
 #[test]

@@ -11,12 +11,13 @@
 //!   among the fetched bars older than the last [`SETTLING_SESSIONS`] (recent bars may still be
 //!   corrected by Yahoo and are simply overwritten).
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use crate::domain::CorporateAction;
-use crate::job::store::StoredBar;
-use crate::job::validate::Bar;
+use crate::domain::{CorporateAction, DateWindow, Security};
+use crate::job::fetch::{FetchError, YahooClient};
+use crate::job::store::{Store, StoreError, StoredBar};
+use crate::job::validate::{Bar, Series, ValidateError, validate};
 
 /// The most recent fetched sessions that the basis check leaves out.
 pub const SETTLING_SESSIONS: usize = 5;
@@ -74,6 +75,85 @@ pub fn basis_changed(stored: &[StoredBar], fresh: &[Bar]) -> Option<NaiveDate> {
         };
         (differs(s.close, bar.close) || adj_differs).then_some(s.trade_date)
     })
+}
+
+/// A whole stored history fetched again, and why.
+pub struct Rebased {
+    pub cause: RebaseCause,
+    pub full: Series,
+    pub range: DateWindow,
+}
+
+/// Why a rebase failed: the refetch of the whole history, or the store's check.
+#[derive(Debug, thiserror::Error)]
+pub enum RebaseError {
+    #[error(
+        "{cause}: fetching the whole history {range} to rebase it failed ({source}); the stored history is unchanged, the next run tries again"
+    )]
+    Fetch {
+        cause: RebaseCause,
+        range: DateWindow,
+        #[source]
+        source: FetchError,
+    },
+    #[error(
+        "{cause}: the whole history {range} could not be validated ({source}); the stored history is unchanged"
+    )]
+    Validate {
+        cause: RebaseCause,
+        range: DateWindow,
+        #[source]
+        source: ValidateError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether `series` shows that the stored history is on another basis ([`history`]); if so,
+/// the whole stored range fetched again (up to the window's end), with its cause.
+pub async fn rebase(
+    store: &Store,
+    client: &YahooClient,
+    security: &Security,
+    series: &Series,
+    window: DateWindow,
+    stored: Option<(NaiveDate, NaiveDate)>,
+) -> Result<Option<Rebased>, RebaseError> {
+    let Some((first_stored, _)) = stored.filter(|(first, _)| *first < window.from()) else {
+        return Ok(None); // nothing stored before the window: the fetch rewrites all there is
+    };
+    let symbol = &security.db_symbol;
+    let unknown = store.unknown_actions(symbol, &series.actions).await?;
+    let cause = if unknown.is_empty() {
+        let stored = store
+            .stored_bars(symbol, window.from(), window.to())
+            .await?;
+        match basis_changed(&stored, &series.bars) {
+            Some(date) => RebaseCause::Basis(date),
+            None => return Ok(None),
+        }
+    } else {
+        RebaseCause::Actions(unknown)
+    };
+    let range = DateWindow::new(first_stored, window.to()).unwrap_or(window);
+    let envelope = match client.chart(&security.yahoo_symbol, &range).await {
+        Ok(envelope) => envelope,
+        Err(source) => {
+            return Err(RebaseError::Fetch {
+                cause,
+                range,
+                source,
+            });
+        }
+    };
+    match validate(envelope, &security.yahoo_symbol, &range, Utc::now()) {
+        Ok(full) => Ok(Some(Rebased { cause, full, range })),
+        Err(source) => Err(RebaseError::Validate {
+            cause,
+            range,
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -37,14 +37,13 @@ pub use crate::job::embed::ModelSource;
 use crate::job::embed::{EmbedError, Embedder, EmbedderSource};
 use crate::job::features::{Gap, Plan};
 use crate::job::fetch::{ClientOptions, FetchError, YahooClient};
-use crate::job::history::RebaseCause;
 use crate::job::index::{
     ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
 };
 use crate::job::store::{
     PendingDocument, RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError,
 };
-use crate::job::validate::{Series, ValidateError, validate};
+use crate::job::validate::{Series, validate};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -491,8 +490,17 @@ async fn store_security(
     };
     let started = Instant::now();
     let window = planned.window.window;
-    let (series, replace) = match rebase(store, client, security, &series, &planned).await {
-        Ok(Some(Rebased { cause, full, range })) => {
+    let (series, replace) = match history::rebase(
+        store,
+        client,
+        security,
+        &series,
+        planned.window.window,
+        planned.stored,
+    )
+    .await
+    {
+        Ok(Some(history::Rebased { cause, full, range })) => {
             let before = window.from().pred_opt().unwrap_or(window.from());
             let shown = DateWindow::new(range.from(), before).unwrap_or(range);
             let bars = full
@@ -554,85 +562,6 @@ async fn store_security(
         "stored"
     );
     report
-}
-
-/// A whole stored history fetched again, and why.
-struct Rebased {
-    cause: RebaseCause,
-    full: Series,
-    range: DateWindow,
-}
-
-/// Why a rebase failed: the refetch of the whole history, or the store's check.
-#[derive(Debug, thiserror::Error)]
-enum RebaseError {
-    #[error(
-        "{cause}: fetching the whole history {range} to rebase it failed ({source}); the stored history is unchanged, the next run tries again"
-    )]
-    Fetch {
-        cause: RebaseCause,
-        range: DateWindow,
-        #[source]
-        source: FetchError,
-    },
-    #[error(
-        "{cause}: the whole history {range} could not be validated ({source}); the stored history is unchanged"
-    )]
-    Validate {
-        cause: RebaseCause,
-        range: DateWindow,
-        #[source]
-        source: ValidateError,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Whether `series` shows that the stored history is on another basis ([`history`]); if so,
-/// the whole stored range fetched again (up to the window's end), with its cause.
-async fn rebase(
-    store: &Store,
-    client: &YahooClient,
-    security: &Security,
-    series: &Series,
-    planned: &Planned,
-) -> Result<Option<Rebased>, RebaseError> {
-    let window = planned.window.window;
-    let Some((first_stored, _)) = planned.stored.filter(|(first, _)| *first < window.from()) else {
-        return Ok(None); // nothing stored before the window: the fetch rewrites all there is
-    };
-    let symbol = &security.db_symbol;
-    let unknown = store.unknown_actions(symbol, &series.actions).await?;
-    let cause = if unknown.is_empty() {
-        let stored = store
-            .stored_bars(symbol, window.from(), window.to())
-            .await?;
-        match history::basis_changed(&stored, &series.bars) {
-            Some(date) => RebaseCause::Basis(date),
-            None => return Ok(None),
-        }
-    } else {
-        RebaseCause::Actions(unknown)
-    };
-    let range = DateWindow::new(first_stored, window.to()).unwrap_or(window);
-    let envelope = match client.chart(&security.yahoo_symbol, &range).await {
-        Ok(envelope) => envelope,
-        Err(source) => {
-            return Err(RebaseError::Fetch {
-                cause,
-                range,
-                source,
-            });
-        }
-    };
-    match validate(envelope, &security.yahoo_symbol, &range, Utc::now()) {
-        Ok(full) => Ok(Some(Rebased { cause, full, range })),
-        Err(source) => Err(RebaseError::Validate {
-            cause,
-            range,
-            source,
-        }),
-    }
 }
 
 /// The analyze stage for one security: its whole stored series in, indicators out. Only rows
