@@ -17,8 +17,12 @@
 //! # }
 //! ```
 
+mod actions;
 mod server;
 mod synthetic;
 
+pub use actions::CorporateAction;
 pub use server::{FakeYahoo, Options, RequestRecord, Scenario};
-pub use synthetic::{EPOCH, InstrumentType, Profile, instrument_profile, synthetic_chart};
+pub use synthetic::{
+    EPOCH, InstrumentType, Profile, actions_chart, instrument_profile, synthetic_chart,
+};

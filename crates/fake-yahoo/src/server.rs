@@ -20,6 +20,7 @@ use percent_encoding::percent_decode_str;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::actions::CorporateAction;
 use crate::synthetic::{ChartEnvelope, VALID_RANGES, build_chart};
 
 /// Exact body of Yahoo's 404 for an unknown or delisted symbol.
@@ -105,6 +106,11 @@ pub enum Scenario {
     Empty,
     /// HTTP 200 with `chart.result: null` and `chart.error` set.
     ErrorIn200,
+    /// Synthetic bars with these splits and dividends, answered as Yahoo would at the request's
+    /// window end (`period2`, or now if earlier): a split that has not happened by then leaves
+    /// the bars on the old basis, a dividend that has happened lowers the `adjclose` of the bars
+    /// before its ex-date, and `events` lists those that have happened inside the window.
+    Actions(Vec<CorporateAction>),
 }
 
 impl Scenario {
@@ -143,6 +149,7 @@ impl Scenario {
             Scenario::WrongSymbol(_) => "wrong-symbol",
             Scenario::Empty => "empty",
             Scenario::ErrorIn200 => "error-in-200",
+            Scenario::Actions(_) => "actions",
         }
     }
 }
@@ -416,6 +423,10 @@ async fn respond(
             return plain(StatusCode::BAD_REQUEST, JSON, body.to_json());
         }
     };
+    let actions = match &scenario {
+        Scenario::Actions(actions) => actions.as_slice(),
+        _ => &[],
+    };
     let mut chart = build_chart(
         symbol,
         window.period1,
@@ -423,6 +434,7 @@ async fn respond(
         shared.seed,
         now,
         &window.range,
+        actions,
     );
     match &scenario {
         Scenario::WrongSymbol(other) => chart.set_symbol(other),

@@ -10,6 +10,8 @@ use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, Offset, TimeZone, U
 use chrono_tz::{OffsetName, Tz};
 use serde::Serialize;
 
+use crate::actions::{Basis, CorporateAction, Events, Request};
+
 /// First date of every synthetic series: no bars are produced before it.
 pub const EPOCH: NaiveDate = match NaiveDate::from_ymd_opt(1990, 1, 1) {
     Some(d) => d,
@@ -352,7 +354,9 @@ impl DayRng {
 // ---------------------------------------------------------------------------------------------
 // Bars
 
-/// One daily bar, prices already in Yahoo's f32-then-f64 form.
+/// One daily bar, prices rounded to the instrument's decimals but not yet squeezed through f32
+/// (689.43, as `meta.regularMarketPrice` shows it; the quote arrays get 689.4299926757812, see
+/// [`as_yahoo_float`]).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Bar {
     pub date: NaiveDate,
@@ -361,9 +365,6 @@ pub(crate) struct Bar {
     pub high: f64,
     pub low: f64,
     pub close: f64,
-    /// The close rounded to the instrument's decimals but not squeezed through f32, as
-    /// `meta.regularMarketPrice` shows it (689.43, not 689.4299926757812).
-    pub close_decimal: f64,
     pub volume: u64,
 }
 
@@ -376,14 +377,14 @@ pub(crate) struct Series {
     pub last_close: Option<f64>,
 }
 
-fn round_to(x: f64, decimals: u32) -> f64 {
+pub(crate) fn round_to(x: f64, decimals: u32) -> f64 {
     let m = 10f64.powi(decimals as i32);
     let tick = 1.0 / m;
     ((x * m).round() / m).max(tick)
 }
 
 /// Yahoo stores prices as f32; JSON then shows the f64 nearest to that f32.
-fn as_yahoo_float(x: f64) -> f64 {
+pub(crate) fn as_yahoo_float(x: f64) -> f64 {
     f64::from(x as f32)
 }
 
@@ -405,7 +406,7 @@ fn days_since_epoch(date: NaiveDate) -> i64 {
 }
 
 /// Date of unix time `ts` in `tz` (ts must be within chrono's range; callers clamp).
-fn local_date(tz: Tz, ts: i64) -> NaiveDate {
+pub(crate) fn local_date(tz: Tz, ts: i64) -> NaiveDate {
     DateTime::<Utc>::from_timestamp(ts, 0).map_or(EPOCH, |dt| dt.with_timezone(&tz).date_naive())
 }
 
@@ -492,11 +493,10 @@ pub(crate) fn generate(
                 series.bars.push(Bar {
                     date,
                     timestamp: ts,
-                    open: as_yahoo_float(open),
-                    high: as_yahoo_float(high),
-                    low: as_yahoo_float(low),
-                    close: as_yahoo_float(close),
-                    close_decimal: close,
+                    open,
+                    high,
+                    low,
+                    close,
                     volume,
                 });
                 series.last_close = Some(close);
@@ -539,6 +539,9 @@ pub(crate) struct ChartResult {
     pub meta: Meta,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<Vec<i64>>,
+    /// Splits and dividends in the window; absent when there are none, like Yahoo's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Events>,
     pub indicators: Indicators,
 }
 
@@ -675,7 +678,8 @@ fn min_period() -> i64 {
     local_ts(Tz::UTC, EPOCH, MIDNIGHT) - 2 * 86_400
 }
 
-/// The synthetic chart for `[period1, period2)` as of `now`. `range` is echoed in `meta.range`.
+/// The synthetic chart for `[period1, period2)` as of `now`, with `actions` applied as Yahoo would
+/// answer at the window's end (see [`crate::actions`]). `range` is echoed in `meta.range`.
 pub(crate) fn build_chart(
     symbol: &str,
     period1: i64,
@@ -683,6 +687,7 @@ pub(crate) fn build_chart(
     seed: u64,
     now: i64,
     range: &str,
+    actions: &[CorporateAction],
 ) -> ChartEnvelope {
     let profile = instrument_profile(symbol);
     let tz = profile.timezone;
@@ -699,25 +704,33 @@ pub(crate) fn build_chart(
     let request_time = p2.min(now);
     let (timezone, gmtoffset) = zone_at(tz, request_time);
 
+    let basis = Basis::new(
+        &Request {
+            profile: &profile,
+            seed,
+            period1: p1,
+            period2: p2,
+            as_of: request_time,
+            now,
+        },
+        actions,
+    );
+    let bars: Vec<Bar> = series.bars.iter().map(|b| basis.bar(b)).collect();
+    let previous_close = series.previous_close.map(|c| basis.price(c));
+    let last_close = series.last_close.map(|c| basis.price(c));
+
     let first_day = (0..7u64)
         .filter_map(|i| EPOCH.checked_add_days(Days::new(i)))
         .find(|d| is_trading_day(&profile, *d))
         .unwrap_or(EPOCH);
-    let last_date = series
-        .bars
+    let last_date = bars
         .last()
         .map_or_else(|| local_date(tz, request_time), |b| b.date);
     let regular = trading_period(tz, last_date, profile.regular_start, profile.regular_end);
     let fallback_price = round_to(profile.base_price, profile.decimals);
-    let regular_market_price = series.last_close.unwrap_or(fallback_price);
-    let chart_previous_close = series
-        .previous_close
-        .or_else(|| {
-            series
-                .bars
-                .first()
-                .map(|b| round_to(b.open, profile.decimals))
-        })
+    let regular_market_price = last_close.unwrap_or(fallback_price);
+    let chart_previous_close = previous_close
+        .or_else(|| bars.first().map(|b| b.open))
         .unwrap_or(regular_market_price);
 
     let meta = Meta {
@@ -749,36 +762,61 @@ pub(crate) fn build_chart(
         chart: Chart {
             result: Some(vec![ChartResult {
                 meta,
-                timestamp: Some(series.bars.iter().map(|b| b.timestamp).collect()),
+                timestamp: Some(bars.iter().map(|b| b.timestamp).collect()),
+                events: basis.events.clone(),
                 indicators: Indicators {
                     quote: vec![Quote {
-                        open: Some(series.bars.iter().map(|b| b.open).collect()),
-                        high: Some(series.bars.iter().map(|b| b.high).collect()),
-                        low: Some(series.bars.iter().map(|b| b.low).collect()),
-                        close: Some(series.bars.iter().map(|b| b.close).collect()),
-                        volume: Some(series.bars.iter().map(|b| b.volume).collect()),
+                        open: Some(yahoo_floats(&bars, |b| b.open)),
+                        high: Some(yahoo_floats(&bars, |b| b.high)),
+                        low: Some(yahoo_floats(&bars, |b| b.low)),
+                        close: Some(yahoo_floats(&bars, |b| b.close)),
+                        volume: Some(bars.iter().map(|b| b.volume).collect()),
                     }],
-                    // No dividends or splits are modelled, so adjclose equals close.
+                    // Split-adjusted like close (same basis), dividend-adjusted on top.
                     adjclose: vec![AdjClose {
-                        adjclose: Some(series.bars.iter().map(|b| b.close).collect()),
+                        adjclose: Some(yahoo_floats(&bars, |b| {
+                            b.close * basis.dividend_factor(b.date)
+                        })),
                     }],
                 },
             }]),
             error: None,
         },
     };
-    if series.bars.is_empty() {
+    if bars.is_empty() {
         envelope.make_empty();
     }
     envelope
+}
+
+/// One price per bar, in Yahoo's f32-then-f64 form.
+fn yahoo_floats(bars: &[Bar], price: impl Fn(&Bar) -> f64) -> Vec<f64> {
+    bars.iter().map(|b| as_yahoo_float(price(b))).collect()
 }
 
 /// The body [`crate::Scenario::Synthetic`] returns for `[period1, period2)` (unix seconds), as
 /// of the current time (no bars are invented after now).
 pub fn synthetic_chart(symbol: &str, period1: i64, period2: i64, seed: u64) -> serde_json::Value {
     let now = Utc::now().timestamp();
-    serde_json::to_value(build_chart(symbol, period1, period2, seed, now, ""))
+    serde_json::to_value(build_chart(symbol, period1, period2, seed, now, "", &[]))
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// The body [`crate::Scenario::Actions`] returns for `[period1, period2)` (unix seconds), as of
+/// the current time: the synthetic series with `actions` applied as Yahoo would answer at
+/// `min(period2, now)`.
+pub fn actions_chart(
+    symbol: &str,
+    period1: i64,
+    period2: i64,
+    seed: u64,
+    actions: &[CorporateAction],
+) -> serde_json::Value {
+    let now = Utc::now().timestamp();
+    serde_json::to_value(build_chart(
+        symbol, period1, period2, seed, now, "", actions,
+    ))
+    .unwrap_or(serde_json::Value::Null)
 }
 
 #[cfg(test)]
@@ -862,8 +900,13 @@ mod tests {
     #[test]
     fn prices_look_like_yahoo_floats() {
         let b = &bars("SPY", ts(2024, 3, 1), ts(2024, 3, 8), 42)[0];
-        assert_eq!(b.close, f64::from(b.close as f32));
-        assert_eq!(b.close_decimal, (b.close_decimal * 100.0).round() / 100.0);
+        assert_eq!(b.close, (b.close * 100.0).round() / 100.0);
+        let chart = build_chart("SPY", ts(2024, 3, 1), ts(2024, 3, 8), 42, NOW, "", &[]);
+        let json: serde_json::Value = serde_json::from_str(&chart.to_json()).unwrap();
+        let close = json["chart"]["result"][0]["indicators"]["quote"][0]["close"][0]
+            .as_f64()
+            .unwrap();
+        assert_eq!(close, f64::from(b.close as f32));
     }
 
     #[test]
@@ -899,7 +942,7 @@ mod tests {
     fn empty_window_keeps_meta() {
         // Saturday noon to Sunday noon UTC: no session in New York.
         let (sat, sun) = (ts(2024, 3, 9) + 43_200, ts(2024, 3, 10) + 43_200);
-        let v = build_chart("AAPL", sat, sun, 42, NOW, "");
+        let v = build_chart("AAPL", sat, sun, 42, NOW, "", &[]);
         let json: serde_json::Value = serde_json::from_str(&v.to_json()).unwrap();
         let result = &json["chart"]["result"][0];
         assert!(result.get("timestamp").is_none());
