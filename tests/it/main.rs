@@ -12,6 +12,7 @@ mod deploy;
 mod embed;
 mod embed_openai;
 mod features;
+mod history;
 mod job;
 mod memory;
 mod pnl;

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actions::CorporateAction;
-use crate::synthetic::{ChartEnvelope, VALID_RANGES, build_chart};
+use crate::synthetic::{ChartEnvelope, VALID_RANGES, build_chart_as_of};
 
 /// Exact body of Yahoo's 404 for an unknown or delisted symbol.
 const DELISTED_BODY: &str = include_str!("../fixtures/chart-error-delisted.json");
@@ -111,6 +111,13 @@ pub enum Scenario {
     /// the bars on the old basis, a dividend that has happened lowers the `adjclose` of the bars
     /// before its ex-date, and `events` lists those that have happened inside the window.
     Actions(Vec<CorporateAction>),
+    /// Like [`Scenario::Actions`], but answered as known on `as_of` whatever the window: a
+    /// backfill of an older window made after the events (prices adjusted, events outside the
+    /// window not listed).
+    ActionsAsOf {
+        actions: Vec<CorporateAction>,
+        as_of: chrono::NaiveDate,
+    },
 }
 
 impl Scenario {
@@ -150,6 +157,7 @@ impl Scenario {
             Scenario::Empty => "empty",
             Scenario::ErrorIn200 => "error-in-200",
             Scenario::Actions(_) => "actions",
+            Scenario::ActionsAsOf { .. } => "actions as of",
         }
     }
 }
@@ -423,11 +431,17 @@ async fn respond(
             return plain(StatusCode::BAD_REQUEST, JSON, body.to_json());
         }
     };
-    let actions = match &scenario {
-        Scenario::Actions(actions) => actions.as_slice(),
-        _ => &[],
+    let (actions, as_of) = match &scenario {
+        Scenario::Actions(actions) => (actions.as_slice(), None),
+        Scenario::ActionsAsOf { actions, as_of } => (
+            actions.as_slice(),
+            as_of
+                .and_hms_opt(23, 59, 59)
+                .map(|t| t.and_utc().timestamp()),
+        ),
+        _ => (&[][..], None),
     };
-    let mut chart = build_chart(
+    let mut chart = build_chart_as_of(
         symbol,
         window.period1,
         window.period2,
@@ -435,6 +449,7 @@ async fn respond(
         now,
         &window.range,
         actions,
+        as_of,
     );
     match &scenario {
         Scenario::WrongSymbol(other) => chart.set_symbol(other),

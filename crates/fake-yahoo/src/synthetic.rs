@@ -689,6 +689,22 @@ pub(crate) fn build_chart(
     range: &str,
     actions: &[CorporateAction],
 ) -> ChartEnvelope {
+    build_chart_as_of(symbol, period1, period2, seed, now, range, actions, None)
+}
+
+/// [`build_chart`], with the actions applied as known at `as_of` (unix seconds) instead of at
+/// the window's end: what a backfill of an older window gets once later events happened.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_chart_as_of(
+    symbol: &str,
+    period1: i64,
+    period2: i64,
+    seed: u64,
+    now: i64,
+    range: &str,
+    actions: &[CorporateAction],
+    as_of: Option<i64>,
+) -> ChartEnvelope {
     let profile = instrument_profile(symbol);
     let tz = profile.timezone;
     // Nothing exists before the epoch or after now: clamping keeps the work bounded (and the
@@ -710,7 +726,7 @@ pub(crate) fn build_chart(
             seed,
             period1: p1,
             period2: p2,
-            as_of: request_time,
+            as_of: as_of.map_or(request_time, |t| t.min(now)),
             now,
         },
         actions,
