@@ -260,3 +260,86 @@ fn split_ratio(numerator: f64, denominator: f64) -> Option<f64> {
     let r = numerator / denominator;
     (r.is_finite() && r > 0.0).then_some(r)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::synthetic::instrument_profile;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn basis(actions: &[CorporateAction], period1: i64, period2: i64) -> Basis {
+        let profile = instrument_profile("NVDA");
+        let req = Request {
+            profile: &profile,
+            seed: 42,
+            period1,
+            period2,
+            as_of: period2,
+            now: 1_900_000_000,
+        };
+        Basis::new(&req, actions)
+    }
+
+    #[test]
+    fn fractional_ratios_keep_their_shortest_form() {
+        let split = |numerator, denominator| CorporateAction::Split {
+            date: date(2024, 6, 10),
+            numerator,
+            denominator,
+        };
+        let (p1, p2) = (1_717_200_000, 1_719_800_000); // 2024-06-01 .. 2024-07-01
+        let b = basis(&[split(1.5, 1.0)], p1, p2);
+        let json = serde_json::to_string(&b.events).unwrap();
+        assert_eq!(
+            json,
+            r#"{"splits":{"1718026200":{"date":1718026200,"numerator":1.5,"denominator":1,"splitRatio":"1.5:1"}}}"#
+        );
+        let b = basis(&[split(3.0, 2.0)], p1, p2);
+        assert!(
+            serde_json::to_string(&b.events)
+                .unwrap()
+                .contains(r#""numerator":3,"denominator":2,"splitRatio":"3:2""#)
+        );
+        // Still to come: the whole answer is on the old basis.
+        let b = basis(&[split(3.0, 2.0), split(2.0, 1.0)], p1, 1_717_900_000);
+        assert_eq!(b.scale, 3.0);
+        assert!(b.events.is_none());
+        assert_eq!(b.price(100.01), 300.03);
+    }
+
+    #[test]
+    fn invalid_actions_are_ignored() {
+        let d = date(2024, 6, 10);
+        let actions = [
+            CorporateAction::Split {
+                date: d,
+                numerator: 0.0,
+                denominator: 1.0,
+            },
+            CorporateAction::Split {
+                date: d,
+                numerator: 1.0,
+                denominator: 0.0,
+            },
+            CorporateAction::Dividend {
+                date: d,
+                amount: -1.0,
+            },
+            CorporateAction::Dividend {
+                date: d,
+                amount: 1e9,
+            },
+        ];
+        for (p2, what) in [(1_717_900_000, "before"), (1_719_800_000, "after")] {
+            let b = basis(&actions, 1_717_200_000, p2);
+            assert_eq!(b.scale, 1.0, "{what}");
+            assert!(b.events.is_none(), "{what}");
+            assert_eq!(b.dividend_factor(date(2024, 6, 3)), 1.0, "{what}");
+        }
+    }
+}

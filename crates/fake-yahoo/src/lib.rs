@@ -2,7 +2,8 @@
 //!
 //! It answers with responses of the real shape (see `shared/reference/` for recorded ones):
 //! deterministic synthetic daily bars by default, or a scripted [`Scenario`] per symbol
-//! (errors, rate limiting, hangs, broken connections, malformed or empty bodies).
+//! (errors, rate limiting, hangs, broken connections, malformed or empty bodies, and
+//! [`Scenario::Actions`]: splits and dividends answered as Yahoo would at the window's end).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use chrono::NaiveDate;
 use clap::Parser;
-use fake_yahoo::{FakeYahoo, Options, Scenario};
+use fake_yahoo::{CorporateAction, FakeYahoo, Options, Scenario};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,7 +29,9 @@ struct Cli {
     seed: u64,
     /// SYMBOL=KIND, repeatable. KIND: delisted, bad-request, rate-limited, server-error,
     /// malformed, empty, error-in-200, drop-connection, synthetic, flaky (one 500, then
-    /// synthetic), flaky-429 (one 429 with Retry-After: 1, then synthetic).
+    /// synthetic), flaky-429 (one 429 with Retry-After: 1, then synthetic),
+    /// split:YYYY-MM-DD:N:D (an N:D split), dividend:YYYY-MM-DD:AMOUNT; splits and dividends
+    /// given for one symbol add up (Scenario::Actions).
     #[arg(long = "scenario", value_name = "SYMBOL=KIND", value_parser = parse_scenario)]
     scenarios: Vec<(String, Scenario)>,
     /// Print one line per request to stderr.
@@ -63,9 +66,65 @@ fn parse_scenario(arg: &str) -> Result<(String, Scenario), String> {
             },
             Scenario::Synthetic,
         ]),
-        other => return Err(format!("unknown scenario kind {other:?}")),
+        other => match parse_action(other) {
+            Some(Ok(action)) => Scenario::Actions(vec![action]),
+            Some(Err(e)) => return Err(format!("{e} in {arg:?}")),
+            None => return Err(format!("unknown scenario kind {other:?}")),
+        },
     };
     Ok((symbol.to_string(), scenario))
+}
+
+/// `split:2024-06-10:10:1` or `dividend:2024-06-20:0.5`; `None` for other kinds.
+fn parse_action(kind: &str) -> Option<Result<CorporateAction, String>> {
+    let (name, rest) = kind.split_once(':')?;
+    let is_split = match name {
+        "split" => true,
+        "dividend" => false,
+        _ => return None,
+    };
+    Some(action_from(is_split, rest))
+}
+
+fn action_from(is_split: bool, rest: &str) -> Result<CorporateAction, String> {
+    let number = |s: &str| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| format!("expected a positive number, got {s:?}"))
+    };
+    let (date, value) = rest.split_once(':').unwrap_or((rest, ""));
+    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .map_err(|e| format!("bad date {date:?} ({e})"))?;
+    if is_split {
+        let (n, d) = value
+            .split_once(':')
+            .ok_or_else(|| format!("expected a ratio N:D, got {value:?}"))?;
+        Ok(CorporateAction::Split {
+            date,
+            numerator: number(n)?,
+            denominator: number(d)?,
+        })
+    } else {
+        Ok(CorporateAction::Dividend {
+            date,
+            amount: number(value)?,
+        })
+    }
+}
+
+/// Later --scenario flags for a symbol replace earlier ones, except that actions add up.
+fn merge(scenarios: Vec<(String, Scenario)>) -> Vec<(String, Scenario)> {
+    let mut merged: Vec<(String, Scenario)> = Vec::new();
+    for (symbol, scenario) in scenarios {
+        let previous = merged.iter_mut().find(|(s, _)| *s == symbol);
+        match (previous, scenario) {
+            (Some((_, Scenario::Actions(all))), Scenario::Actions(more)) => all.extend(more),
+            (Some((_, slot)), scenario) => *slot = scenario,
+            (None, scenario) => merged.push((symbol, scenario)),
+        }
+    }
+    merged
 }
 
 async fn stop_signal() -> std::io::Result<()> {
@@ -101,7 +160,7 @@ async fn main() -> ExitCode {
         }
     };
     server.set_verbose(cli.verbose);
-    for (symbol, scenario) in cli.scenarios {
+    for (symbol, scenario) in merge(cli.scenarios) {
         server.set_scenario(&symbol, scenario);
     }
 

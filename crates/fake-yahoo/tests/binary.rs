@@ -15,6 +15,10 @@ async fn binary_serves_until_sigterm() {
             "EURUSD=X=delisted",
             "--scenario",
             "^VIX=rate-limited",
+            "--scenario",
+            "NVDA=split:2024-01-08:3:2",
+            "--scenario",
+            "NVDA=dividend:2024-01-10:0.25",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -46,6 +50,23 @@ async fn binary_serves_until_sigterm() {
         200
     );
 
+    // Both actions of NVDA, in a window that holds them.
+    let chart: serde_json::Value = reqwest::get(format!("{base}/v8/finance/chart/NVDA?{q}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = &chart["chart"]["result"][0]["events"];
+    assert_eq!(
+        events["splits"]["1704724200"]["splitRatio"], "3:2",
+        "{events}"
+    );
+    assert_eq!(
+        events["dividends"]["1704897000"]["amount"], 0.25,
+        "{events}"
+    );
+
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -67,10 +88,18 @@ async fn binary_serves_until_sigterm() {
 
 #[test]
 fn binary_rejects_unknown_scenarios() {
-    let output = Command::new(env!("CARGO_BIN_EXE_fake-yahoo"))
-        .args(["--scenario", "SPY=explode"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(output.stdout.is_empty());
+    for bad in [
+        "SPY=explode",
+        "SPY=split:2024-01-08",
+        "SPY=split:2024-13-08:2:1",
+        "SPY=split:2024-01-08:0:1",
+        "SPY=dividend:2024-01-08:x",
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_fake-yahoo"))
+            .args(["--scenario", bad])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{bad}");
+        assert!(output.stdout.is_empty(), "{bad}");
+    }
 }
