@@ -22,8 +22,12 @@
 //! those vectors into a fresh collection (new, then unchanged records/s) and 100 queries of
 //! k = 10 (median and p95 latency). Details in `memory.rs`; it also prints rows for README's
 //! Performance table.
+//!
+//! Phase D, with `--rebase`: a 10:1 split met by the daily run on one security with `--years`
+//! of history, timed next to the daily run after it (`rebase.rs`).
 
 mod memory;
+mod rebase;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -77,6 +81,9 @@ struct Args {
     /// The all-MiniLM-L6-v2 model directory for phase C.
     #[arg(long, env = "EMBEDDING_MODEL_DIR")]
     model_dir: Option<PathBuf>,
+    /// Also run phase D: what a split costs (a whole-history rebase) next to a daily run.
+    #[arg(long)]
+    rebase: bool,
     /// A python with sentence-transformers, to compare phase C's embedding throughput with.
     #[arg(long)]
     st_python: Option<PathBuf>,
@@ -245,6 +252,18 @@ async fn main() -> anyhow::Result<()> {
         memory.write_text(&mut report)?;
         writeln!(report, "README, Performance table rows (phase C):")?;
         report.push_str(&memory.readme_rows());
+    }
+    if args.rebase {
+        rebase::phase(
+            &mut report,
+            &args.binary,
+            &args.database_url,
+            &dir,
+            from,
+            to,
+            Duration::from_millis(args.latency_ms),
+        )
+        .await?;
     }
     print!("{report}");
     let mut json = serde_json::json!({
