@@ -191,8 +191,21 @@ pub fn table(report: &RunReport) -> String {
             Some(e) => format!("; features FAILED: {e}"),
         },
     };
+    // What changed the stored history, one line per security: rebases and new actions.
+    let mut history = String::new();
+    for r in &report.securities {
+        if let Some(rebased) = &r.rebased {
+            history.push_str(&format!("{}: {rebased}\n", r.db_symbol));
+        } else if !r.new_actions.is_empty() {
+            history.push_str(&format!(
+                "{}: {} stored\n",
+                r.db_symbol,
+                r.new_actions.join(", ")
+            ));
+        }
+    }
     format!(
-        "{table}\nrun {} {}: {} of {} securities succeeded, {} failed, {} rows written{features}{index}, window {}, {:.1}s\n",
+        "{table}\n{history}run {} {}: {} of {} securities succeeded, {} failed, {} rows written{features}{index}, window {}, {:.1}s\n",
         report.run_id,
         report.outcome.as_str(),
         report.securities_ok,
