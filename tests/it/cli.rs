@@ -381,3 +381,55 @@ async fn logs_are_json_lines_off_a_terminal() {
     assert!(events >= 1, "{}", r.stderr);
     assert!(!r.stderr.contains(SECRET));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_shows_each_securitys_window_and_why() {
+    // Without a database it cannot know, and says so.
+    let unknown = run(
+        &["--config", SHIPPED, "--dry-run", "--symbols", "SPY"],
+        &db_parts(),
+    )
+    .await;
+    assert_eq!(unknown.code, 0, "{unknown:#?}");
+    assert!(
+        unknown.stdout.contains("windows:    cannot know them"),
+        "{}",
+        unknown.stdout
+    );
+    assert!(
+        unknown.stdout.contains("configured (stored range unknown)"),
+        "{}",
+        unknown.stdout
+    );
+    assert!(!unknown.stdout.contains(SECRET), "{}", unknown.stdout);
+
+    // With one: SPY stored recently is a daily run, QQQ never stored is a first sight.
+    let db = crate::common::TestDb::new().await;
+    let yahoo = crate::common::fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::common::config(
+        dir.path(),
+        &[("etfs", "SPY", "SPY"), ("etfs", "QQQ", "QQQ")],
+        "",
+    );
+    let today = chrono::Utc::now().date_naive();
+    let from = (today - chrono::Days::new(10)).to_string();
+    let stored =
+        crate::common::run_job(&cfg, &db, &yahoo, &["--symbols", "SPY", "--from", &from]).await;
+    assert_eq!(stored.code, 0, "{stored:#?}");
+    let plan = run(
+        &["--config", cfg.to_str().unwrap(), "--dry-run"],
+        &[("DATABASE_URL", db.url.as_str())],
+    )
+    .await;
+    assert_eq!(plan.code, 0, "{plan:#?}");
+    let line = |symbol: &str| {
+        plan.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(symbol))
+            .unwrap_or_else(|| panic!("no line for {symbol}: {}", plan.stdout))
+            .to_owned()
+    };
+    assert!(line("SPY").ends_with(", daily]"), "{}", plan.stdout);
+    assert!(line("QQQ").ends_with(", first sight]"), "{}", plan.stdout);
+}
