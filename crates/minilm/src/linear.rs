@@ -19,17 +19,27 @@
 //! the kernel into exactly the broadcast/FMA sequence a hand-written one would have, without
 //! `unsafe` here.
 
-use multiversion::multiversion;
 use rayon::prelude::*;
 
-/// Rows of the kernel's register block.
-pub(crate) const MR: usize = 6;
-/// Columns of the kernel's register block, and the width of a packed weight panel.
+use crate::KernelPath;
+
+/// Columns of a packed weight panel, and of every kernel's register block: two AVX-512
+/// registers on x86-64 (where the AVX2 kernel takes a panel in two halves of 16 columns), four
+/// NEON registers elsewhere.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const NR: usize = 32;
+#[cfg(not(target_arch = "x86_64"))]
 pub(crate) const NR: usize = 16;
-/// Inputs per pass of the kernel: a weight panel of `KC × NR` floats (24 KiB) fits in L1.
-const KC: usize = 384;
-/// Rows per rayon task; a multiple of [`MR`] and of `2 * MR`.
-const MC: usize = 72;
+/// Rows of the register block of the AVX2 + FMA, NEON and baseline kernels.
+const MR: usize = 6;
+/// Rows of the AVX-512 kernel's register block: 12 x 32 = 24 accumulators of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+const MR_AVX512: usize = 12;
+/// Inputs per pass of the kernel: a weight panel of `KC × NR` floats (32 KiB on x86-64) stays in
+/// L1 while the stripe's micro-panels pass over it.
+const KC: usize = 256;
+/// Rows per rayon task; a multiple of every kernel's block height.
+const MC: usize = 144;
 
 /// LayerNorm parameters.
 pub(crate) struct Norm {
@@ -101,10 +111,15 @@ impl Linear {
         })
     }
 
+    pub(crate) fn input(&self) -> usize {
+        self.input
+    }
+
     /// `y = then(x · Wᵀ + b)` for `x` of `(rows, input)`, row-major; `y` becomes
     /// `(rows, output)`. `y` is a buffer reused from call to call: every element is written, so
-    /// only its growth is ever zeroed.
-    pub(crate) fn forward(&self, x: &[f32], y: &mut Vec<f32>, then: &Then<'_>) {
+    /// only its growth is ever zeroed. `path` must be supported by this CPU
+    /// ([`KernelPath::supported`]); an unsupported one falls back to the best supported one.
+    pub(crate) fn forward(&self, path: KernelPath, x: &[f32], y: &mut Vec<f32>, then: &Then<'_>) {
         debug_assert_eq!(x.len() % self.input, 0, "input rows of the wrong width");
         if let Then::ResidualNorm { residual, norm } = then {
             debug_assert_eq!(residual.len() / self.output, x.len() / self.input);
@@ -121,35 +136,88 @@ impl Linear {
                     }
                     _ => &[],
                 };
-                stripe_forward(self, x, y, then, residual);
+                stripe_forward(path, self, x, y, then, residual);
             });
     }
 }
 
-/// One stripe of rows: `x` is `(rows, input)`, `y` `(rows, output)`; `residual` is this
-/// stripe's rows of the residual for [`Then::ResidualNorm`] (empty otherwise).
+/// One stripe of rows with the kernel of `path`: `x` is `(rows, input)`, `y` `(rows, output)`;
+/// `residual` is this stripe's rows of the residual for [`Then::ResidualNorm`] (empty otherwise).
 ///
-/// With AVX-512 a register holds 16 floats, a whole row of the block: the block is then 12 rows
-/// high, so that twelve accumulators hide the FMA latency as AVX2's twelve do.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn stripe_forward<'a>(w: &Linear, x: &[f32], y: &mut [f32], then: &Then<'a>, residual: &[f32]) {
-    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
-    if multiversion::target::target_cfg_f!(target_feature = "avx512f") {
-        stripe::<{ 2 * MR }, FMA>(w, x, y, then, residual);
-    } else {
-        stripe::<MR, FMA>(w, x, y, then, residual);
-    }
-}
-
-/// [`stripe_forward`] with a register block of `ROWS` × [`NR`]; `FMA`: the target has fused
-/// multiply-add. Inlined into each clone, so it is compiled for that clone's instruction set.
-#[inline(always)]
-fn stripe<const ROWS: usize, const FMA: bool>(
+/// On x86-64 the AVX-512 and AVX2 paths run [`stripe`] inside `pulp`'s `vectorize` with that
+/// instruction set's token (see `x86.rs`): [`stripe`], the kernel and GELU/LayerNorm are all
+/// inlined there, so the whole call tree is compiled for that instruction set. A path the CPU
+/// lacks falls back to the next one it has. The baseline is the exception on purpose:
+/// [`stripe_baseline`] is never inlined, so it stays the plain x86-64 (SSE2) code it is meant to
+/// be. On AArch64 NEON is part of the target: the portable kernel is compiled with it.
+fn stripe_forward(
+    path: KernelPath,
     w: &Linear,
     x: &[f32],
     y: &mut [f32],
     then: &Then<'_>,
     residual: &[f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::x86::{V3, V4, kernel_avx2, kernel_avx512};
+        if path == KernelPath::Avx512
+            && let Some(simd) = V4::try_new()
+        {
+            return simd.vectorize(
+                #[inline(always)]
+                || {
+                    stripe::<MR_AVX512>(w, x, y, then, residual, |a, b, c| {
+                        kernel_avx512(simd, a, b, c)
+                    });
+                },
+            );
+        }
+        if matches!(path, KernelPath::Avx512 | KernelPath::Avx2Fma)
+            && let Some(simd) = V3::try_new()
+        {
+            return simd.vectorize(
+                #[inline(always)]
+                || {
+                    stripe::<MR>(w, x, y, then, residual, |a, b, c| {
+                        kernel_avx2(simd, a, b, c)
+                    });
+                },
+            );
+        }
+        stripe_baseline(w, x, y, then, residual)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let _ = path;
+        stripe::<MR>(w, x, y, then, residual, portable_kernel::<MR, true>)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = path;
+        stripe_baseline(w, x, y, then, residual)
+    }
+}
+
+/// The baseline: [`stripe`] with the portable kernel, without FMA, compiled for the crate's
+/// target only (never inlined into a clone with more features).
+#[inline(never)]
+fn stripe_baseline(w: &Linear, x: &[f32], y: &mut [f32], then: &Then<'_>, residual: &[f32]) {
+    stripe::<MR>(w, x, y, then, residual, portable_kernel::<MR, false>);
+}
+
+/// One stripe (see [`stripe_forward`]) with a register block of `ROWS` × [`NR`]: `kernel(a, b,
+/// acc)` adds the product of a micro-panel `a` (`kc` rows of `ROWS`) and a weight panel `b` (`kc`
+/// rows of `NR`) to `acc`. Inlined into each clone, so it is compiled for that clone's
+/// instruction set.
+#[inline(always)]
+fn stripe<const ROWS: usize>(
+    w: &Linear,
+    x: &[f32],
+    y: &mut [f32],
+    then: &Then<'_>,
+    residual: &[f32],
+    kernel: impl Fn(&[[f32; ROWS]], &[[f32; NR]], &mut [[f32; NR]; ROWS]) + Copy,
 ) {
     let (k, n) = (w.input, w.output);
     let rows = y.len() / n;
@@ -185,7 +253,7 @@ fn stripe<const ROWS: usize, const FMA: bool>(
                         copy(acc_row, &y[(i * ROWS + r) * n + j0..], cols);
                     }
                 }
-                kernel::<ROWS, FMA>(micro_panel, panel, &mut acc);
+                kernel(micro_panel, panel, &mut acc);
                 if last && matches!(then, Then::Gelu) {
                     for acc_row in &mut acc {
                         for v in acc_row {
@@ -209,11 +277,10 @@ fn stripe<const ROWS: usize, const FMA: bool>(
     }
 }
 
-/// `acc += a · b` over one micro-panel (`kc` rows of `ROWS`) and one weight panel (`kc` rows of
-/// `NR`): `acc` lives in registers and each step is `ROWS` broadcasts and `ROWS × NR / lanes`
-/// FMAs.
+/// `acc += a · b` in plain Rust, for NEON and the baseline: left to the autovectoriser (which
+/// does well on NEON's 6 x 16 block; the baseline only needs to be right).
 #[inline(always)]
-fn kernel<const ROWS: usize, const FMA: bool>(
+fn portable_kernel<const ROWS: usize, const FMA: bool>(
     a: &[[f32; ROWS]],
     b: &[[f32; NR]],
     acc: &mut [[f32; NR]; ROWS],
@@ -231,7 +298,7 @@ fn kernel<const ROWS: usize, const FMA: bool>(
     *acc = c;
 }
 
-/// `dst[..len] = src[..len]` for `len <= NR`: a fixed-size copy, inlined to two vector moves,
+/// `dst[..len] = src[..len]` for `len <= NR`: a fixed-size copy, inlined to vector moves,
 /// when `len == NR` (all but the last panel), instead of a call to `memcpy`.
 #[inline(always)]
 fn copy(dst: &mut [f32], src: &[f32], len: usize) {
