@@ -31,10 +31,10 @@ pub(crate) const NR: usize = 32;
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) const NR: usize = 16;
 /// Rows of the register block of the AVX2 + FMA, NEON and baseline kernels.
-const MR: usize = 6;
+pub(crate) const MR: usize = 6;
 /// Rows of the AVX-512 kernel's register block: 12 x 32 = 24 accumulators of 16 lanes.
 #[cfg(target_arch = "x86_64")]
-const MR_AVX512: usize = 12;
+pub(crate) const MR_AVX512: usize = 12;
 /// Inputs per pass of the kernel: a weight panel of `KC × NR` floats (32 KiB on x86-64) stays in
 /// L1 while the stripe's micro-panels pass over it.
 const KC: usize = 256;
@@ -165,30 +165,30 @@ fn stripe_forward(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::x86::{V3, V4, kernel_avx2, kernel_avx512};
+        use crate::x86::{Avx2Stripe, Avx512Stripe, V3, V4};
         if path == KernelPath::Avx512
             && let Some(simd) = V4::try_new()
         {
-            return simd.vectorize(
-                #[inline(always)]
-                || {
-                    stripe::<MR_AVX512>(w, x, y, then, residual, |a, b, c| {
-                        kernel_avx512(simd, a, b, c)
-                    });
-                },
-            );
+            let args = StripeArgs {
+                w,
+                x,
+                y,
+                then,
+                residual,
+            };
+            return simd.vectorize(Avx512Stripe { simd, args });
         }
         if matches!(path, KernelPath::Avx512 | KernelPath::Avx2Fma)
             && let Some(simd) = V3::try_new()
         {
-            return simd.vectorize(
-                #[inline(always)]
-                || {
-                    stripe::<MR>(w, x, y, then, residual, |a, b, c| {
-                        kernel_avx2(simd, a, b, c)
-                    });
-                },
-            );
+            let args = StripeArgs {
+                w,
+                x,
+                y,
+                then,
+                residual,
+            };
+            return simd.vectorize(Avx2Stripe { simd, args });
         }
         stripe_baseline(w, x, y, then, residual)
     }
@@ -201,6 +201,26 @@ fn stripe_forward(
     {
         let _ = path;
         stripe_baseline(w, x, y, then, residual)
+    }
+}
+
+/// The arguments of [`stripe`], for the x86 kernels' `vectorize` calls.
+pub(crate) struct StripeArgs<'s, 'a> {
+    pub(crate) w: &'s Linear,
+    pub(crate) x: &'s [f32],
+    pub(crate) y: &'s mut [f32],
+    pub(crate) then: &'s Then<'a>,
+    pub(crate) residual: &'s [f32],
+}
+
+impl StripeArgs<'_, '_> {
+    /// [`stripe`] with these arguments and `kernel`.
+    #[inline(always)]
+    pub(crate) fn run<const ROWS: usize>(
+        self,
+        kernel: impl Fn(&[[f32; ROWS]], &[[f32; NR]], &mut [[f32; NR]; ROWS]) + Copy,
+    ) {
+        stripe::<ROWS>(self.w, self.x, self.y, self.then, self.residual, kernel);
     }
 }
 
@@ -296,7 +316,13 @@ fn portable_kernel<const ROWS: usize, const FMA: bool>(
 /// turns this transposition into scatters where it can (AVX-512), which are slow on the CPUs with
 /// the Gather Data Sampling mitigation, and it is a few percent of the time.
 #[inline(never)]
-fn pack<const ROWS: usize>(x: &[f32], k: usize, k0: usize, rows: usize, packed: &mut [[f32; ROWS]]) {
+fn pack<const ROWS: usize>(
+    x: &[f32],
+    k: usize,
+    k0: usize,
+    rows: usize,
+    packed: &mut [[f32; ROWS]],
+) {
     let kc = packed.len() / rows.div_ceil(ROWS);
     for (i, micro_panel) in packed.chunks_exact_mut(kc).enumerate() {
         for r in 0..ROWS.min(rows - i * ROWS) {

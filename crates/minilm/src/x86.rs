@@ -16,7 +16,44 @@ use std::arch::x86_64::{__m256, __m512};
 
 pub(crate) use pulp::x86::{V3, V4};
 
-use crate::linear::NR;
+use crate::linear::{MR, MR_AVX512, NR, StripeArgs};
+
+/// `linear::stripe` with the AVX-512 kernel, as the function `V4::vectorize` runs with the
+/// features enabled. A struct with an `#[inline(always)]` `call`, not a closure: a closure's
+/// `call_once` can land in another codegen unit of an incremental (test) build and stay a call
+/// there, compiled without the features (the kernel tests caught it: 15x slower than the
+/// baseline).
+pub(crate) struct Avx512Stripe<'s, 'a> {
+    pub(crate) simd: V4,
+    pub(crate) args: StripeArgs<'s, 'a>,
+}
+
+impl pulp::NullaryFnOnce for Avx512Stripe<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let simd = self.simd;
+        self.args
+            .run::<MR_AVX512>(|a, b, c| kernel_avx512(simd, a, b, c));
+    }
+}
+
+/// `linear::stripe` with the AVX2 + FMA kernel, as [`Avx512Stripe`].
+pub(crate) struct Avx2Stripe<'s, 'a> {
+    pub(crate) simd: V3,
+    pub(crate) args: StripeArgs<'s, 'a>,
+}
+
+impl pulp::NullaryFnOnce for Avx2Stripe<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let simd = self.simd;
+        self.args.run::<MR>(|a, b, c| kernel_avx2(simd, a, b, c));
+    }
+}
 
 /// AVX-512: `ROWS` (12) rows × 32 columns, two zmm accumulators a row: 24 accumulators, two
 /// weight loads and `ROWS` broadcasts per step for `2 × ROWS` FMAs (the register tile of BLIS's
