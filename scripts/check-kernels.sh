@@ -9,10 +9,13 @@
 # Each function's disassembly is found by name and, for pulp's generic vectorize, by the source
 # lines (the release profile's line tables) of crates/minilm/src/x86.rs inside it.
 #
-# Usage: scripts/check-kernels.sh [BINARY]
-#   Without BINARY: builds crates/minilm's `throughput` example in release (the minilm crate and
-#   its dependencies only, ~2-4 min cold on 2 cores) and checks it. With BINARY (e.g.
-#   target/release/market-encoder after a release build): checks that binary as it is.
+# Usage: scripts/check-kernels.sh [--dev | BINARY]
+#   Without arguments: builds crates/minilm's `throughput` example in release (the minilm crate
+#   and its dependencies only, ~2-4 min cold on 2 cores) and checks it.
+#   --dev: the same example in the dev/test profile, which reuses what `cargo test --workspace`
+#   builds (dependencies and minilm are optimized there too): ~10 s, for scripts/test.sh. The test
+#   profile's code is what the throughput guard in crates/minilm/tests/kernels.rs times.
+#   BINARY (e.g. target/release/market-encoder after a release build): that binary as it is.
 # x86-64 only (elsewhere it says so and exits 0). Needs objdump (binutils).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +23,10 @@ if [ "$(uname -m)" != x86_64 ]; then
   echo "check-kernels: $(uname -m) is not x86-64: nothing to check"
   exit 0
 fi
-if [ $# -ge 1 ]; then
+if [ "${1:-}" = --dev ]; then
+  cargo build --locked --quiet -p minilm --example throughput
+  bin="${CARGO_TARGET_DIR:-target}/debug/examples/throughput"
+elif [ $# -ge 1 ]; then
   bin=$1
 else
   cargo build --release --locked --quiet -p minilm --example throughput
