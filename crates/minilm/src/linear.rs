@@ -6,18 +6,17 @@
 //!   `input × NR` and k-major, so the kernel reads it contiguously and no call repacks it.
 //! - The tokens are split into stripes of [`MC`] rows, one rayon task each. A task packs its
 //!   stripe's activations, [`KC`] inputs at a time, into micro-panels of [`MR`] rows.
-//! - The kernel keeps an `MR × NR` block of the output in registers over `KC` inputs (6 × 16 =
-//!   twelve 8-lane accumulators on AVX2: the register tile of BLIS's Haswell/Zen kernels). A
-//!   weight panel, `KC × NR` floats, stays in L1 while every micro-panel of the stripe (in L2)
-//!   passes over it.
+//! - The kernel keeps a block of the output in registers over `KC` inputs: 12 × 32 (24 zmm
+//!   accumulators) with AVX-512, 6 × 16 (12 ymm, BLIS's Haswell tile) with AVX2 + FMA, both in
+//!   intrinsics (`x86.rs`); portable Rust on NEON (6 × 16) and for the baseline (6 × 32 on
+//!   x86-64). A weight panel,
+//!   `KC × NR` floats, stays in L1 while every micro-panel of the stripe (in L2) passes over it.
 //! - The bias initialises the accumulators; GELU is applied to the block in registers after the
 //!   last `KC`; the residual and LayerNorm to whole rows of the stripe while it is still in cache.
 //!   No pass over the whole output follows the product.
 //!
-//! The loops are plain Rust on fixed-size arrays, compiled once per instruction set by
-//! `multiversion` and chosen at run time (AVX-512, AVX2 + FMA, NEON, or the baseline): LLVM turns
-//! the kernel into exactly the broadcast/FMA sequence a hand-written one would have, without
-//! `unsafe` here.
+//! Which kernel runs is [`KernelPath`], chosen at run time; see [`stripe_forward`] for how each
+//! path's whole call tree is compiled for its instruction set, and `ARCHITECTURE.md` for why.
 
 use rayon::prelude::*;
 
