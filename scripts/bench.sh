@@ -6,25 +6,33 @@
 # stages, embedding throughput in-process versus sentence-transformers on the same texts, and
 # Chroma's indexing rate and query latency. For that it starts a local Chroma
 # (scripts/lib/chroma.sh, stopped on exit), uses the cached model (scripts/lib/model.sh) and a
-# sentence-transformers venv created once (scripts/lib/st.sh; it pulls torch, several GB).
+# sentence-transformers venv created once (scripts/lib/st.sh; it pulls torch, several GB), and
+# onnxruntime on the same texts (scripts/lib/ort.sh: a small venv, and the model exported to ONNX
+# once with the sentence-transformers venv's torch, cached under ~/.cache/market-encoder/onnx).
+# It first checks the release binary's kernels (scripts/check-kernels.sh) and names the kernel
+# path (AVX-512 / AVX2+FMA / NEON / baseline) the encoder takes on this CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_postgres
-memory=false st_given=false
+memory=false st_given=false ort_given=false
 for arg in "$@"; do
   case "$arg" in
     --memory) memory=true ;;
     --st-python | --st-python=*) st_given=true ;;
+    --ort-python | --ort-python=*) ort_given=true ;;
   esac
 done
 cargo build --release --locked --quiet -p market-encoder -p market-encoder-bench
+release="${CARGO_TARGET_DIR:-target}/release"
 if [ "$memory" = false ]; then
-  exec target/release/market-encoder-bench --binary target/release/market-encoder "$@"
+  exec "$release/market-encoder-bench" --binary "$release/market-encoder" "$@"
 fi
 source scripts/lib/model.sh
 source scripts/lib/chroma.sh
 source scripts/lib/st.sh
+source scripts/lib/ort.sh
+scripts/check-kernels.sh "$release/market-encoder"
 ensure_model # exports EMBEDDING_MODEL_DIR
 ensure_chroma # exports CHROMA_URL; our own server stops when this script exits
 st=()
@@ -32,5 +40,12 @@ if [ "$st_given" = false ]; then
   ensure_st # exports ST_PYTHON
   st=(--st-python "$ST_PYTHON")
 fi
+ort=()
+if [ "$ort_given" = false ]; then
+  ensure_ort # exports ORT_PYTHON
+  if [ -n "${ST_PYTHON:-}" ] && ensure_onnx_model; then # exports ONNX_MODEL
+    ort=(--ort-python "$ORT_PYTHON" --onnx-model "$ONNX_MODEL")
+  fi
+fi
 # Not exec: the EXIT trap has to stop Chroma after the benchmark.
-target/release/market-encoder-bench --binary target/release/market-encoder "${st[@]}" "$@"
+"$release/market-encoder-bench" --binary "$release/market-encoder" "${st[@]}" "${ort[@]}" "$@"

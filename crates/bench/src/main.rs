@@ -87,6 +87,13 @@ struct Args {
     /// A python with sentence-transformers, to compare phase C's embedding throughput with.
     #[arg(long)]
     st_python: Option<PathBuf>,
+    /// A python with onnxruntime, tokenizers and numpy (scripts/lib/ort.sh), to compare phase
+    /// C's embedding throughput with; needs --onnx-model.
+    #[arg(long, requires = "onnx_model")]
+    ort_python: Option<PathBuf>,
+    /// The model exported to ONNX (scripts/lib/ort.sh's ensure_onnx_model).
+    #[arg(long, requires = "ort_python")]
+    onnx_model: Option<PathBuf>,
 }
 
 /// Trade dates per security that get a document (the job's default, written out): phase C
@@ -209,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
                 chroma_url,
                 model_dir,
                 st_python: args.st_python.as_deref(),
+                ort: args.ort_python.as_deref().zip(args.onnx_model.as_deref()),
                 work_dir: &dir,
                 phase_a_peak_rss_kib: peak_rss_kib,
             })

@@ -10,8 +10,11 @@
 //!    difference is what the model and its activations take.
 //! 2. Embedding alone, in-process: `MiniLm::embed` on the same documents after a warm-up, best
 //!    of up to 3 passes (fewer when a pass is long).
-//! 3. sentence-transformers on the very same texts and as many passes (`st_throughput.py`, with
-//!    the python of `--st-python`).
+//! 3. sentence-transformers (`st_throughput.py`, with the python of `--st-python`) and
+//!    onnxruntime (`ort_throughput.py run`, with `--ort-python` and the ONNX export of
+//!    `--onnx-model`: one session, dynamic padding, as many threads as ours) on the very same
+//!    texts and as many passes, right after step 2. The report names the kernel path our
+//!    encoder took on this CPU (`minilm::KernelPath`) and the ratios to both.
 //! 4. Chroma with our client: the vectors of 2 upserted into a fresh collection in the job's
 //!    rounds of 256 (new records), the same again (unchanged records), then query latency.
 //!
@@ -47,6 +50,8 @@ const QUERIES: usize = 100;
 const QUERY_K: u32 = 10;
 /// The sentence-transformers side, next to this crate's manifest.
 const ST_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/st_throughput.py");
+/// The onnxruntime side (`run MODEL_DIR MODEL_ONNX TEXTS [PASSES] [THREADS]`).
+const ORT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ort_throughput.py");
 
 /// What phase C needs from the run around it.
 pub struct Inputs<'a> {
@@ -60,6 +65,9 @@ pub struct Inputs<'a> {
     pub chroma_url: &'a str,
     pub model_dir: &'a Path,
     pub st_python: Option<&'a Path>,
+    /// A python with onnxruntime, tokenizers and numpy, and the model exported to ONNX
+    /// (`scripts/lib/ort.sh`).
+    pub ort: Option<(&'a Path, &'a Path)>,
     /// A scratch directory (the texts for sentence-transformers go there).
     pub work_dir: &'a Path,
     /// Phase A's peak RSS: the job without the model.
@@ -73,6 +81,7 @@ pub struct MemoryReport {
     job: JobRun,
     embed: EmbedRun,
     st: StOutcome,
+    ort: StOutcome,
     chroma: ChromaRun,
 }
 
@@ -87,6 +96,8 @@ struct JobRun {
 
 struct EmbedRun {
     passes: Vec<Duration>,
+    /// The matrix-product kernel this CPU took (`minilm::KernelPath::selected`).
+    kernel: minilm::KernelPath,
     threads: usize,
     load: Duration,
     /// The benchmark's own RSS growth across `MiniLm::load` (None without /proc).
@@ -176,16 +187,48 @@ async fn measure(
     let (embed, vectors, dimension) =
         embed_in_process(inputs.model_dir, Arc::clone(&texts)).await?;
 
+    // Back to back with step 2, the same texts and as many passes.
+    let texts_path: PathBuf = inputs.work_dir.join("texts.json");
+    std::fs::write(&texts_path, serde_json::to_vec(&*texts)?)?;
+    let passes = embed.passes.len().to_string();
+    let model_dir = inputs.model_dir.as_os_str();
     let st = match inputs.st_python {
         None => StOutcome::NotMeasured,
         Some(python) => {
             eprintln!("phase C 3/4: sentence-transformers on the same texts");
-            match sentence_transformers(python, inputs, &texts, embed.passes.len()).await {
+            let args = [
+                ST_SCRIPT.as_ref(),
+                model_dir,
+                texts_path.as_os_str(),
+                passes.as_ref(),
+            ];
+            match python_throughput(python, &args).await {
                 Ok(run) => StOutcome::Measured(run),
                 Err(e) => StOutcome::Failed(format!("{e:#}")),
             }
         }
     };
+    let ort = match inputs.ort {
+        None => StOutcome::NotMeasured,
+        Some((python, onnx)) => {
+            eprintln!("phase C 3/4: onnxruntime on the same texts");
+            let threads = embed.threads.to_string();
+            let args = [
+                ORT_SCRIPT.as_ref(),
+                "run".as_ref(),
+                model_dir,
+                onnx.as_os_str(),
+                texts_path.as_os_str(),
+                passes.as_ref(),
+                threads.as_ref(),
+            ];
+            match python_throughput(python, &args).await {
+                Ok(run) => StOutcome::Measured(run),
+                Err(e) => StOutcome::Failed(format!("{e:#}")),
+            }
+        }
+    };
+    std::fs::remove_file(&texts_path)?;
 
     eprintln!("phase C 4/4: Chroma indexing and queries");
     let chroma = index_and_query(&client, bench_collection, &documents, vectors).await?;
@@ -195,6 +238,7 @@ async fn measure(
         job,
         embed,
         st,
+        ort,
         chroma,
     })
 }
@@ -301,6 +345,7 @@ async fn embed_in_process(
     Ok((
         EmbedRun {
             passes,
+            kernel: minilm::KernelPath::selected(),
             threads: rayon::current_num_threads(),
             load,
             load_rss_kib,
@@ -311,20 +356,11 @@ async fn embed_in_process(
     ))
 }
 
-/// Step 3: `st_throughput.py` on the same texts, as many passes as step 2 made.
-async fn sentence_transformers(
-    python: &Path,
-    inputs: &Inputs<'_>,
-    texts: &[String],
-    passes: usize,
-) -> anyhow::Result<StRun> {
-    let texts_path: PathBuf = inputs.work_dir.join("texts.json");
-    std::fs::write(&texts_path, serde_json::to_vec(texts)?)?;
+/// Step 3: `st_throughput.py` or `ort_throughput.py run` (`args`, the script first) with
+/// `python`: both print one JSON line of the same fields.
+async fn python_throughput(python: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<StRun> {
     let output = tokio::process::Command::new(python)
-        .arg(ST_SCRIPT)
-        .arg(inputs.model_dir)
-        .arg(&texts_path)
-        .arg(passes.to_string())
+        .args(args)
         // The model is local: no look-ups on the hub.
         .env("HF_HUB_OFFLINE", "1")
         .env("TRANSFORMERS_OFFLINE", "1")
@@ -333,12 +369,15 @@ async fn sentence_transformers(
         .output()
         .await
         .with_context(|| format!("cannot run {}", python.display()))?;
-    std::fs::remove_file(&texts_path)?;
+    let script = args
+        .first()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
         bail!(
-            "{} {ST_SCRIPT} exited with {}: {}",
+            "{} {script} exited with {}: {}",
             python.display(),
             output.status,
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
@@ -349,7 +388,7 @@ async fn sentence_transformers(
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
-        .context("no JSON line from st_throughput.py")?;
+        .with_context(|| format!("no JSON line from {script}"))?;
     let v: serde_json::Value = serde_json::from_str(line)?;
     let versions = v["versions"]
         .as_object()
@@ -363,7 +402,7 @@ async fn sentence_transformers(
     Ok(StRun {
         sentences_per_s: v["sentences_per_s"]
             .as_f64()
-            .context("no sentences_per_s from st_throughput.py")?,
+            .with_context(|| format!("no sentences_per_s from {script}"))?,
         threads: v["threads"].as_u64().unwrap_or(0),
         peak_rss_mib: v["peak_rss_mib"].as_f64().unwrap_or(0.0),
         versions,
@@ -461,11 +500,51 @@ impl MemoryReport {
         percentile(&self.chroma.latencies, 95)
     }
 
-    /// Why phase C is incomplete (sentence-transformers was asked for and failed), if it is.
+    /// Why phase C is incomplete (sentence-transformers or onnxruntime was asked for and
+    /// failed), if it is.
     pub fn failure(&self) -> Option<&str> {
-        match &self.st {
-            StOutcome::Failed(e) => Some(e),
+        [&self.st, &self.ort].into_iter().find_map(|o| match o {
+            StOutcome::Failed(e) => Some(e.as_str()),
             _ => None,
+        })
+    }
+
+    /// `| name: N sentences/s (...): ours/theirs` for the README rows.
+    fn versus(&self, name: &str, outcome: &StOutcome) -> String {
+        match outcome {
+            StOutcome::Measured(run) => format!(
+                "; {name} on the same texts: {:.0} sentences/s ({} threads; {}): ours {:.2}x",
+                run.sentences_per_s,
+                run.threads,
+                run.versions,
+                self.ours_per_s() / run.sentences_per_s
+            ),
+            StOutcome::NotMeasured | StOutcome::Failed(_) => format!("; {name}: not measured"),
+        }
+    }
+
+    fn write_versus(
+        &self,
+        out: &mut String,
+        name: &str,
+        flag: &str,
+        outcome: &StOutcome,
+    ) -> std::fmt::Result {
+        match outcome {
+            StOutcome::NotMeasured => writeln!(out, "   {name}: not measured (pass {flag})"),
+            StOutcome::Failed(e) => writeln!(out, "   {name}: FAILED: {e}"),
+            StOutcome::Measured(run) => {
+                writeln!(
+                    out,
+                    "   {name:<21} {:>8.0} sentences/s  ({} threads; peak RSS {:.0} MiB; {})",
+                    run.sentences_per_s, run.threads, run.peak_rss_mib, run.versions
+                )?;
+                writeln!(
+                    out,
+                    "   ours / {name:<12} {:>8.2}x  (target: >= 1)",
+                    self.ours_per_s() / run.sentences_per_s
+                )
+            }
         }
     }
 
@@ -508,10 +587,11 @@ impl MemoryReport {
         )?;
         writeln!(
             out,
-            "   ours, in-process    {:>10.0} sentences/s  ({} rayon threads; {:.2} s per pass)",
+            "   ours, in-process    {:>10.0} sentences/s  ({} rayon threads; {:.2} s per pass; kernel path {})",
             self.ours_per_s(),
             embed.threads,
-            self.best_pass().as_secs_f64()
+            self.best_pass().as_secs_f64(),
+            embed.kernel
         )?;
         writeln!(
             out,
@@ -522,27 +602,13 @@ impl MemoryReport {
                 .map_or_else(|| "?".to_owned(), |k| format!("{:.1}", kib_to_mib(k))),
             bytes_to_mib(embed.weights_bytes)
         )?;
-        match &self.st {
-            StOutcome::NotMeasured => {
-                writeln!(
-                    out,
-                    "   sentence-transformers: not measured (pass --st-python)"
-                )?;
-            }
-            StOutcome::Failed(e) => writeln!(out, "   sentence-transformers: FAILED: {e}")?,
-            StOutcome::Measured(st) => {
-                writeln!(
-                    out,
-                    "   sentence-transformers {:>8.0} sentences/s  ({} torch threads; peak RSS {:.0} MiB; {})",
-                    st.sentences_per_s, st.threads, st.peak_rss_mib, st.versions
-                )?;
-                writeln!(
-                    out,
-                    "   ours / theirs       {:>10.2}x  (target: >= 1)",
-                    self.ours_per_s() / st.sentences_per_s
-                )?;
-            }
-        }
+        self.write_versus(out, "sentence-transformers", "--st-python", &self.st)?;
+        self.write_versus(
+            out,
+            "onnxruntime",
+            "--ort-python and --onnx-model",
+            &self.ort,
+        )?;
         writeln!(
             out,
             "   Chroma, our client ({} records, upserts of {INDEX_ROUND} as in the job):",
@@ -575,24 +641,18 @@ impl MemoryReport {
     pub fn readme_rows(&self) -> String {
         let (job, embed, chroma) = (&self.job, &self.embed, &self.chroma);
         let mut rows = String::new();
-        let theirs = match &self.st {
-            StOutcome::Measured(st) => format!(
-                "; sentence-transformers on the same texts: {:.0} sentences/s ({} threads; {}): {:.2}x",
-                st.sentences_per_s,
-                st.threads,
-                st.versions,
-                self.ours_per_s() / st.sentences_per_s
-            ),
-            StOutcome::NotMeasured | StOutcome::Failed(_) => {
-                "; sentence-transformers: not measured".to_owned()
-            }
-        };
+        let theirs = format!(
+            "{}{}",
+            self.versus("sentence-transformers", &self.st),
+            self.versus("onnxruntime", &self.ort)
+        );
         let _ = writeln!(
             rows,
-            "| embedding throughput, in-process, {} documents (best of {}, {} threads) | {:.0} sentences/s{theirs} | at least sentence-transformers' |",
+            "| embedding throughput, in-process, {} documents (best of {}, {} threads, {} kernels) | {:.0} sentences/s{theirs} | at least onnxruntime's |",
             self.documents,
             embed.passes.len(),
             embed.threads,
+            embed.kernel,
             self.ours_per_s()
         );
         let _ = writeln!(
@@ -629,14 +689,16 @@ impl MemoryReport {
     /// Phase C in the benchmark's JSON line.
     pub fn json(&self) -> serde_json::Value {
         let (job, embed, chroma) = (&self.job, &self.embed, &self.chroma);
-        let st = match &self.st {
-            StOutcome::Measured(st) => serde_json::json!({
-                "sentences_per_s": st.sentences_per_s, "threads": st.threads,
-                "peak_rss_mib": st.peak_rss_mib, "versions": st.versions,
+        let other = |outcome: &StOutcome| match outcome {
+            StOutcome::Measured(run) => serde_json::json!({
+                "sentences_per_s": run.sentences_per_s, "threads": run.threads,
+                "peak_rss_mib": run.peak_rss_mib, "versions": run.versions,
+                "ours_ratio": self.ours_per_s() / run.sentences_per_s,
             }),
             StOutcome::NotMeasured => serde_json::Value::Null,
             StOutcome::Failed(e) => serde_json::json!({ "error": e }),
         };
+        let (st, ort) = (other(&self.st), other(&self.ort));
         serde_json::json!({
             "documents": self.documents,
             "job_wall_s": job.wall.as_secs_f64(), "job_documents_indexed": job.indexed,
@@ -646,7 +708,9 @@ impl MemoryReport {
             "model_rss_mib": self.model_rss_mib(),
             "embed_sentences_per_s": self.ours_per_s(), "embed_passes": embed.passes.len(),
             "embed_threads": embed.threads, "model_load_s": embed.load.as_secs_f64(),
+            "embed_kernel_path": embed.kernel.name(),
             "sentence_transformers": st,
+            "onnxruntime": ort,
             "chroma_new_records_per_s": per_second(as_u64(chroma.records), chroma.new),
             "chroma_unchanged_records_per_s": per_second(as_u64(chroma.records), chroma.unchanged),
             "chroma_query_median_ms": millis(self.median()),

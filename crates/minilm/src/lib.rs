@@ -15,13 +15,142 @@
 //!   the attention mask achieves in the padded formulation.
 
 mod linear;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use candle_core::{DType, Device, Tensor, bail};
-use linear::{Linear, MR, NR, Norm, Then};
+use linear::{Linear, Norm, Then};
 use multiversion::multiversion;
 use rayon::prelude::*;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Rows of [`small_matmul`]'s register block (attention).
+const MR: usize = 6;
+/// Columns of [`small_matmul`]'s register block; the attention head size must be a multiple.
+const NR: usize = 16;
+
+/// The matrix-product kernel a CPU runs: the instruction set its clone of the linear layers is
+/// compiled for (see `linear.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelPath {
+    /// x86-64 with AVX-512F/BW/CD/DQ/VL (x86-64-v4): 12 x 32 register blocks of 16-lane FMAs.
+    Avx512,
+    /// x86-64 with AVX2 and FMA (x86-64-v3): 6 x 16 register blocks of 8-lane FMAs.
+    Avx2Fma,
+    /// AArch64 with NEON: the portable kernel, vectorised by LLVM with NEON FMAs.
+    Neon,
+    /// Anything else (x86-64 without AVX2 + FMA): the portable kernel, plain x86-64 (SSE2).
+    Baseline,
+}
+
+impl KernelPath {
+    /// Every path, fastest first.
+    pub const ALL: [Self; 4] = [Self::Avx512, Self::Avx2Fma, Self::Neon, Self::Baseline];
+
+    /// Whether this CPU can run the path. [`KernelPath::Baseline`] runs everywhere (on AArch64 it
+    /// is the NEON kernel: NEON is part of the baseline there).
+    pub fn supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => x86::V4::is_available(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2Fma => x86::V3::is_available(),
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            Self::Baseline => true,
+            #[allow(unreachable_patterns)] // which arms are left depends on the architecture
+            _ => false,
+        }
+    }
+
+    /// The fastest path this CPU supports.
+    pub fn best() -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.supported())
+            .unwrap_or(Self::Baseline)
+    }
+
+    /// The path [`Bert::forward`] takes: [`KernelPath::best`], unless the environment variable
+    /// `MINILM_KERNEL` names another supported one (`avx512`, `avx2`, `neon`, `baseline`), e.g.
+    /// to measure the AVX2 kernel on an AVX-512 machine. Read once per process.
+    pub fn selected() -> Self {
+        static SELECTED: OnceLock<KernelPath> = OnceLock::new();
+        *SELECTED.get_or_init(|| {
+            std::env::var("MINILM_KERNEL")
+                .ok()
+                .and_then(|name| Self::from_name(&name))
+                .filter(|p| p.supported())
+                .unwrap_or_else(Self::best)
+        })
+    }
+
+    /// The path named `name` as [`KernelPath::selected`] reads it (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "avx512" | "avx-512" => Some(Self::Avx512),
+            "avx2" | "avx2+fma" => Some(Self::Avx2Fma),
+            "neon" => Some(Self::Neon),
+            "baseline" => Some(Self::Baseline),
+            _ => None,
+        }
+    }
+
+    /// A short label: `AVX-512`, `AVX2+FMA`, `NEON`, `baseline`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx512 => "AVX-512",
+            Self::Avx2Fma => "AVX2+FMA",
+            Self::Neon => "NEON",
+            Self::Baseline => "baseline",
+        }
+    }
+}
+
+impl std::fmt::Display for KernelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One linear layer, `y = x · Wᵀ + b` (optionally followed by GELU), on its own: the encoder's
+/// matrix product, public so that tests and benchmarks can run each kernel path on any shape.
+pub struct Dense(Linear);
+
+impl Dense {
+    /// `weight` is `(output, input)` row-major, as `torch.nn.Linear` stores it.
+    pub fn new(
+        weight: &[f32],
+        bias: Vec<f32>,
+        input: usize,
+        output: usize,
+    ) -> candle_core::Result<Self> {
+        Linear::new(weight, bias, input, output).map(Self)
+    }
+
+    /// `y = x · Wᵀ + b` (then GELU if `gelu`) with the kernel of `path`, for `x` of
+    /// `(rows, input)` row-major; `y` becomes `(rows, output)`. An unsupported `path` is an
+    /// error.
+    pub fn forward(
+        &self,
+        path: KernelPath,
+        x: &[f32],
+        y: &mut Vec<f32>,
+        gelu: bool,
+    ) -> candle_core::Result<()> {
+        if !path.supported() {
+            bail!("this CPU does not support the {path} kernel")
+        }
+        if !x.len().is_multiple_of(self.0.input()) {
+            bail!("{} values are not rows of {}", x.len(), self.0.input())
+        }
+        let then = if gelu { Then::Gelu } else { Then::Nothing };
+        self.0.forward(path, x, y, &then);
+        Ok(())
+    }
+}
 
 /// The fields of a Hugging Face BERT `config.json` that the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -235,8 +364,22 @@ impl Bert {
     }
 
     /// The last hidden state, `(tokens, hidden)` row-major, of a batch of texts given as their
-    /// concatenated token ids and the number of tokens of each.
+    /// concatenated token ids and the number of tokens of each, with the kernel of
+    /// [`KernelPath::selected`].
     pub fn forward(&self, ids: &[u32], lengths: &[usize]) -> candle_core::Result<Vec<f32>> {
+        self.forward_with(KernelPath::selected(), ids, lengths)
+    }
+
+    /// [`Bert::forward`] with the kernel of `path`; an unsupported `path` is an error.
+    pub fn forward_with(
+        &self,
+        path: KernelPath,
+        ids: &[u32],
+        lengths: &[usize],
+    ) -> candle_core::Result<Vec<f32>> {
+        if !path.supported() {
+            bail!("this CPU does not support the {path} kernel")
+        }
         let h = self.hidden;
         let tokens = ids.len();
         if lengths.iter().sum::<usize>() != tokens {
@@ -275,9 +418,10 @@ impl Bert {
         let (mut qkv, mut context, mut attn, mut inter) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for layer in &self.layers {
-            layer.qkv.forward(&x, &mut qkv, &Then::Nothing);
+            layer.qkv.forward(path, &x, &mut qkv, &Then::Nothing);
             attention(&qkv, &offsets, (h, self.heads, scale), &mut context);
             layer.attn_out.forward(
+                path,
                 &context,
                 &mut attn,
                 &Then::ResidualNorm {
@@ -285,8 +429,9 @@ impl Bert {
                     norm: &layer.attn_norm,
                 },
             );
-            layer.inter.forward(&attn, &mut inter, &Then::Gelu);
+            layer.inter.forward(path, &attn, &mut inter, &Then::Gelu);
             layer.out.forward(
+                path,
                 &inter,
                 &mut x,
                 &Then::ResidualNorm {

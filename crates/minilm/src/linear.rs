@@ -6,30 +6,39 @@
 //!   `input × NR` and k-major, so the kernel reads it contiguously and no call repacks it.
 //! - The tokens are split into stripes of [`MC`] rows, one rayon task each. A task packs its
 //!   stripe's activations, [`KC`] inputs at a time, into micro-panels of [`MR`] rows.
-//! - The kernel keeps an `MR × NR` block of the output in registers over `KC` inputs (6 × 16 =
-//!   twelve 8-lane accumulators on AVX2: the register tile of BLIS's Haswell/Zen kernels). A
-//!   weight panel, `KC × NR` floats, stays in L1 while every micro-panel of the stripe (in L2)
-//!   passes over it.
+//! - The kernel keeps a block of the output in registers over `KC` inputs: 12 × 32 (24 zmm
+//!   accumulators) with AVX-512, 6 × 16 (12 ymm, BLIS's Haswell tile) with AVX2 + FMA, both in
+//!   intrinsics (`x86.rs`); portable Rust on NEON (6 × 16) and for the baseline (6 × 32 on
+//!   x86-64). A weight panel,
+//!   `KC × NR` floats, stays in L1 while every micro-panel of the stripe (in L2) passes over it.
 //! - The bias initialises the accumulators; GELU is applied to the block in registers after the
 //!   last `KC`; the residual and LayerNorm to whole rows of the stripe while it is still in cache.
 //!   No pass over the whole output follows the product.
 //!
-//! The loops are plain Rust on fixed-size arrays, compiled once per instruction set by
-//! `multiversion` and chosen at run time (AVX-512, AVX2 + FMA, NEON, or the baseline): LLVM turns
-//! the kernel into exactly the broadcast/FMA sequence a hand-written one would have, without
-//! `unsafe` here.
+//! Which kernel runs is [`KernelPath`], chosen at run time; see [`stripe_forward`] for how each
+//! path's whole call tree is compiled for its instruction set, and `ARCHITECTURE.md` for why.
 
-use multiversion::multiversion;
 use rayon::prelude::*;
 
-/// Rows of the kernel's register block.
-pub(crate) const MR: usize = 6;
-/// Columns of the kernel's register block, and the width of a packed weight panel.
+use crate::KernelPath;
+
+/// Columns of a packed weight panel, and of every kernel's register block: two AVX-512
+/// registers on x86-64 (where the AVX2 kernel takes a panel in two halves of 16 columns), four
+/// NEON registers elsewhere.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const NR: usize = 32;
+#[cfg(not(target_arch = "x86_64"))]
 pub(crate) const NR: usize = 16;
-/// Inputs per pass of the kernel: a weight panel of `KC × NR` floats (24 KiB) fits in L1.
-const KC: usize = 384;
-/// Rows per rayon task; a multiple of [`MR`] and of `2 * MR`.
-const MC: usize = 72;
+/// Rows of the register block of the AVX2 + FMA, NEON and baseline kernels.
+pub(crate) const MR: usize = 6;
+/// Rows of the AVX-512 kernel's register block: 12 x 32 = 24 accumulators of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const MR_AVX512: usize = 12;
+/// Inputs per pass of the kernel: a weight panel of `KC × NR` floats (32 KiB on x86-64) stays in
+/// L1 while the stripe's micro-panels pass over it.
+const KC: usize = 256;
+/// Rows per rayon task; a multiple of every kernel's block height.
+const MC: usize = 144;
 
 /// LayerNorm parameters.
 pub(crate) struct Norm {
@@ -68,7 +77,8 @@ pub(crate) struct Linear {
     output: usize,
     /// Panel `p` holds output columns `p * NR ..`, as `input` rows of `NR` (zero past `output`).
     panels: Vec<[f32; NR]>,
-    bias: Vec<f32>,
+    /// The bias, in panels of `NR` like the weight (zero past `output`).
+    bias_panels: Vec<[f32; NR]>,
 }
 
 impl Linear {
@@ -93,18 +103,27 @@ impl Linear {
                 packed[j % NR] = w;
             }
         }
+        let mut bias_panels = vec![[0f32; NR]; output.div_ceil(NR)];
+        for (j, b) in bias.into_iter().enumerate() {
+            bias_panels[j / NR][j % NR] = b;
+        }
         Ok(Self {
             input,
             output,
             panels,
-            bias,
+            bias_panels,
         })
+    }
+
+    pub(crate) fn input(&self) -> usize {
+        self.input
     }
 
     /// `y = then(x · Wᵀ + b)` for `x` of `(rows, input)`, row-major; `y` becomes
     /// `(rows, output)`. `y` is a buffer reused from call to call: every element is written, so
-    /// only its growth is ever zeroed.
-    pub(crate) fn forward(&self, x: &[f32], y: &mut Vec<f32>, then: &Then<'_>) {
+    /// only its growth is ever zeroed. `path` must be supported by this CPU
+    /// ([`KernelPath::supported`]); an unsupported one falls back to the best supported one.
+    pub(crate) fn forward(&self, path: KernelPath, x: &[f32], y: &mut Vec<f32>, then: &Then<'_>) {
         debug_assert_eq!(x.len() % self.input, 0, "input rows of the wrong width");
         if let Then::ResidualNorm { residual, norm } = then {
             debug_assert_eq!(residual.len() / self.output, x.len() / self.input);
@@ -121,35 +140,108 @@ impl Linear {
                     }
                     _ => &[],
                 };
-                stripe_forward(self, x, y, then, residual);
+                stripe_forward(path, self, x, y, then, residual);
             });
     }
 }
 
-/// One stripe of rows: `x` is `(rows, input)`, `y` `(rows, output)`; `residual` is this
-/// stripe's rows of the residual for [`Then::ResidualNorm`] (empty otherwise).
+/// One stripe of rows with the kernel of `path`: `x` is `(rows, input)`, `y` `(rows, output)`;
+/// `residual` is this stripe's rows of the residual for [`Then::ResidualNorm`] (empty otherwise).
 ///
-/// With AVX-512 a register holds 16 floats, a whole row of the block: the block is then 12 rows
-/// high, so that twelve accumulators hide the FMA latency as AVX2's twelve do.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn stripe_forward<'a>(w: &Linear, x: &[f32], y: &mut [f32], then: &Then<'a>, residual: &[f32]) {
-    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
-    if multiversion::target::target_cfg_f!(target_feature = "avx512f") {
-        stripe::<{ 2 * MR }, FMA>(w, x, y, then, residual);
-    } else {
-        stripe::<MR, FMA>(w, x, y, then, residual);
-    }
-}
-
-/// [`stripe_forward`] with a register block of `ROWS` × [`NR`]; `FMA`: the target has fused
-/// multiply-add. Inlined into each clone, so it is compiled for that clone's instruction set.
-#[inline(always)]
-fn stripe<const ROWS: usize, const FMA: bool>(
+/// On x86-64 the AVX-512 and AVX2 paths run [`stripe`] inside `pulp`'s `vectorize` with that
+/// instruction set's token (see `x86.rs`): [`stripe`], the kernel and GELU/LayerNorm are all
+/// inlined there, so the whole call tree is compiled for that instruction set. A path the CPU
+/// lacks falls back to the next one it has. The baseline is the exception on purpose:
+/// [`stripe_baseline`] is never inlined, so it stays the plain x86-64 (SSE2) code it is meant to
+/// be. On AArch64 NEON is part of the target: the portable kernel is compiled with it.
+fn stripe_forward(
+    path: KernelPath,
     w: &Linear,
     x: &[f32],
     y: &mut [f32],
     then: &Then<'_>,
     residual: &[f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::x86::{Avx2Stripe, Avx512Stripe, V3, V4};
+        if path == KernelPath::Avx512
+            && let Some(simd) = V4::try_new()
+        {
+            let args = StripeArgs {
+                w,
+                x,
+                y,
+                then,
+                residual,
+            };
+            return simd.vectorize(Avx512Stripe { simd, args });
+        }
+        if matches!(path, KernelPath::Avx512 | KernelPath::Avx2Fma)
+            && let Some(simd) = V3::try_new()
+        {
+            let args = StripeArgs {
+                w,
+                x,
+                y,
+                then,
+                residual,
+            };
+            return simd.vectorize(Avx2Stripe { simd, args });
+        }
+        stripe_baseline(w, x, y, then, residual)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let _ = path;
+        stripe::<MR>(w, x, y, then, residual, portable_kernel::<MR, true>)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = path;
+        stripe_baseline(w, x, y, then, residual)
+    }
+}
+
+/// The arguments of [`stripe`], for the x86 kernels' `vectorize` calls.
+pub(crate) struct StripeArgs<'s, 'a> {
+    pub(crate) w: &'s Linear,
+    pub(crate) x: &'s [f32],
+    pub(crate) y: &'s mut [f32],
+    pub(crate) then: &'s Then<'a>,
+    pub(crate) residual: &'s [f32],
+}
+
+impl StripeArgs<'_, '_> {
+    /// [`stripe`] with these arguments and `kernel`.
+    #[inline(always)]
+    pub(crate) fn run<const ROWS: usize>(
+        self,
+        kernel: impl Fn(&[[f32; ROWS]], &[[f32; NR]], &mut [[f32; NR]; ROWS]) + Copy,
+    ) {
+        stripe::<ROWS>(self.w, self.x, self.y, self.then, self.residual, kernel);
+    }
+}
+
+/// The baseline: [`stripe`] with the portable kernel, without FMA, compiled for the crate's
+/// target only (never inlined into a clone with more features).
+#[inline(never)]
+fn stripe_baseline(w: &Linear, x: &[f32], y: &mut [f32], then: &Then<'_>, residual: &[f32]) {
+    stripe::<MR>(w, x, y, then, residual, portable_kernel::<MR, false>);
+}
+
+/// One stripe (see [`stripe_forward`]) with a register block of `ROWS` × [`NR`]: `kernel(a, b,
+/// acc)` adds the product of a micro-panel `a` (`kc` rows of `ROWS`) and a weight panel `b` (`kc`
+/// rows of `NR`) to `acc`. Inlined into each clone, so it is compiled for that clone's
+/// instruction set.
+#[inline(always)]
+fn stripe<const ROWS: usize>(
+    w: &Linear,
+    x: &[f32],
+    y: &mut [f32],
+    then: &Then<'_>,
+    residual: &[f32],
+    kernel: impl Fn(&[[f32; ROWS]], &[[f32; NR]], &mut [[f32; NR]; ROWS]) + Copy,
 ) {
     let (k, n) = (w.input, w.output);
     let rows = y.len() / n;
@@ -158,34 +250,21 @@ fn stripe<const ROWS: usize, const FMA: bool>(
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let last = k0 + kc == k;
-        // Pack x[.., k0..k0 + kc] as micro-panels of ROWS rows, k-major. Rows past the
-        // stripe's end hold zeros or an earlier pass's values: they only reach rows never
-        // stored.
         let packed = &mut packed[..micro_panels * kc];
-        for (i, micro_panel) in packed.chunks_exact_mut(kc).enumerate() {
-            for r in 0..ROWS.min(rows - i * ROWS) {
-                let src = &x[(i * ROWS + r) * k + k0..][..kc];
-                for (dst, &v) in micro_panel.iter_mut().zip(src) {
-                    dst[r] = v;
-                }
-            }
-        }
+        pack(x, k, k0, rows, packed);
         for (p, j0) in (0..n).step_by(NR).enumerate() {
             let cols = NR.min(n - j0);
             let panel = &w.panels[p * k + k0..][..kc];
             for (i, micro_panel) in packed.chunks_exact(kc).enumerate() {
                 let valid = ROWS.min(rows - i * ROWS);
-                let mut acc = [[0f32; NR]; ROWS];
-                if k0 == 0 {
-                    for acc_row in &mut acc {
-                        copy(acc_row, &w.bias[j0..], cols);
-                    }
-                } else {
+                // The bias, or what the previous passes over k added up.
+                let mut acc = [w.bias_panels[p]; ROWS];
+                if k0 > 0 {
                     for (r, acc_row) in acc.iter_mut().enumerate().take(valid) {
-                        copy(acc_row, &y[(i * ROWS + r) * n + j0..], cols);
+                        load(acc_row, &y[(i * ROWS + r) * n + j0..], cols);
                     }
                 }
-                kernel::<ROWS, FMA>(micro_panel, panel, &mut acc);
+                kernel(micro_panel, panel, &mut acc);
                 if last && matches!(then, Then::Gelu) {
                     for acc_row in &mut acc {
                         for v in acc_row {
@@ -194,7 +273,7 @@ fn stripe<const ROWS: usize, const FMA: bool>(
                     }
                 }
                 for (r, acc_row) in acc.iter().enumerate().take(valid) {
-                    copy(&mut y[(i * ROWS + r) * n + j0..], acc_row, cols);
+                    store(&mut y[(i * ROWS + r) * n + j0..], acc_row, cols);
                 }
             }
         }
@@ -209,11 +288,10 @@ fn stripe<const ROWS: usize, const FMA: bool>(
     }
 }
 
-/// `acc += a · b` over one micro-panel (`kc` rows of `ROWS`) and one weight panel (`kc` rows of
-/// `NR`): `acc` lives in registers and each step is `ROWS` broadcasts and `ROWS × NR / lanes`
-/// FMAs.
+/// `acc += a · b` in plain Rust, for NEON and the baseline: left to the autovectoriser (which
+/// does well on NEON's 6 x 16 block; the baseline only needs to be right).
 #[inline(always)]
-fn kernel<const ROWS: usize, const FMA: bool>(
+fn portable_kernel<const ROWS: usize, const FMA: bool>(
     a: &[[f32; ROWS]],
     b: &[[f32; NR]],
     acc: &mut [[f32; NR]; ROWS],
@@ -231,15 +309,54 @@ fn kernel<const ROWS: usize, const FMA: bool>(
     *acc = c;
 }
 
-/// `dst[..len] = src[..len]` for `len <= NR`: a fixed-size copy, inlined to two vector moves,
-/// when `len == NR` (all but the last panel), instead of a call to `memcpy`.
-#[inline(always)]
-fn copy(dst: &mut [f32], src: &[f32], len: usize) {
-    if len == NR {
-        dst[..NR].copy_from_slice(&src[..NR]);
-    } else {
-        dst[..len].copy_from_slice(&src[..len]);
+/// Packs `x[.., k0..k0 + kc]` (`kc` = the micro-panels' length) as micro-panels of `ROWS` rows,
+/// k-major. Rows past the stripe's end hold zeros or an earlier pass's values: they only reach
+/// rows never stored. Not inlined, so it is plain x86-64 code in every clone: the autovectoriser
+/// turns this transposition into scatters where it can (AVX-512), which are slow on the CPUs with
+/// the Gather Data Sampling mitigation, and it is a few percent of the time.
+#[inline(never)]
+fn pack<const ROWS: usize>(
+    x: &[f32],
+    k: usize,
+    k0: usize,
+    rows: usize,
+    packed: &mut [[f32; ROWS]],
+) {
+    let kc = packed.len() / rows.div_ceil(ROWS);
+    for (i, micro_panel) in packed.chunks_exact_mut(kc).enumerate() {
+        for r in 0..ROWS.min(rows - i * ROWS) {
+            let src = &x[(i * ROWS + r) * k + k0..][..kc];
+            for (dst, &v) in micro_panel.iter_mut().zip(src) {
+                dst[r] = v;
+            }
+        }
     }
+}
+
+/// `acc_row = src[..NR]`, or its first `len` values (a partial last panel). The whole-array copy
+/// is inlined to vector moves; the partial one is a separate function so that LLVM cannot merge
+/// both into one `memcpy` call of variable length (which it did, and which took 10% of the time).
+#[inline(always)]
+fn load(acc_row: &mut [f32; NR], src: &[f32], len: usize) {
+    match src.first_chunk::<NR>() {
+        Some(s) if len == NR => *acc_row = *s,
+        _ => copy_partial(acc_row, src, len),
+    }
+}
+
+/// `dst[..len] = acc_row[..len]`, the counterpart of [`load`].
+#[inline(always)]
+fn store(dst: &mut [f32], acc_row: &[f32; NR], len: usize) {
+    match dst.first_chunk_mut::<NR>() {
+        Some(d) if len == NR => *d = *acc_row,
+        _ => copy_partial(dst, acc_row, len),
+    }
+}
+
+#[inline(never)]
+#[cold]
+fn copy_partial(dst: &mut [f32], src: &[f32], len: usize) {
+    dst[..len].copy_from_slice(&src[..len]);
 }
 
 /// The exact GELU, `x/2 · (1 + erf(x/√2))`.
@@ -339,12 +456,13 @@ mod tests {
     /// of MC (the last stripe and its last micro-panel are partial), outputs that are not a
     /// multiple of NR (the last panel is partial), and inputs over KC (two passes of the
     /// kernel, the second accumulating onto the first).
-    const SHAPES: [(usize, usize, usize); 5] = [
+    const SHAPES: [(usize, usize, usize); 6] = [
         (1, 8, 16),
         (5, 3, 7),
         (MC + MR + 1, 40, 3 * NR + 5),
         (2 * MC, KC + 17, 2 * NR),
         (97, 2 * KC + 3, 24),
+        (MC + 2 * MR + 5, KC + 128, 4 * NR),
     ];
 
     #[test]
@@ -371,23 +489,29 @@ mod tests {
             ] {
                 // A reused buffer, longer than needed and full of garbage.
                 let mut y = vec![f32::NAN; rows * output + 7];
-                layer.forward(&x, &mut y, &then);
+                layer.forward(KernelPath::selected(), &x, &mut y, &then);
                 let theirs = reference(&x, &weight, &bias, (rows, input, output), &then).unwrap();
                 assert_close(y, &theirs, (rows, input, output), "forward");
             }
         }
     }
 
-    /// Every variant of the stripe body, whatever this CPU picks at run time: the 12-row block of
-    /// AVX-512 and the 6-row one, with and without FMA, over all rows as one stripe.
+    /// Every kernel path this CPU supports, and the portable kernel at every block height with
+    /// and without FMA, over all rows as one stripe.
     #[test]
-    fn every_block_height_matches_the_reference() {
+    fn every_kernel_matches_the_reference() {
         type Body = fn(&Linear, &[f32], &mut [f32], &Then<'_>, &[f32]);
         let bodies: [(&str, Body); 4] = [
-            ("12 rows, FMA", stripe::<{ 2 * MR }, true>),
-            ("12 rows", stripe::<{ 2 * MR }, false>),
-            ("6 rows, FMA", stripe::<MR, true>),
-            ("6 rows", stripe::<MR, false>),
+            ("portable 12 rows, FMA", |w, x, y, t, r| {
+                stripe::<12>(w, x, y, t, r, portable_kernel::<12, true>)
+            }),
+            ("portable 12 rows", |w, x, y, t, r| {
+                stripe::<12>(w, x, y, t, r, portable_kernel::<12, false>)
+            }),
+            ("portable 6 rows, FMA", |w, x, y, t, r| {
+                stripe::<MR>(w, x, y, t, r, portable_kernel::<MR, true>)
+            }),
+            ("baseline", stripe_baseline),
         ];
         for (i, &(rows, input, output)) in SHAPES.iter().enumerate() {
             let seed = 100 + 10 * i as u32;
@@ -400,6 +524,11 @@ mod tests {
                 let mut y = vec![f32::NAN; rows * output];
                 body(&layer, &x, &mut y, &Then::Gelu, &[]);
                 assert_close(y, &theirs, (rows, input, output), name);
+            }
+            for path in KernelPath::ALL.into_iter().filter(|p| p.supported()) {
+                let mut y = vec![f32::NAN; rows * output];
+                stripe_forward(path, &layer, &x, &mut y, &Then::Gelu, &[]);
+                assert_close(y, &theirs, (rows, input, output), path.name());
             }
         }
     }

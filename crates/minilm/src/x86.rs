@@ -1,0 +1,108 @@
+//! The x86-64 micro-kernels of [`crate::linear`], in `std::arch` intrinsics: `acc += a · b` for
+//! a micro-panel `a` (`kc` rows of `ROWS` activations, k-major) and a weight panel `b` (`kc`
+//! rows of [`NR`] = 32 output columns), the `ROWS × 32` block `acc` held in registers over all
+//! `kc` steps.
+//!
+//! The intrinsics are called through `pulp`'s feature tokens ([`V4`]: AVX-512F/BW/CD/DQ/VL,
+//! [`V3`]: AVX2 + FMA): a token exists only if the CPU has the features (`try_new` checks), its
+//! methods are the intrinsics as safe functions, and `token.vectorize(f)` runs `f` inside a
+//! `#[target_feature]` function of those features. The kernels, and everything of
+//! `linear::stripe` around them, are `#[inline(always)]`, so the whole call tree of a stripe is
+//! compiled for that instruction set (`scripts/check-kernels.sh` checks the machine code).
+//! Memory goes through `bytemuck::cast` (a by-value copy between `[f32; 32]` and `[__m512; 2]`,
+//! emitted as unaligned vector loads and stores): no pointers, no `unsafe` in this crate.
+
+use std::arch::x86_64::{__m256, __m512};
+
+pub(crate) use pulp::x86::{V3, V4};
+
+use crate::linear::{MR, MR_AVX512, NR, StripeArgs};
+
+/// `linear::stripe` with the AVX-512 kernel, as the function `V4::vectorize` runs with the
+/// features enabled. A struct with an `#[inline(always)]` `call`, not a closure: a closure's
+/// `call_once` can land in another codegen unit of an incremental (test) build and stay a call
+/// there, compiled without the features (the kernel tests caught it: 15x slower than the
+/// baseline).
+pub(crate) struct Avx512Stripe<'s, 'a> {
+    pub(crate) simd: V4,
+    pub(crate) args: StripeArgs<'s, 'a>,
+}
+
+impl pulp::NullaryFnOnce for Avx512Stripe<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let simd = self.simd;
+        self.args
+            .run::<MR_AVX512>(|a, b, c| kernel_avx512(simd, a, b, c));
+    }
+}
+
+/// `linear::stripe` with the AVX2 + FMA kernel, as [`Avx512Stripe`].
+pub(crate) struct Avx2Stripe<'s, 'a> {
+    pub(crate) simd: V3,
+    pub(crate) args: StripeArgs<'s, 'a>,
+}
+
+impl pulp::NullaryFnOnce for Avx2Stripe<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let simd = self.simd;
+        self.args.run::<MR>(|a, b, c| kernel_avx2(simd, a, b, c));
+    }
+}
+
+/// AVX-512: `ROWS` (12) rows × 32 columns, two zmm accumulators a row: 24 accumulators, two
+/// weight loads and `ROWS` broadcasts per step for `2 × ROWS` FMAs (the register tile of BLIS's
+/// and MLAS's AVX-512 SGEMM kernels; 24 independent chains hide the FMA latency on two ports).
+#[inline(always)]
+pub(crate) fn kernel_avx512<const ROWS: usize>(
+    simd: V4,
+    a: &[[f32; ROWS]],
+    b: &[[f32; NR]],
+    acc: &mut [[f32; NR]; ROWS],
+) {
+    let f = simd.avx512f;
+    let mut c: [[__m512; 2]; ROWS] = bytemuck::cast(*acc);
+    for (a, b) in a.iter().zip(b) {
+        let [b0, b1]: [__m512; 2] = bytemuck::cast(*b);
+        for (c, &x) in c.iter_mut().zip(a) {
+            let x = f._mm512_set1_ps(x);
+            c[0] = f._mm512_fmadd_ps(x, b0, c[0]);
+            c[1] = f._mm512_fmadd_ps(x, b1, c[1]);
+        }
+    }
+    *acc = bytemuck::cast(c);
+}
+
+/// AVX2 + FMA: a 32-column panel as two halves of `ROWS` (6) rows × 16 columns, two ymm
+/// accumulators a row: 12 accumulators, two weight loads and 6 broadcasts per step for 12 FMAs
+/// (BLIS's Haswell tile), within AVX2's 16 registers.
+#[inline(always)]
+pub(crate) fn kernel_avx2<const ROWS: usize>(
+    simd: V3,
+    a: &[[f32; ROWS]],
+    b: &[[f32; NR]],
+    acc: &mut [[f32; NR]; ROWS],
+) {
+    let mut out: [[[__m256; 2]; 2]; ROWS] = bytemuck::cast(*acc);
+    for half in 0..2 {
+        let mut c: [[__m256; 2]; ROWS] = std::array::from_fn(|r| out[r][half]);
+        for (a, b) in a.iter().zip(b) {
+            let b: [[__m256; 2]; 2] = bytemuck::cast(*b);
+            let [b0, b1] = b[half];
+            for (c, &x) in c.iter_mut().zip(a) {
+                let x = simd.avx._mm256_set1_ps(x);
+                c[0] = simd.fma._mm256_fmadd_ps(x, b0, c[0]);
+                c[1] = simd.fma._mm256_fmadd_ps(x, b1, c[1]);
+            }
+        }
+        for (o, c) in out.iter_mut().zip(c) {
+            o[half] = c;
+        }
+    }
+    *acc = bytemuck::cast(out);
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Checks the machine code of the encoder's hot kernels in a release build (issue 12: the AVX-512
+# clone had compiled to 32 gathers, 35 scatters and 16 FMAs, and ran at ~4 documents/s):
+#   - the AVX-512 stripe (pulp's V4::vectorize instance that holds crates/minilm/src/x86.rs):
+#     no gather/scatter, at least 24 zmm FMAs (the 12 x 32 register block);
+#   - the AVX2 + FMA stripe (the V3 instance): no gather/scatter, at least 12 ymm FMAs, no zmm;
+#   - attention's AVX-512 and AVX2 clones (minilm::attend): no gather/scatter, FMA present;
+#   - the baseline stripe (minilm::linear::stripe_baseline): plain x86-64, no ymm/zmm.
+# Each function's disassembly is found by name and, for pulp's generic vectorize, by the source
+# lines (the release profile's line tables) of crates/minilm/src/x86.rs inside it.
+#
+# Usage: scripts/check-kernels.sh [--dev | BINARY]
+#   Without arguments: builds crates/minilm's `throughput` example in release (the minilm crate
+#   and its dependencies only, ~2-4 min cold on 2 cores) and checks it.
+#   --dev: the same example in the dev/test profile, which reuses what `cargo test --workspace`
+#   builds (dependencies and minilm are optimized there too): ~10 s, for scripts/test.sh. The test
+#   profile's code is what the throughput guard in crates/minilm/tests/kernels.rs times.
+#   BINARY (e.g. target/release/market-encoder after a release build): that binary as it is.
+# x86-64 only (elsewhere it says so and exits 0). Needs objdump (binutils).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(uname -m)" != x86_64 ]; then
+  echo "check-kernels: $(uname -m) is not x86-64: nothing to check"
+  exit 0
+fi
+if [ "${1:-}" = --dev ]; then
+  cargo build --locked --quiet -p minilm --example throughput
+  bin="${CARGO_TARGET_DIR:-target}/debug/examples/throughput"
+elif [ $# -ge 1 ]; then
+  bin=$1
+else
+  cargo build --release --locked --quiet -p minilm --example throughput
+  bin="${CARGO_TARGET_DIR:-target}/release/examples/throughput"
+fi
+[ -x "$bin" ] || { echo "check-kernels: no executable $bin" >&2; exit 1; }
+command -v objdump >/dev/null || { echo "check-kernels: objdump not found (Debian: apt-get install binutils)" >&2; exit 1; }
+
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+# One line per function of interest: kind gathers zmm_fma ymm_fma vector_regs name
+objdump -d -l -C --no-show-raw-insn "$bin" | awk '
+  function flush() {
+    if (name == "") return
+    kind = ""
+    if (name ~ /^pulp::x86::v4::V4::vectorize::imp/ && ours) kind = "avx512-stripe"
+    else if (name ~ /^pulp::x86::v3::V3::vectorize::imp/ && ours) kind = "avx2-stripe"
+    else if (name ~ /^minilm::attend::attend_.*avx512f.*_version$/) kind = "avx512-attend"
+    else if (name ~ /^minilm::attend::attend_avx_avx2_fma.*_version$/) kind = "avx2-attend"
+    else if (name == "minilm::linear::stripe_baseline") kind = "baseline-stripe"
+    if (kind != "") printf "%s %d %d %d %d %s\n", kind, gathers, zfma, yfma, vregs, name
+  }
+  /^[0-9a-f]+ <.*>:$/ {
+    flush()
+    name = $0; sub(/^[0-9a-f]+ </, "", name); sub(/>:$/, "", name)
+    ours = 0; gathers = 0; zfma = 0; yfma = 0; vregs = 0
+    next
+  }
+  /crates\/minilm\/src\/x86\.rs/ { ours = 1 }
+  /\tv(p)?(gather|scatter)/ { gathers++ }
+  /\tvfn?m(add|sub)[0-9]+ps/ { if ($0 ~ /zmm/) zfma++; else if ($0 ~ /ymm/) yfma++ }
+  /\t[a-z].*%[yz]mm/ { vregs++ }
+  END { flush() }
+' > "$tmp"
+
+failures=0
+fail() { echo "check-kernels: FAIL: $*"; failures=$((failures + 1)); }
+for kind in avx512-stripe avx2-stripe avx512-attend avx2-attend baseline-stripe; do
+  if ! grep -q "^$kind " "$tmp"; then
+    fail "$kind: function not found in $bin"
+  fi
+done
+while read -r kind gathers zfma yfma vregs name; do
+  printf 'check-kernels: %-16s gathers/scatters %3d  zmm FMAs %4d  ymm FMAs %4d  (%s)\n' \
+    "$kind" "$gathers" "$zfma" "$yfma" "$name"
+  case "$kind" in
+    avx512-stripe)
+      [ "$gathers" -eq 0 ] || fail "$kind has $gathers gathers/scatters"
+      [ "$zfma" -ge 24 ] || fail "$kind has $zfma zmm FMAs, expected >= 24 (the 12 x 32 block)" ;;
+    avx2-stripe)
+      [ "$gathers" -eq 0 ] || fail "$kind has $gathers gathers/scatters"
+      [ "$yfma" -ge 12 ] || fail "$kind has $yfma ymm FMAs, expected >= 12 (the 6 x 16 block)"
+      [ "$zfma" -eq 0 ] || fail "$kind has $zfma zmm FMAs: AVX-512 code in the AVX2 clone" ;;
+    avx512-attend | avx2-attend)
+      [ "$gathers" -eq 0 ] || fail "$kind has $gathers gathers/scatters"
+      [ $((zfma + yfma)) -ge 1 ] || fail "$kind has no FMA" ;;
+    baseline-stripe)
+      [ "$vregs" -eq 0 ] || fail "$kind uses ymm/zmm registers ($vregs instructions): not the plain baseline" ;;
+  esac
+done < "$tmp"
+if [ "$failures" -gt 0 ]; then
+  echo "check-kernels: $failures failure(s) in $bin"
+  exit 1
+fi
+echo "check-kernels: ok ($bin)"

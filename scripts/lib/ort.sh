@@ -1,0 +1,111 @@
+# shellcheck shell=bash
+# onnxruntime for scripts/*.sh: the fastest CPU runtime the benchmark's market memory phase
+# compares our in-process embedder with. Source it; do not run it. Needs bash, python3 (with
+# venv) and PyPI.
+#
+# ensure_ort: makes sure a python that can `import onnxruntime, tokenizers, numpy` exists and
+# exports
+#   ORT_PYTHON  that python
+#   1. ORT_PYTHON already set: use it if it imports them; fail loudly if it does not.
+#   2. Otherwise the venv ${MARKET_ENCODER_ORT_VENV:-~/.cache/market-encoder/ort-venv}, created
+#      once with onnxruntime==$ME_ORT_VERSION, tokenizers and numpy from PyPI (~60 MB, no torch);
+#      later calls reuse it. A marker file says the install finished; concurrent callers wait on
+#      a lock.
+#
+# The ONNX model itself is exported from the safetensors weights by
+# crates/bench/ort_throughput.py's `export` command with the sentence-transformers venv's torch
+# (scripts/lib/st.sh), and cached next to the model directory by market-encoder-bench.
+#
+# Usage (scripts/bench.sh --memory):
+#   source scripts/lib/ort.sh
+#   ensure_ort               # exports ORT_PYTHON
+#   ... --ort-python "$ORT_PYTHON"
+
+ME_ORT_VERSION="${MARKET_ENCODER_ORT_VERSION:-1.32.0}"
+ME_ORT_VENV="${MARKET_ENCODER_ORT_VENV:-${HOME:-/tmp}/.cache/market-encoder/ort-venv}"
+
+ort_log() { printf 'onnxruntime: %s\n' "$*" >&2; }
+
+ort_venv() {
+  local venv="$ME_ORT_VENV" marker="$ME_ORT_VENV/.market-encoder-onnxruntime-$ME_ORT_VERSION"
+  if [ ! -f "$marker" ]; then
+    mkdir -p "$(dirname "$venv")" || return 1
+    (
+      if command -v flock >/dev/null 2>&1; then
+        exec 9>"$venv.lock" && flock 9
+      fi
+      [ -f "$marker" ] && exit 0 # another process finished it while we waited
+      started=$SECONDS
+      ort_log "installing onnxruntime==$ME_ORT_VERSION, tokenizers and numpy into $venv (once)..."
+      rm -rf "$venv"
+      "${MARKET_ENCODER_PYTHON:-python3}" -m venv "$venv" >&2 || {
+        ort_log "cannot create a venv with ${MARKET_ENCODER_PYTHON:-python3} (Debian: apt-get install python3-venv; or set MARKET_ENCODER_PYTHON)"
+        exit 1
+      }
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        "onnxruntime==$ME_ORT_VERSION" tokenizers numpy >&2 || {
+        ort_log "pip install onnxruntime==$ME_ORT_VERSION failed (is PyPI reachable? enough disk?)"
+        exit 1
+      }
+      "$venv/bin/python" -c 'import onnxruntime, tokenizers, numpy' >&2 || {
+        ort_log "onnxruntime==$ME_ORT_VERSION installed but does not import"
+        exit 1
+      }
+      touch "$marker"
+      ort_log "installed onnxruntime==$ME_ORT_VERSION in $((SECONDS - started)) s"
+    ) || return 1
+  fi
+  printf '%s\n' "$venv/bin/python"
+}
+
+ensure_ort() {
+  if [ -n "${ORT_PYTHON:-}" ]; then
+    if "$ORT_PYTHON" -c 'import onnxruntime, tokenizers, numpy' 2>/dev/null; then
+      export ORT_PYTHON
+      return 0
+    fi
+    ort_log "ORT_PYTHON=$ORT_PYTHON cannot import onnxruntime, tokenizers and numpy; unset it to use the cached venv"
+    return 1
+  fi
+  local python
+  python=$(ort_venv) || return 1
+  export ORT_PYTHON="$python"
+}
+
+# ensure_onnx_model: exports the model of EMBEDDING_MODEL_DIR to ONNX once and exports
+#   ONNX_MODEL  the exported file, ${MARKET_ENCODER_ONNX_CACHE:-~/.cache/market-encoder/onnx}/
+#               all-MiniLM-L6-v2-<first 16 hex of model.safetensors' SHA-256>/model.onnx
+# Needs EMBEDDING_MODEL_DIR (scripts/lib/model.sh) and ST_PYTHON (scripts/lib/st.sh: its torch
+# and transformers do the export, as transformers' and optimum's exporters do). torch's exporter
+# also needs the `onnx` package: installed into that venv once if it lacks it (~20 MB). The file
+# is written atomically; later calls return at once.
+ensure_onnx_model() {
+  [ -n "${EMBEDDING_MODEL_DIR:-}" ] || { ort_log "ensure_onnx_model needs EMBEDDING_MODEL_DIR (ensure_model)"; return 1; }
+  [ -n "${ST_PYTHON:-}" ] || { ort_log "ensure_onnx_model needs ST_PYTHON (ensure_st)"; return 1; }
+  local sha dir
+  sha=$(sha256sum "$EMBEDDING_MODEL_DIR/model.safetensors" | cut -c1-16) || return 1
+  dir="${MARKET_ENCODER_ONNX_CACHE:-${HOME:-/tmp}/.cache/market-encoder/onnx}/all-MiniLM-L6-v2-$sha"
+  if [ ! -s "$dir/model.onnx" ]; then
+    mkdir -p "$dir" || return 1
+    (
+      if command -v flock >/dev/null 2>&1; then
+        exec 9>"$dir.lock" && flock 9
+      fi
+      [ -s "$dir/model.onnx" ] && exit 0
+      if ! "$ST_PYTHON" -c 'import onnx' 2>/dev/null; then
+        ort_log "installing onnx into $(dirname "$(dirname "$ST_PYTHON")") for torch's ONNX exporter (once)..."
+        "$ST_PYTHON" -m pip install -q --disable-pip-version-check onnx >&2 || {
+          ort_log "pip install onnx failed (is PyPI reachable?)"
+          exit 1
+        }
+      fi
+      ort_log "exporting $EMBEDDING_MODEL_DIR to $dir/model.onnx (once)..."
+      HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$ST_PYTHON" crates/bench/ort_throughput.py \
+        export "$EMBEDDING_MODEL_DIR" "$dir/model.onnx" >&2 || {
+        ort_log "the ONNX export failed"
+        exit 1
+      }
+    ) || return 1
+  fi
+  export ONNX_MODEL="$dir/model.onnx"
+}
