@@ -15,6 +15,7 @@ ensure_pyref
 ensure_model
 ensure_chroma # stops the server it started when this script exits
 export TEST_DATABASE_URL="$DATABASE_URL"
+scripts/check-tls.sh # rustls only: no native-tls or OpenSSL anywhere in the dependency graph
 scripts/check-deploy.sh # hadolint, docker-compose config, kubernetes-validate (cached PyPI venvs)
 cargo test --workspace --locked "$@"
 # The encoder's hot kernels, in the test build just made: no gather/scatter, FMAs where due

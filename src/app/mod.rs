@@ -13,7 +13,7 @@ use tracing::info;
 use crate::cli::{Cli, Command, FeaturesArgs, JobArgs, PnlArgs, RunArgs, ServeArgs, SimilarArgs};
 use crate::config::env::{
     DatabaseSettings, EnvValue, SettingsError, api_key, collect_token, hub_endpoint,
-    indexed_job_shard, model_cache, model_dir, yahoo_base_url,
+    indexed_job_shard, model_cache, model_dir, yahoo_base_url, yahoo_user_agent,
 };
 use crate::config::{Config, ConfigError, EmbeddingSettings, FeatureSettings};
 use std::collections::BTreeMap;
@@ -301,6 +301,7 @@ fn job_plan(
     let database = DatabaseSettings::from_env(env)?;
     let client = ClientOptions {
         base_url: yahoo_base_url(env)?,
+        user_agent: yahoo_user_agent(env)?,
         timeout: config.encoding.request_timeout,
         requests_per_second: config.encoding.requests_per_second,
         retry: RetryPolicy {

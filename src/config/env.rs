@@ -37,6 +37,8 @@ pub enum SettingsError {
         value: String,
         reason: String,
     },
+    #[error("environment variable {name}: {problem}")]
+    BadValue { name: &'static str, problem: String },
     #[error("environment variable {name} is not valid UTF-8")]
     NotUnicode { name: &'static str },
     #[error("{0}")]
@@ -188,6 +190,25 @@ impl fmt::Display for DatabaseSettings {
 impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DatabaseSettings({self})")
+    }
+}
+
+/// A current desktop browser's User-Agent: Yahoo answers clients without a browser-like one
+/// badly (429 or 403). `YAHOO_USER_AGENT` replaces it when Yahoo starts refusing this one.
+pub const DEFAULT_USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36";
+
+/// The User-Agent for Yahoo: `YAHOO_USER_AGENT` (trimmed; one line of visible ASCII), or
+/// [`DEFAULT_USER_AGENT`].
+pub fn yahoo_user_agent(env: &dyn Fn(&'static str) -> EnvValue) -> Result<String, SettingsError> {
+    let name = "YAHOO_USER_AGENT";
+    match env(name).into_option(name)?.map(|v| v.trim().to_owned()) {
+        None => Ok(DEFAULT_USER_AGENT.to_owned()),
+        Some(v) if v.is_empty() => Ok(DEFAULT_USER_AGENT.to_owned()),
+        Some(v) if v.bytes().all(|b| (0x20..0x7f).contains(&b)) => Ok(v),
+        Some(_) => Err(SettingsError::BadValue {
+            name,
+            problem: "a User-Agent is one line of visible ASCII; the value is not shown".into(),
+        }),
     }
 }
 
@@ -783,5 +804,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("CHROMA_PORT") && err.contains("80a"), "{err}");
+    }
+
+    #[test]
+    fn the_user_agent_is_a_browsers_unless_told() {
+        let ua = yahoo_user_agent(&EnvValue::from_pairs(&[])).unwrap();
+        assert!(
+            ua.starts_with("Mozilla/5.0") && ua.contains("Chrome/"),
+            "{ua}"
+        );
+        let ua = yahoo_user_agent(&EnvValue::from_pairs(&[(
+            "YAHOO_USER_AGENT",
+            " Mozilla/5.0 (X) \n",
+        )]))
+        .unwrap();
+        assert_eq!(ua, "Mozilla/5.0 (X)");
+        let err = yahoo_user_agent(&EnvValue::from_pairs(&[("YAHOO_USER_AGENT", "a\u{7}b")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("YAHOO_USER_AGENT"), "{err}");
     }
 }

@@ -32,7 +32,7 @@ pub use wire::ChartEnvelope;
 /// A connection attempt to Yahoo takes at most this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+pub use crate::config::env::DEFAULT_USER_AGENT as USER_AGENT;
 
 /// A chart body larger than this is not a daily series (10 years of bars is ~300 KB).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -136,6 +136,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     pub requests_per_second: NonZeroU32,
     pub retry: RetryPolicy,
+    /// The User-Agent sent to Yahoo (`YAHOO_USER_AGENT`, default [`USER_AGENT`]).
+    pub user_agent: String,
 }
 
 /// Yahoo's chart endpoint. Cheap to share by reference across concurrent fetches.
@@ -150,7 +152,7 @@ pub struct YahooClient {
 impl YahooClient {
     pub fn new(options: &ClientOptions) -> Result<Self, FetchError> {
         let http = client_builder(options.timeout, CONNECT_TIMEOUT)
-            .user_agent(USER_AGENT)
+            .user_agent(options.user_agent.as_str())
             .build()
             .map_err(FetchError::Client)?;
         Ok(Self {
@@ -350,6 +352,7 @@ mod tests {
                 base: Duration::from_millis(1),
                 max: Duration::from_millis(1),
             },
+            user_agent: USER_AGENT.to_owned(),
         })
         .unwrap();
         let window = DateWindow::new(
