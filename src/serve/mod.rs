@@ -438,9 +438,15 @@ async fn status(
     State(service): State<Arc<Service>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = param::<u32>(&query, "limit", "a number of runs")?
-        .unwrap_or(STATUS_LIMIT)
-        .clamp(1, STATUS_LIMIT_MAX);
+    let limit = param::<u32>(&query, "limit", "a number of runs")?.unwrap_or(STATUS_LIMIT);
+    if !(1..=STATUS_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "limit: {limit} is outside 1..={STATUS_LIMIT_MAX} (the number of runs to show)"
+            ),
+        ));
+    }
     let runs = service
         .reads
         .recent_runs(limit)

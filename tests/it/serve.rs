@@ -331,6 +331,14 @@ async fn every_endpoint_answers_and_a_collected_run_shows_in_status_metrics_and_
     assert_eq!(status, StatusCode::OK);
     let (status, bad) = server.json("/status?limit=many").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    // Outside 1..=200: a 400 that says the range, never a silent cap.
+    for limit in ["0", "201", "99999"] {
+        let (status, bad) = server.json(&format!("/status?limit={limit}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{limit}: {bad}");
+        assert!(bad["error"].as_str().unwrap().contains("1..=200"), "{bad}");
+    }
+    let (status, _) = server.json("/status?limit=200").await;
+    assert_eq!(status, StatusCode::OK);
 
     // The features, as `market-encoder features --json` prints them.
     let (status, features) = server.json("/ml-features").await;
