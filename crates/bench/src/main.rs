@@ -166,13 +166,7 @@ async fn main() -> anyhow::Result<()> {
             args.binary
         )
     })?;
-    if !output.status.success() {
-        bail!(
-            "market-encoder exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    succeeded(&output)?;
     let summary = summary_of(&output.stdout)?;
     let rows = summary["summary"]["rows_written"].as_u64().unwrap_or(0);
     let requests = yahoo.request_log().len();
@@ -353,6 +347,18 @@ fn status_kib(path: &str, key: &str) -> Option<i64> {
 }
 
 /// The `{"summary": ...}` line of the job's stdout.
+/// An error with the child's stderr unless it exited 0.
+fn succeeded(output: &std::process::Output) -> anyhow::Result<()> {
+    if !output.status.success() {
+        bail!(
+            "market-encoder exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
 fn summary_of(stdout: &[u8]) -> anyhow::Result<serde_json::Value> {
     String::from_utf8_lossy(stdout)
         .lines()

@@ -12,7 +12,7 @@ use anyhow::bail;
 use chrono::{Days, NaiveDate};
 use fake_yahoo::{CorporateAction, FakeYahoo, Options, Scenario};
 
-use crate::{ScratchDb, path_str, run_measured, summary_of};
+use crate::{ScratchDb, path_str, run_measured, succeeded, summary_of};
 
 /// One timed run of the binary: wall time, and the security's summary row.
 async fn timed(
@@ -32,13 +32,7 @@ async fn timed(
             .env("LOG_LEVEL", "warn"),
     )
     .await?;
-    if !output.status.success() {
-        bail!(
-            "market-encoder exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    succeeded(&output)?;
     let summary = summary_of(&output.stdout)?;
     Ok((wall, summary["summary"]["securities"][0].clone()))
 }
