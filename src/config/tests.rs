@@ -1,4 +1,6 @@
 //! The config loader's tests: every error message, every section, and property tests.
+//! Compiled only under #[cfg(test)] (`mod tests` in `config/mod.rs`): test code, where a panic is
+//! the failure report.
 
 use super::*;
 use crate::config::embedding::EMBEDDING_BATCH_SIZE;
