@@ -23,39 +23,15 @@
 
 ME_ORT_VERSION="${MARKET_ENCODER_ORT_VERSION:-1.32.0}"
 ME_ORT_VENV="${MARKET_ENCODER_ORT_VENV:-${HOME:-/tmp}/.cache/market-encoder/ort-venv}"
+# shellcheck source=scripts/lib/venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 
 ort_log() { printf 'onnxruntime: %s\n' "$*" >&2; }
 
 ort_venv() {
-  local venv="$ME_ORT_VENV" marker="$ME_ORT_VENV/.market-encoder-onnxruntime-$ME_ORT_VERSION"
-  if [ ! -f "$marker" ]; then
-    mkdir -p "$(dirname "$venv")" || return 1
-    (
-      if command -v flock >/dev/null 2>&1; then
-        exec 9>"$venv.lock" && flock 9
-      fi
-      [ -f "$marker" ] && exit 0 # another process finished it while we waited
-      started=$SECONDS
-      ort_log "installing onnxruntime==$ME_ORT_VERSION, tokenizers and numpy into $venv (once)..."
-      rm -rf "$venv"
-      "${MARKET_ENCODER_PYTHON:-python3}" -m venv "$venv" >&2 || {
-        ort_log "cannot create a venv with ${MARKET_ENCODER_PYTHON:-python3} (Debian: apt-get install python3-venv; or set MARKET_ENCODER_PYTHON)"
-        exit 1
-      }
-      "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "onnxruntime==$ME_ORT_VERSION" tokenizers numpy >&2 || {
-        ort_log "pip install onnxruntime==$ME_ORT_VERSION failed (is PyPI reachable? enough disk?)"
-        exit 1
-      }
-      "$venv/bin/python" -c 'import onnxruntime, tokenizers, numpy' >&2 || {
-        ort_log "onnxruntime==$ME_ORT_VERSION installed but does not import"
-        exit 1
-      }
-      touch "$marker"
-      ort_log "installed onnxruntime==$ME_ORT_VERSION in $((SECONDS - started)) s"
-    ) || return 1
-  fi
-  printf '%s\n' "$venv/bin/python"
+  cached_venv onnxruntime "$ME_ORT_VENV" "onnxruntime-$ME_ORT_VERSION" \
+    'onnxruntime, tokenizers, numpy' "onnxruntime==$ME_ORT_VERSION, tokenizers and numpy" \
+    -- "onnxruntime==$ME_ORT_VERSION" tokenizers numpy
 }
 
 ensure_ort() {

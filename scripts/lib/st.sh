@@ -20,41 +20,17 @@
 
 ME_ST_VERSION="${MARKET_ENCODER_ST_VERSION:-6.2.0}"
 ME_ST_VENV="${MARKET_ENCODER_ST_VENV:-${HOME:-/tmp}/.cache/market-encoder/st-venv}"
+# shellcheck source=scripts/lib/venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 
 st_log() { printf 'sentence-transformers: %s\n' "$*" >&2; }
 
 # st_venv: creates the venv (once; a marker file says the install finished) and prints its
 # python. Concurrent callers wait on a lock instead of installing twice.
 st_venv() {
-  local venv="$ME_ST_VENV" marker="$ME_ST_VENV/.market-encoder-sentence-transformers-$ME_ST_VERSION"
-  if [ ! -f "$marker" ]; then
-    mkdir -p "$(dirname "$venv")" || return 1
-    (
-      if command -v flock >/dev/null 2>&1; then
-        exec 9>"$venv.lock" && flock 9
-      fi
-      [ -f "$marker" ] && exit 0 # another process finished it while we waited
-      started=$SECONDS
-      st_log "installing sentence-transformers==$ME_ST_VERSION (and torch) into $venv (once; several GB, minutes)..."
-      rm -rf "$venv"
-      "${MARKET_ENCODER_PYTHON:-python3}" -m venv "$venv" >&2 || {
-        st_log "cannot create a venv with ${MARKET_ENCODER_PYTHON:-python3} (Debian: apt-get install python3-venv; or set MARKET_ENCODER_PYTHON)"
-        exit 1
-      }
-      "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "sentence-transformers==$ME_ST_VERSION" >&2 || {
-        st_log "pip install sentence-transformers==$ME_ST_VERSION failed (is PyPI reachable? enough disk?)"
-        exit 1
-      }
-      "$venv/bin/python" -c 'import sentence_transformers, torch' >&2 || {
-        st_log "sentence-transformers==$ME_ST_VERSION installed but does not import"
-        exit 1
-      }
-      touch "$marker"
-      st_log "installed sentence-transformers==$ME_ST_VERSION in $((SECONDS - started)) s"
-    ) || return 1
-  fi
-  printf '%s\n' "$venv/bin/python"
+  cached_venv sentence-transformers "$ME_ST_VENV" "sentence-transformers-$ME_ST_VERSION" \
+    'sentence_transformers, torch' "sentence-transformers==$ME_ST_VERSION (and torch; several GB, minutes)" \
+    -- "sentence-transformers==$ME_ST_VERSION"
 }
 
 ensure_st() {
