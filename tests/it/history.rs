@@ -312,24 +312,29 @@ async fn pnl_across_a_dividend_reports_price_only_and_total_return() {
     let db = TestDb::new().await;
     let r = run_job(&cfg, &db, &yahoo, &window("2024-01-02", "2024-06-28")).await;
     assert_eq!(r.code, 0, "{r:#?}");
-    let out: Run = run(
-        &[
-            "pnl",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--symbol",
-            "KO",
-            "--entry",
-            "2024-02-01",
-            "--exit",
-            "2024-05-01",
-            "--quantity",
-            "10",
-            "--json",
-        ],
-        &[("DATABASE_URL", db.url.as_str())],
-    )
-    .await;
+    // 10 KO held from 2024-02-01 to 2024-05-01, across the ex-date, with `extra` flags.
+    let pnl = |extra: &'static [&'static str]| {
+        let cfg = cfg.to_str().unwrap().to_owned();
+        let url = db.url.clone();
+        async move {
+            let mut args = vec![
+                "pnl",
+                "--config",
+                &cfg,
+                "--symbol",
+                "KO",
+                "--entry",
+                "2024-02-01",
+                "--exit",
+                "2024-05-01",
+                "--quantity",
+                "10",
+            ];
+            args.extend_from_slice(extra);
+            run(&args, &[("DATABASE_URL", url.as_str())]).await
+        }
+    };
+    let out: Run = pnl(&["--json"]).await;
     assert_eq!(out.code, 0, "{out:#?}");
     let answer: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     let close = |date: &'static str| {
@@ -369,25 +374,7 @@ async fn pnl_across_a_dividend_reports_price_only_and_total_return() {
         (price_only + amount * rust_decimal::Decimal::TEN).normalize()
     );
     // Short: the dividend is owed.
-    let short = run(
-        &[
-            "pnl",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--symbol",
-            "KO",
-            "--entry",
-            "2024-02-01",
-            "--exit",
-            "2024-05-01",
-            "--quantity",
-            "10",
-            "--position",
-            "short",
-        ],
-        &[("DATABASE_URL", db.url.as_str())],
-    )
-    .await;
+    let short = pnl(&["--position", "short"]).await;
     assert_eq!(short.code, 0, "{short:#?}");
     assert!(
         short
