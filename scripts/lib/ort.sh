@@ -35,17 +35,7 @@ ort_venv() {
 }
 
 ensure_ort() {
-  if [ -n "${ORT_PYTHON:-}" ]; then
-    if "$ORT_PYTHON" -c 'import onnxruntime, tokenizers, numpy' 2>/dev/null; then
-      export ORT_PYTHON
-      return 0
-    fi
-    ort_log "ORT_PYTHON=$ORT_PYTHON cannot import onnxruntime, tokenizers and numpy; unset it to use the cached venv"
-    return 1
-  fi
-  local python
-  python=$(ort_venv) || return 1
-  export ORT_PYTHON="$python"
+  use_python ORT_PYTHON 'onnxruntime, tokenizers, numpy' onnxruntime ort_venv
 }
 
 # ensure_onnx_model: exports the model of EMBEDDING_MODEL_DIR to ONNX once and exports

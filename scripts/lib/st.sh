@@ -23,7 +23,6 @@ ME_ST_VENV="${MARKET_ENCODER_ST_VENV:-${HOME:-/tmp}/.cache/market-encoder/st-ven
 # shellcheck source=scripts/lib/venv.sh
 source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 
-st_log() { printf 'sentence-transformers: %s\n' "$*" >&2; }
 
 # st_venv: creates the venv (once; a marker file says the install finished) and prints its
 # python. Concurrent callers wait on a lock instead of installing twice.
@@ -34,15 +33,5 @@ st_venv() {
 }
 
 ensure_st() {
-  if [ -n "${ST_PYTHON:-}" ]; then
-    if "$ST_PYTHON" -c 'import sentence_transformers' 2>/dev/null; then
-      export ST_PYTHON
-      return 0
-    fi
-    st_log "ST_PYTHON=$ST_PYTHON cannot import sentence_transformers; unset it to use the cached venv"
-    return 1
-  fi
-  local python
-  python=$(st_venv) || return 1
-  export ST_PYTHON="$python"
+  use_python ST_PYTHON 'sentence_transformers' sentence-transformers st_venv
 }

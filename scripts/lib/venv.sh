@@ -39,3 +39,21 @@ cached_venv() {
   fi
   printf '%s\n' "$venv/bin/python"
 }
+
+# use_python VAR IMPORTS LABEL VENV_FN: exports VAR as a python that can `import IMPORTS`: VAR's
+# own value when set (an error if it cannot import them, rather than a silent fallback), else
+# what VENV_FN (a cached_venv caller) prints.
+use_python() {
+  local var=$1 imports=$2 label=$3 venv_fn=$4 given python
+  given=${!var:-}
+  if [ -n "$given" ]; then
+    if "$given" -c "import $imports" 2>/dev/null; then
+      export "${var?}"
+      return 0
+    fi
+    printf '%s: %s\n' "$label" "$var=$given cannot import $imports; unset it to use the cached venv" >&2
+    return 1
+  fi
+  python=$("$venv_fn") || return 1
+  export "$var=$python"
+}
