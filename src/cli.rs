@@ -51,6 +51,21 @@ pub enum Command {
     /// started by `POST /collect` (with `Authorization: Bearer $COLLECT_TOKEN`) or `--every`.
     /// Takes the job's flags for its runs; exits 0 on SIGTERM/SIGINT.
     Serve(ServeArgs),
+    /// Pre-flight: the config, PostgreSQL (and its migrations), one real chart request to
+    /// Yahoo, Chroma (its collection and model) and the embedding model, one line each; exit 0
+    /// only if all pass, else the exit code the job would have for the first failure.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// One JSON object `{"ok", "checks": [{"name", "ok", "detail"}]}` instead of the lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Skip the Chroma and model checks (for a job run with --no-embeddings).
+    #[arg(long)]
+    pub no_embeddings: bool,
 }
 
 #[derive(Debug, Args, Clone)]

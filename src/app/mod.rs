@@ -1,6 +1,8 @@
 //! From parsed arguments to an exit code: load configuration and environment, then run the job,
 //! the migrations, or the dry run. `main` only sets up logging and signals around this.
 
+mod check;
+
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,7 +24,7 @@ use crate::domain::{DateWindow, DomainError};
 use crate::domain::{Security, SecurityWindow};
 use crate::job::embed::{EmbedError, EmbedderSource, ModelSource, OpenAiSettings};
 use crate::job::features::{Plan, PlanSettings};
-use crate::job::fetch::{ClientOptions, RetryPolicy};
+use crate::job::fetch::{ClientOptions, RetryPolicy, ThrottleSettings};
 use crate::job::index::{ChromaSettings, IndexError};
 use crate::job::store::{RunOutcome, Store, StoreError};
 use crate::job::{self, JobError, JobOptions, MemoryOptions};
@@ -112,6 +114,7 @@ impl AppError {
                 Exit::Usage
             }
             Self::Job(JobError::Fetch(_)) => Exit::Partial,
+            Self::Job(JobError::Lost { .. }) => Exit::Database,
             Self::Search(SearchError::Index(
                 IndexError::NoCollection { .. } | IndexError::ModelMismatch { .. },
             )) => Exit::Usage,
@@ -148,6 +151,7 @@ pub async fn run(
         Some(Command::Similar(ref args)) => similar(&cli.run.config, args, env).await,
         Some(Command::Pnl(ref args)) => pnl(&cli.run.config, args, env).await,
         Some(Command::Serve(ref args)) => serve(&cli.run.config, args, env, cancel).await,
+        Some(Command::Check(ref args)) => check::check(&cli.run.config, args, env).await,
         None => run_job(&cli.run, env, cancel, stopped_by).await,
     }
 }
@@ -156,14 +160,7 @@ async fn migrate(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Exit, AppErro
     let database = DatabaseSettings::from_env(env)?;
     let store = Store::connect(&database, 1).await?;
     store.migrate().await?;
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(store.pool())
-            .await
-            .map_err(|source| StoreError::Query {
-                doing: "listing applied migrations",
-                source,
-            })?;
+    let (versions, _) = store.migration_state().await?;
     println!(
         "migrations up to date on {database}: {} applied ({})",
         versions.len(),
@@ -299,17 +296,7 @@ fn job_plan(
     };
     let window = window(args, config.encoding.days_back, today)?;
     let database = DatabaseSettings::from_env(env)?;
-    let client = ClientOptions {
-        base_url: yahoo_base_url(env)?,
-        user_agent: yahoo_user_agent(env)?,
-        timeout: config.encoding.request_timeout,
-        requests_per_second: config.encoding.requests_per_second,
-        retry: RetryPolicy {
-            max_retries: config.encoding.max_retries,
-            base: config.encoding.retry_base,
-            max: config.encoding.retry_max.max(Duration::from_millis(1)),
-        },
-    };
+    let client = yahoo_client_options(&config, env, securities.len())?;
     let memory = match (args.no_embeddings, check_api_key) {
         (true, _) => None,
         (false, true) => Some(memory_options(env, &config)?),
@@ -336,6 +323,32 @@ fn job_plan(
         config,
         options,
         database,
+    })
+}
+
+/// The Yahoo client's settings for a run over `securities` securities.
+fn yahoo_client_options(
+    config: &Config,
+    env: &dyn Fn(&'static str) -> EnvValue,
+    securities: usize,
+) -> Result<ClientOptions, AppError> {
+    let encoding = &config.encoding;
+    Ok(ClientOptions {
+        base_url: yahoo_base_url(env)?,
+        user_agent: yahoo_user_agent(env)?,
+        timeout: encoding.request_timeout,
+        requests_per_second: encoding.requests_per_second,
+        retry: RetryPolicy {
+            max_retries: encoding.max_retries,
+            base: encoding.retry_base,
+            max: encoding.retry_max.max(Duration::from_millis(1)),
+        },
+        throttle: ThrottleSettings {
+            after: encoding.throttle_after,
+            pause: encoding.throttle_pause,
+            max_pauses: encoding.throttle_max_pauses,
+            max_requests: encoding.request_budget(securities),
+        },
     })
 }
 
@@ -638,6 +651,7 @@ mod tests {
         assert_eq!(locked.exit(), Exit::Locked);
         let down = AppError::Store(StoreError::Connect {
             target: "t".into(),
+            cause: "connection refused".into(),
             source: sqlx::Error::PoolTimedOut,
         });
         assert_eq!(down.exit(), Exit::Database);
@@ -646,6 +660,7 @@ mod tests {
         assert_eq!(no_features.exit(), Exit::Usage);
         let features_down = AppError::Features(FeaturesError::Store(StoreError::Connect {
             target: "t".into(),
+            cause: "connection refused".into(),
             source: sqlx::Error::PoolTimedOut,
         }));
         assert_eq!(features_down.exit(), Exit::Database);

@@ -38,6 +38,34 @@ pub struct EncodingSettings {
     /// How far back a run reaches to fill the gap since a security's last stored bar
     /// (`max_catch_up_days`, `1..=36500`, default 1000); a longer outage is cut, with a warning.
     pub max_catch_up_days: u32,
+    /// Throttled answers in a row, across securities, that pause the whole fetch stage
+    /// (`throttle_after`, `1..=100`, default 3).
+    pub throttle_after: u32,
+    /// How long such a pause lasts (`throttle_pause_secs`, `1..=3600`, default 300).
+    pub throttle_pause: Duration,
+    /// Pauses a run takes before it stops fetching and skips the rest
+    /// (`throttle_max_pauses`, `0..=10`, default 2).
+    pub throttle_max_pauses: u32,
+    /// Requests a run may send in all (`max_requests`, `1..=1000000`, or `auto`, the default:
+    /// see [`EncodingSettings::request_budget`]).
+    pub max_requests: Option<u32>,
+}
+
+impl EncodingSettings {
+    /// The request budget of a run over `securities` securities: `max_requests`, or with
+    /// `auto` every attempt a security may take, twice (a rebase refetches the history), plus
+    /// one probe per pause.
+    #[must_use]
+    pub fn request_budget(&self, securities: usize) -> u32 {
+        self.max_requests.unwrap_or_else(|| {
+            let per_security = 2 * (self.max_retries + 1);
+            u32::try_from(securities)
+                .unwrap_or(u32::MAX)
+                .saturating_mul(per_security)
+                .saturating_add(self.throttle_max_pauses)
+                .max(1)
+        })
+    }
 }
 
 pub(super) const DAYS_BACK: IntSetting = IntSetting::new("days_back", 1, 36_500, 60);
@@ -47,12 +75,17 @@ pub(super) const MAX_RETRIES: IntSetting = IntSetting::new("max_retries", 0, 10,
 pub(super) const REQUEST_TIMEOUT_SECS: IntSetting =
     IntSetting::new("request_timeout_secs", 1, 600, 30);
 pub(super) const REQUESTS_PER_SECOND: IntSetting =
-    IntSetting::new("requests_per_second", 1, 1_000, 4);
+    IntSetting::new("requests_per_second", 1, 1_000, 1);
 pub(super) const RETRY_BASE_MS: IntSetting = IntSetting::new("retry_base_ms", 1, 60_000, 500);
 pub(super) const RETRY_MAX_MS: IntSetting = IntSetting::new("retry_max_ms", 1, 600_000, 30_000);
 pub(super) const HISTORY_DAYS: IntSetting = IntSetting::new("history_days", 1, 36_500, 400);
 pub(super) const MAX_CATCH_UP_DAYS: IntSetting =
     IntSetting::new("max_catch_up_days", 1, 36_500, 1000);
+pub(super) const THROTTLE_AFTER: IntSetting = IntSetting::new("throttle_after", 1, 100, 3);
+pub(super) const THROTTLE_PAUSE_SECS: IntSetting =
+    IntSetting::new("throttle_pause_secs", 1, 3_600, 300);
+pub(super) const THROTTLE_MAX_PAUSES: IntSetting = IntSetting::new("throttle_max_pauses", 0, 10, 2);
+pub(super) const MAX_REQUESTS: IntSetting = IntSetting::new("max_requests", 1, 1_000_000, 1);
 
 /// Keys allowed in `encoding:`.
 pub const ENCODING_KEYS: &[&str] = &[
@@ -66,6 +99,10 @@ pub const ENCODING_KEYS: &[&str] = &[
     RETRY_MAX_MS.key,
     HISTORY_DAYS.key,
     MAX_CATCH_UP_DAYS.key,
+    THROTTLE_AFTER.key,
+    THROTTLE_PAUSE_SECS.key,
+    THROTTLE_MAX_PAUSES.key,
+    MAX_REQUESTS.key,
 ];
 
 impl Default for EncodingSettings {
@@ -81,6 +118,10 @@ impl Default for EncodingSettings {
             retry_max: Duration::from_millis(u64::from(RETRY_MAX_MS.default)),
             history_days: HistoryDays::Days(HISTORY_DAYS.default),
             max_catch_up_days: MAX_CATCH_UP_DAYS.default,
+            throttle_after: THROTTLE_AFTER.default,
+            throttle_pause: Duration::from_secs(u64::from(THROTTLE_PAUSE_SECS.default)),
+            throttle_max_pauses: THROTTLE_MAX_PAUSES.default,
+            max_requests: None,
         }
     }
 }
@@ -103,6 +144,14 @@ impl Section for EncodingSettings {
             _ => HistoryDays::Days(HISTORY_DAYS.read(doc, fields)?.0),
         };
         let (max_catch_up_days, _) = MAX_CATCH_UP_DAYS.read(doc, fields)?;
+        let (throttle_after, _) = THROTTLE_AFTER.read(doc, fields)?;
+        let (pause_secs, _) = THROTTLE_PAUSE_SECS.read(doc, fields)?;
+        let (throttle_max_pauses, _) = THROTTLE_MAX_PAUSES.read(doc, fields)?;
+        let max_requests = match fields.get(MAX_REQUESTS.key) {
+            None => None,
+            Some(node) if matches!(&node.value, Node::Str(s) if s == "auto") => None,
+            Some(_) => Some(MAX_REQUESTS.read(doc, fields)?.0),
+        };
         if max_ms < base_ms {
             let (line, field, message) = match (max_line, base_line) {
                 (Some(line), _) => (
@@ -138,6 +187,10 @@ impl Section for EncodingSettings {
             retry_max: Duration::from_millis(u64::from(max_ms)),
             history_days,
             max_catch_up_days,
+            throttle_after,
+            throttle_pause: Duration::from_secs(u64::from(pause_secs)),
+            throttle_max_pauses,
+            max_requests,
         })
     }
 }

@@ -57,13 +57,53 @@ pub struct DatabaseSettings {
     password: Option<SecretString>,
     /// Extra connection parameters from DATABASE_URL (e.g. `sslmode=require`), kept as given.
     url: Option<SecretString>,
+    /// How long one connection attempt may take (`DB_CONNECT_TIMEOUT_SECS`, 1..=300, default 5).
+    pub connect_timeout: Duration,
+    /// How long a statement may wait for a pooled connection, connecting included
+    /// (`DB_ACQUIRE_TIMEOUT_SECS`, 1..=300, default 5).
+    pub acquire_timeout: Duration,
+}
+
+/// `DB_CONNECT_TIMEOUT_SECS` / `DB_ACQUIRE_TIMEOUT_SECS` when unset.
+pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A timeout in whole seconds, `1..=300`, from `name` (`default` when unset).
+fn timeout_secs(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, SettingsError> {
+    match env(name).into_option(name)? {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=300).contains(s))
+            .map(Duration::from_secs)
+            .ok_or(SettingsError::BadValue {
+                name,
+                problem: format!("{v:?} is not a whole number of seconds in 1..=300"),
+            }),
+    }
 }
 
 impl DatabaseSettings {
     /// Reads `DATABASE_URL`, or else `DB_HOST`, `DB_NAME`, `DB_USER`, `DB_PASSWORD` (all required)
     /// and `DB_PORT` (default 5432). `env` looks a variable up (a closure over `std::env::var`
     /// in production, a map in tests).
+    /// `DB_CONNECT_TIMEOUT_SECS` and `DB_ACQUIRE_TIMEOUT_SECS` (default 5 s each) bound how
+    /// long a dead server can hold a run up.
     pub fn from_env(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Self, SettingsError> {
+        let mut settings = Self::target_from_env(env)?;
+        settings.connect_timeout =
+            timeout_secs(env, "DB_CONNECT_TIMEOUT_SECS", DEFAULT_DB_TIMEOUT)?;
+        settings.acquire_timeout =
+            timeout_secs(env, "DB_ACQUIRE_TIMEOUT_SECS", DEFAULT_DB_TIMEOUT)?;
+        Ok(settings)
+    }
+
+    fn target_from_env(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Self, SettingsError> {
         if let Some(url) = env("DATABASE_URL").into_option("DATABASE_URL")? {
             return Self::from_url(SecretString::from(url));
         }
@@ -88,6 +128,8 @@ impl DatabaseSettings {
             user,
             password: Some(password),
             url: None,
+            connect_timeout: DEFAULT_DB_TIMEOUT,
+            acquire_timeout: DEFAULT_DB_TIMEOUT,
         })
     }
 
@@ -119,6 +161,8 @@ impl DatabaseSettings {
             user: decode(url.username()),
             password: url.password().map(|p| SecretString::from(decode(p))),
             url: Some(secret),
+            connect_timeout: DEFAULT_DB_TIMEOUT,
+            acquire_timeout: DEFAULT_DB_TIMEOUT,
         })
     }
 

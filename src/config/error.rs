@@ -22,6 +22,12 @@ pub enum ConfigError {
         cause: std::io::Error,
     },
 
+    #[error(
+        "{}: the config file has more than {max} bytes; a securities file is a few KB (is this the right file?)",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, max: usize },
+
     /// The file is not UTF-8.
     #[error("{}:{line}: the file is not valid UTF-8; save it as UTF-8", path.display())]
     NotUtf8 { path: PathBuf, line: usize },
@@ -226,6 +232,7 @@ impl ConfigError {
             | Self::NoSecurities { line, .. }
             | Self::DisabledSymbol { line, .. } => Some(*line).filter(|&l| l > 0),
             Self::Read { .. }
+            | Self::TooLarge { .. }
             | Self::UnknownCategory { .. }
             | Self::UnknownSymbol { .. }
             | Self::NothingSelected { .. } => None,

@@ -84,10 +84,7 @@ impl Config {
     /// [`ConfigError::Read`] / [`ConfigError::NotUtf8`] if the file cannot be read, otherwise as
     /// [`Config::from_yaml`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|cause| ConfigError::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
+        let bytes = read_bounded(path)?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             ConfigError::NotUtf8 {
@@ -98,7 +95,7 @@ impl Config {
         Self::from_yaml(&text, path)
     }
 
-    /// Parses and validates config text; `path` is only used in messages and stored in
+    /// Parses and validates config text (at most [`yaml::MAX_CONFIG_BYTES`]); `path` is only used in messages and stored in
     /// [`Config::path`].
     ///
     /// # Errors
@@ -352,6 +349,28 @@ impl IntSetting {
 }
 
 /// For values already range-checked to be at least 1.
+/// The file's bytes, refusing one larger than [`yaml::MAX_CONFIG_BYTES`] without reading it
+/// all.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read as _;
+    let read_error = |cause| ConfigError::Read {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(yaml::MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() > yaml::MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            max: yaml::MAX_CONFIG_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
 fn nonzero_u32(v: u32) -> NonZeroU32 {
     NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN)
 }

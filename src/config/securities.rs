@@ -139,7 +139,7 @@ pub(super) fn read_security(
 
     let symbol_node = fields.required(doc, "symbol")?;
     let symbol_field = fields.field("symbol");
-    let symbol = doc.text(symbol_node, &symbol_field, "a symbol")?;
+    let symbol = doc.string(symbol_node, &symbol_field, "a symbol")?;
     if symbol.trim().is_empty() || symbol.trim() != symbol {
         let error = if symbol.trim().is_empty() {
             DomainError::Empty { kind: "symbol" }
@@ -161,7 +161,7 @@ pub(super) fn read_security(
 
     let name_node = fields.required(doc, "name")?;
     let name_field = fields.field("name");
-    let name = doc.text(name_node, &name_field, "a name")?;
+    let name = doc.string(name_node, &name_field, "a name")?;
     if name.trim().is_empty() {
         return Err(doc.invalid(
             name_node,
@@ -222,7 +222,7 @@ pub(super) fn symbol_value<T>(
     Ok(match fields.get(key.key()) {
         Some(node) => {
             let field = fields.field(key.key());
-            let text = doc.text(node, &field, "a symbol")?;
+            let text = doc.string(node, &field, "a symbol")?;
             let value = parse(&text).map_err(|e| invalid(&field, line_of(node), e, ""))?;
             let origin = SymbolOrigin {
                 field,

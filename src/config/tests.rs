@@ -12,6 +12,7 @@ use crate::config::encoding::REQUEST_TIMEOUT_SECS;
 use crate::config::encoding::REQUESTS_PER_SECOND;
 use crate::config::encoding::RETRY_BASE_MS;
 use crate::config::encoding::RETRY_MAX_MS;
+use crate::config::yaml::MAX_TEXT_CHARS;
 use crate::domain::DEFAULT_CORRELATIONS;
 use crate::domain::DbSymbol;
 use crate::domain::Role;
@@ -127,7 +128,17 @@ fn shipped_config_parses_with_expected_securities() {
     assert_eq!(cfg.encoding.batch_size.get(), 5);
     assert_eq!(cfg.encoding.max_retries, 3);
     assert_eq!(cfg.encoding.request_timeout, Duration::from_secs(30));
-    assert_eq!(cfg.encoding.requests_per_second.get(), 4);
+    assert_eq!(cfg.encoding.requests_per_second.get(), 1);
+    assert_eq!(cfg.encoding.throttle_pause, Duration::from_secs(300));
+    assert_eq!(
+        (
+            cfg.encoding.throttle_after,
+            cfg.encoding.throttle_max_pauses,
+            cfg.encoding.max_requests
+        ),
+        (3, 2, None)
+    );
+    assert_eq!(cfg.encoding.request_budget(40), 40 * 8 + 2);
     assert_eq!(cfg.encoding.retry_base, Duration::from_millis(500));
     assert_eq!(cfg.encoding.retry_max, Duration::from_secs(30));
 }
@@ -353,15 +364,87 @@ fn categories_keep_file_order_and_any_name() {
 }
 
 #[test]
-fn unquoted_numbers_keep_their_written_form_in_text_fields() {
-    let cfg =
-        parse("securities:\n  hk:\n    - symbol: 0700\n      name: 1.50\n      db_symbol: 1e3\n")
-            .unwrap();
+fn symbols_and_names_must_be_yaml_strings() {
+    let cfg = parse(
+        "securities:\n  hk:\n    - symbol: \"0700\"\n      name: \"1.50\"\n      db_symbol: \"1e3\"\n",
+    )
+    .unwrap();
     let s = &cfg.securities[0];
     assert_eq!(
         (s.symbol.as_str(), s.name.as_str(), s.db_symbol.as_str()),
         ("0700", "1.50", "1e3")
     );
+    for (yaml, field, written) in [
+        ("    - symbol: 0700\n      name: x\n", "symbol", "0700"),
+        ("    - symbol: \"123\"\n      name: 1.50\n", "name", "1.50"),
+        (
+            "    - symbol: A\n      name: x\n      db_symbol: 1e3\n",
+            "db_symbol",
+            "1e3",
+        ),
+        (
+            "    - symbol: A\n      name: x\n      yahoo_symbol: true\n",
+            "yahoo_symbol",
+            "true",
+        ),
+        ("    - symbol: .inf\n      name: x\n", "symbol", ".inf"),
+    ] {
+        let e = err(&format!("securities:\n  hk:\n{yaml}"));
+        assert!(
+            e.contains(&format!("securities.hk[0].{field}: expected a"))
+                && e.contains(&format!("as a YAML string (quote it: \"{written}\")")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn text_values_have_a_maximum_length() {
+    let long = "x".repeat(MAX_TEXT_CHARS + 1);
+    let e = err(&format!(
+        "securities:\n  etfs:\n    - symbol: SPY\n      name: \"{long}\"\n"
+    ));
+    assert!(
+        e.contains(
+            "securities.etfs[0].name: 257 characters, more than the 256 a text value may have"
+        ),
+        "{e}"
+    );
+    let ok = "y".repeat(MAX_TEXT_CHARS);
+    assert!(
+        parse(&format!(
+            "securities:\n  etfs:\n    - symbol: SPY\n      name: \"{ok}\"\n"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn hostile_yaml_is_refused_by_a_budget_before_a_large_tree_exists() {
+    // The billion laughs: 9 levels of 9 aliases, a few hundred bytes, 9^9 nodes expanded.
+    let mut bomb = String::from("a0: &a0 [x]\n");
+    for level in 1..=9 {
+        let refs = vec![format!("*a{}", level - 1); 9].join(", ");
+        bomb.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+    }
+    bomb.push_str("securities:\n  etfs:\n    - symbol: SPY\n      name: *a9\n");
+    // A wide bomb and a deep one too.
+    let wide = format!(
+        "x: &x [{}]\ny: [{}]\n",
+        "1, ".repeat(2_000),
+        "*x, ".repeat(5_000)
+    );
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    // Refused by a budget before any large tree exists (the time and memory of the binary on
+    // such files are checked in tests/it/cli.rs and measured in the README).
+    for text in [bomb, wide, deep] {
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("invalid YAML")
+                && (e.contains("total_replayed_events") || e.contains("recursion limit")),
+            "{e}"
+        );
+    }
 }
 
 #[test]
@@ -389,7 +472,7 @@ fn aliases_are_resolved() {
     assert_eq!(cfg.securities[1].name, "Broad market ETF");
     assert_eq!(cfg.securities[1].line, 5);
     // a scalar alias in a symbol field keeps the anchored text, not the alias token
-    let cfg = parse("securities:\n  a:\n    - {symbol: &s 1.50, name: x, db_symbol: A}\n    - {symbol: B, yahoo_symbol: *s, name: y}\n")
+    let cfg = parse("securities:\n  a:\n    - {symbol: &s \"1.50\", name: x, db_symbol: A}\n    - {symbol: B, yahoo_symbol: *s, name: y}\n")
         .unwrap_err();
     assert!(
         cfg.to_string()
@@ -472,7 +555,7 @@ fn unknown_keys_name_line_field_and_allowed_keys() {
         err(&format!(
             "{MINIMAL}encoding:\n  days_back: 5\n  batchsize: 3\n"
         )),
-        "config/securities.yaml:7: encoding.batchsize: unknown key; allowed keys here: days_back, embedding_days, batch_size, max_retries, request_timeout_secs, requests_per_second, retry_base_ms, retry_max_ms, history_days, max_catch_up_days"
+        "config/securities.yaml:7: encoding.batchsize: unknown key; allowed keys here: days_back, embedding_days, batch_size, max_retries, request_timeout_secs, requests_per_second, retry_base_ms, retry_max_ms, history_days, max_catch_up_days, throttle_after, throttle_pause_secs, throttle_max_pauses, max_requests"
     );
 }
 
@@ -1120,8 +1203,12 @@ mod props {
             })
     }
 
+    /// `s` as YAML: quoted when asked, and when a plain scalar would not be a YAML string
+    /// (`1_1`, `.5`, `true`, `null`): symbols and names must be strings.
     fn scalar(s: &str, quote: bool) -> String {
-        if quote {
+        let number_like = s.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c));
+        let keyword = ["true", "false", "null", "~"].contains(&s.to_ascii_lowercase().as_str());
+        if quote || number_like || keyword {
             serde_json::to_string(s).unwrap()
         } else {
             s.to_owned()

@@ -93,6 +93,18 @@ impl<'de> Deserialize<'de> for Node {
     }
 }
 
+/// The longest text value (a name, a model, a URL) a config may hold, in characters.
+pub const MAX_TEXT_CHARS: usize = 256;
+
+/// The largest config file read: the shipped one is 8 KB; 1 MiB holds thousands of
+/// securities. Larger input is refused before parsing (bounded time and memory).
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// Alias events replayed in all (each `*alias` replays its anchor's events): enough for any
+/// hand-written file that reuses a block, far too few for an alias bomb (a few hundred bytes
+/// that expand to millions of nodes).
+const MAX_REPLAYED_EVENTS: usize = 10_000;
+
 /// Parses the whole text into a located tree. Only YAML-level problems fail here.
 pub(super) fn parse_tree(text: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
     let mut budget = Budget::default();
@@ -100,8 +112,13 @@ pub(super) fn parse_tree(text: &str) -> Result<Spanned<Node>, serde_saphyr::Erro
     // stack of the recursive tree builder.
     budget.max_depth = 24;
     budget.flow_nesting_limit = 24;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
     let mut options = Options::default();
     options.budget = Some(budget);
+    // Alias expansion is bounded before any tree is built (serde-saphyr replays events).
+    options.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
+    options.alias_limits.max_replay_stack_depth = 8;
     options.with_snippet = false;
     // `yes`/`no`/`on`/`off` stay strings; only true/false are booleans.
     options.strict_booleans = true;
@@ -338,14 +355,60 @@ impl Doc<'_> {
     }
 
     /// A text field (any scalar; numbers keep their written form).
+    /// A scalar as its text (a number keeps its written form), at most [`MAX_TEXT_CHARS`].
     pub(super) fn text(
         &self,
         node: &Spanned<Node>,
         field: &str,
         what: &str,
     ) -> Result<String, ConfigError> {
-        self.scalar_text(node)
-            .ok_or_else(|| self.wrong_type(node, field, &format!("{what} (text)")))
+        let text = self
+            .scalar_text(node)
+            .ok_or_else(|| self.wrong_type(node, field, &format!("{what} (text)")))?;
+        self.bounded(node, field, text)
+    }
+
+    /// A YAML string (plain, quoted or an empty value), at most [`MAX_TEXT_CHARS`]. A number,
+    /// boolean or `.inf` is refused with how to quote it: another YAML reader (yq, PyYAML,
+    /// kubectl) would read `0700` as the number 448 or 700, `1e3` as 1000, `on` as true.
+    pub(super) fn string(
+        &self,
+        node: &Spanned<Node>,
+        field: &str,
+        what: &str,
+    ) -> Result<String, ConfigError> {
+        match &node.value {
+            Node::Str(s) => self.bounded(node, field, s.clone()),
+            Node::Null => Ok(String::new()),
+            Node::Bool(_) | Node::Int(_) | Node::Float(_) => {
+                let written = one_line(&preview(&self.scalar_text(node).unwrap_or_default()));
+                Err(self.wrong_type(
+                    node,
+                    field,
+                    &format!("{what} as a YAML string (quote it: \"{written}\")"),
+                ))
+            }
+            Node::Seq(_) | Node::Map(_) => {
+                Err(self.wrong_type(node, field, &format!("{what} (text)")))
+            }
+        }
+    }
+
+    fn bounded(
+        &self,
+        node: &Spanned<Node>,
+        field: &str,
+        text: String,
+    ) -> Result<String, ConfigError> {
+        let chars = text.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(self.invalid(
+                node,
+                field,
+                format!("{chars} characters, more than the {MAX_TEXT_CHARS} a text value may have; shorten it"),
+            ));
+        }
+        Ok(text)
     }
 
     pub(super) fn boolean(&self, node: &Spanned<Node>, field: &str) -> Result<bool, ConfigError> {

@@ -25,7 +25,7 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{Days, NaiveDate};
+use chrono::{Datelike, Days, NaiveDate};
 
 /// Longest symbol or category name accepted (the DB column is `VARCHAR(32)`).
 pub const MAX_SYMBOL_LEN: usize = 32;
@@ -312,6 +312,16 @@ impl DateWindow {
         let span = (self.to - self.from).num_days().saturating_add(1);
         u32::try_from(span).unwrap_or(u32::MAX)
     }
+
+    /// Number of Mondays to Fridays in the window, counting both ends.
+    #[must_use]
+    pub fn weekdays(&self) -> u32 {
+        let days = self.days();
+        let (weeks, rest) = (days / 7, days % 7);
+        let start = self.from.weekday().num_days_from_monday();
+        let extra = (0..rest).filter(|d| (start + d) % 7 < 5).count();
+        weeks * 5 + u32::try_from(extra).unwrap_or(0)
+    }
 }
 
 impl fmt::Display for DateWindow {
@@ -537,6 +547,25 @@ mod tests {
             err.to_string(),
             "date window 2024-03-29..2024-01-02 is reversed: the first date must not be after the last"
         );
+    }
+
+    #[test]
+    fn weekdays_count_mondays_to_fridays() {
+        let w = |a, b| DateWindow::new(date(a), date(b)).unwrap().weekdays();
+        assert_eq!(w("2024-12-28", "2024-12-29"), 0); // Saturday, Sunday
+        assert_eq!(w("2024-12-25", "2024-12-25"), 1); // a Wednesday holiday
+        assert_eq!(w("2024-12-27", "2024-12-30"), 2); // Friday..Monday
+        assert_eq!(w("2024-01-01", "2024-01-31"), 23);
+        let brute = |a: &str, b: &str| {
+            date(a)
+                .iter_days()
+                .take_while(|d| *d <= date(b))
+                .filter(|d| d.weekday().num_days_from_monday() < 5)
+                .count()
+        };
+        for (a, b) in [("2024-02-03", "2024-03-17"), ("2023-06-07", "2024-06-06")] {
+            assert_eq!(w(a, b) as usize, brute(a, b), "{a}..{b}");
+        }
     }
 
     #[test]

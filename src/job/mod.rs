@@ -11,11 +11,16 @@ pub mod features;
 pub mod fetch;
 pub mod history;
 pub mod index;
+mod lost;
+mod memory;
 pub mod narrate;
 mod outcome;
 pub mod store;
 pub mod validate;
 
+use lost::Lost;
+use memory::index_documents;
+pub use memory::{MemoryError, MemoryOptions, chroma_metadata, record};
 pub use outcome::{
     Dropped, FeaturesReport, IndexReport, RunReport, SecurityOutcome, SecurityReport,
 };
@@ -34,15 +39,9 @@ use crate::domain::{
     DateWindow, DbSymbol, HistoryDays, Security, SecurityWindow, Shard, WindowReason,
 };
 pub use crate::job::embed::ModelSource;
-use crate::job::embed::{EmbedError, Embedder, EmbedderSource};
 use crate::job::features::{Gap, Plan};
 use crate::job::fetch::{ClientOptions, FetchError, YahooClient};
-use crate::job::index::{
-    ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
-};
-use crate::job::store::{
-    PendingDocument, RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError,
-};
+use crate::job::store::{RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError};
 use crate::job::validate::{Series, validate};
 
 /// What to run.
@@ -72,35 +71,23 @@ pub struct JobOptions {
     pub shard: Option<Shard>,
 }
 
-/// The embed and index stages' settings.
-#[derive(Debug, Clone)]
-pub struct MemoryOptions {
-    pub chroma: ChromaSettings,
-    /// Where the vectors come from (the config's `embedding:` section).
-    pub embedder: EmbedderSource,
-    /// Documents embedded and upserted per round.
-    pub batch_size: usize,
-}
-
-/// Why the job as a whole could not run (a single security failing is not a `JobError`).
-/// Why the embed and index stages stopped. Prices, indicators and documents are stored by then;
-/// the documents stay pending and the next run catches up.
-#[derive(Debug, thiserror::Error)]
-pub enum MemoryError {
-    #[error(transparent)]
-    Chroma(#[from] IndexError),
-    #[error(transparent)]
-    Embed(#[from] EmbedError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// PostgreSQL went away mid-run: no new security was started after the first failure.
+    #[error(
+        "{source}; {stored} of {total} securities were stored before it, the others not (nothing partial was written, no more Yahoo requests were sent); the next run marks run {run_id} abandoned and catches up"
+    )]
+    Lost {
+        #[source]
+        source: Box<StoreError>,
+        stored: usize,
+        total: usize,
+        run_id: Uuid,
+    },
 }
 
 /// Runs the job to the end (or until `cancel`), records it in `runs`, and reports it.
@@ -189,7 +176,7 @@ async fn stages(
         started,
     } = run;
     let span = info_span!("run", %run_id, window = %options.window);
-    info!(parent: &span, securities = options.securities.len(), "run started");
+    info!(parent: &span, securities = options.securities.len(), max_requests = options.client.throttle.max_requests, "run started");
 
     // Two stages joined by a stream: up to `batch_size` fetches in flight, and up to
     // `batch_size` store transactions in flight, so that network waits overlap database writes.
@@ -197,24 +184,64 @@ async fn stages(
     // 2 x batch_size series are in memory at once.
     let width = options.batch_size.max(1);
     let windows = plan_windows(&store, options).await?;
-    let reports: Vec<SecurityReport> = futures::stream::iter(&options.securities)
+    let lost = Lost::new();
+    // Fetching stops for a stop signal and for a lost database alike.
+    let stop = cancel.child_token();
+    let stop_on_loss = {
+        let (lost, stop) = (lost.token.clone(), stop.clone());
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            stop.cancel();
+        })
+    };
+    let mut lock = lock;
+    let work = futures::stream::iter(&options.securities)
         .map(|security| {
             let planned = windows.get(security.db_symbol.as_str()).copied();
-            fetch_security(&client, security, planned, options, cancel)
+            fetch_security(&client, security, planned, options, &stop)
                 .instrument(info_span!(parent: &span, "fetch", symbol = %security.db_symbol))
         })
         .buffer_unordered(width)
         .map(|fetched| {
             let symbol = fetched.report().db_symbol.clone();
-            store_security(&store, &client, fetched, options)
+            store_security(&store, &client, fetched, options, &lost)
                 .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
         // A boxed stream: without it rustc cannot prove the run's future `Send` through the
         // closures' higher-ranked lifetimes (rust-lang/rust#102211), and `serve` spawns it.
         .boxed()
-        .collect()
-        .await;
+        .collect::<Vec<SecurityReport>>();
+    // The heartbeat: a database that dies between statements is noticed within a second or
+    // two on the lock's own connection, not only by the next statement.
+    let heartbeat = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = lock.ping().await
+                && lost.confirms(&store, &e, "holding the run lock").await
+            {
+                break;
+            }
+        }
+    };
+    let reports = {
+        tokio::pin!(work);
+        tokio::select! {
+            reports = &mut work => reports,
+            () = heartbeat => work.await,
+        }
+    };
+    stop_on_loss.abort();
+    if let Some(source) = lost.take() {
+        // The row cannot be written now; the next run marks it abandoned. Do not wait for it.
+        return Err(JobError::Lost {
+            source: Box::new(source),
+            stored: count(&reports, SecurityOutcome::Succeeded),
+            total: reports.len(),
+            run_id,
+        });
+    }
     let mut reports = reports;
     // Config order, not completion order: the summary reads the same every day.
     let order: BTreeMap<&str, usize> = options
@@ -280,11 +307,14 @@ async fn stages(
 
     let ok = count(&reports, SecurityOutcome::Succeeded);
     let failed = count(&reports, SecurityOutcome::Failed);
+    let skipped = count(&reports, SecurityOutcome::Skipped);
+    let requests = client.throttle_report();
+    let not_ok = failed + skipped;
     let outcome = if cancel.is_cancelled() {
         RunOutcome::Interrupted
-    } else if failed == 0 && (index_failed || features_failed) {
+    } else if not_ok == 0 && (index_failed || features_failed) {
         RunOutcome::Partial
-    } else if failed == 0 {
+    } else if not_ok == 0 {
         RunOutcome::Succeeded
     } else if ok == 0 {
         RunOutcome::Failed
@@ -302,8 +332,14 @@ async fn stages(
     if let Some(e) = index.as_ref().and_then(|i| i.error.clone()) {
         errors.insert("(index)".to_owned(), e);
     }
+    if let Some(stopped) = &requests.stopped {
+        errors.insert(
+            "(fetch)".to_owned(),
+            format!("{skipped} securities {stopped}"),
+        );
+    }
     let features_written = features.as_ref().map_or(0, |f| f.rows_written);
-    store
+    let finished = store
         .finish_run(
             run_id,
             &RunRecord {
@@ -311,13 +347,34 @@ async fn stages(
                 securities_total: reports.len(),
                 securities_ok: ok,
                 securities_failed: failed,
+                securities_skipped: skipped,
                 rows_written,
                 features_written,
+                dropped: serde_json::to_value(Dropped::sum(&reports)).unwrap_or_default(),
+                requests: serde_json::to_value(&requests).unwrap_or_default(),
                 details: &reports,
                 errors: &errors,
             },
         )
-        .await?;
+        .await;
+    if let Err(e) = finished {
+        let lost = Lost::new();
+        return Err(
+            if lost
+                .confirms(&store, &e, "recording the end of the run")
+                .await
+            {
+                JobError::Lost {
+                    source: Box::new(lost.take().unwrap_or(e)),
+                    stored: ok,
+                    total: reports.len(),
+                    run_id,
+                }
+            } else {
+                JobError::Store(e)
+            },
+        );
+    }
     if let Err(e) = lock.release().await {
         warn!(error = %e, "could not release the run lock cleanly; it is released when the connection closes");
     }
@@ -328,13 +385,16 @@ async fn stages(
         securities_total: reports.len(),
         securities_ok: ok,
         securities_failed: failed,
+        securities_skipped: skipped,
         rows_written,
+        dropped: Dropped::sum(&reports),
+        requests,
         elapsed_ms: millis(started.elapsed()),
         features,
         index,
         securities: reports,
     };
-    info!(parent: &span, outcome = outcome.as_str(), ok, failed, rows_written, features_written, elapsed_ms = report.elapsed_ms, "run finished");
+    info!(parent: &span, outcome = outcome.as_str(), ok, failed, skipped, rows_written, features_written, requests_sent = report.requests.requests_sent, max_requests = report.requests.max_requests, throttle_pauses = report.requests.pauses, elapsed_ms = report.elapsed_ms, "run finished");
     Ok(report)
 }
 
@@ -449,6 +509,7 @@ async fn fetch_security<'a>(
     report.fetch_ms = millis(started.elapsed());
     let series = match fetched {
         Ok(envelope) => validate(envelope, &security.yahoo_symbol, window, Utc::now()),
+        Err(FetchError::Skipped { reason, .. }) => return Fetched::Done(report.skipped(&reason)),
         Err(e) => return Fetched::Done(report.failed(&e)),
     };
     match series {
@@ -478,6 +539,7 @@ async fn store_security(
     client: &YahooClient,
     fetched: Fetched<'_>,
     options: &JobOptions,
+    lost: &Lost,
 ) -> SecurityReport {
     let (security, mut report, series, planned) = match fetched {
         Fetched::Done(report) => return report,
@@ -519,8 +581,16 @@ async fn store_security(
             (full, Some(range))
         }
         Ok(None) => (series, None),
+        Err(history::RebaseError::Fetch {
+            source: FetchError::Skipped { reason, .. },
+            ..
+        }) => return report.skipped(&reason),
+        Err(history::RebaseError::Store(e)) => return store_failed(report, store, lost, e).await,
         Err(e) => return report.failed(&e),
     };
+    if lost.token.is_cancelled() {
+        return report; // not started: the database is gone
+    }
     let stored = store.store_series(security, &series, replace).await;
     drop(series); // analyze reads the whole history from the database: free the bars first
     match stored {
@@ -532,19 +602,19 @@ async fn store_security(
                 .map(ToString::to_string)
                 .collect();
         }
-        Err(e) => return report.failed(&e),
+        Err(e) => return store_failed(report, store, lost, e).await,
     }
     let changed_from = replace.map_or(window.from(), |range| range.from());
     report.changed_from = Some(changed_from);
     report.indicators_written =
         match analyze_security(store, &security.db_symbol, changed_from).await {
             Ok(written) => written,
-            Err(e) => return report.failed(&e),
+            Err(e) => return store_failed(report, store, lost, e).await,
         };
     report.documents_written =
         match narrate_security(store, security, options.embedding_days, replace.is_some()).await {
             Ok(written) => written,
-            Err(e) => return report.failed(&e),
+            Err(e) => return store_failed(report, store, lost, e).await,
         };
     report.store_ms = millis(started.elapsed());
     report.outcome = SecurityOutcome::Succeeded;
@@ -562,6 +632,22 @@ async fn store_security(
         "stored"
     );
     report
+}
+
+/// A store failure ends the security; if the database is gone it ends the run too (the
+/// security's transaction rolled back: it reads "not done", and the run exits 3).
+async fn store_failed(
+    report: SecurityReport,
+    store: &Store,
+    lost: &Lost,
+    e: StoreError,
+) -> SecurityReport {
+    let doing = format!("storing {}", report.db_symbol);
+    if lost.confirms(store, &e, &doing).await {
+        report
+    } else {
+        report.failed(&e)
+    }
 }
 
 /// The analyze stage for one security: its whole stored series in, indicators out. Only rows
@@ -705,121 +791,6 @@ async fn compute_features(store: &Store, plan: &Plan, from: NaiveDate) -> Featur
     }
     report.elapsed_ms = millis(started.elapsed());
     report
-}
-
-/// The embed and index stages: every pending document (new, changed, or left by an earlier run)
-/// is embedded and upserted into Chroma in rounds of `batch_size`, then marked indexed in that
-/// version. Stops between rounds on cancellation. On error, returns how many were indexed before.
-async fn index_documents(
-    store: &Store,
-    memory: &MemoryOptions,
-    cancel: &CancellationToken,
-) -> Result<u64, (u64, MemoryError)> {
-    let mut indexed = 0;
-    let fail = |indexed: u64| move |e: MemoryError| (indexed, e);
-    // Chroma first: if it is down, or its collection holds another model's vectors, fail
-    // before spending time on the model.
-    let chroma = ChromaClient::connect(&memory.chroma)
-        .await
-        .map_err(|e| fail(0)(e.into()))?;
-    let collection = chroma
-        .collection_for_model(memory.chroma.collection(), &memory.embedder.model_id())
-        .await
-        .map_err(|e| fail(0)(e.into()))?;
-    reconcile(store, &chroma, &collection)
-        .await
-        .map_err(|e| fail(0)(e))?;
-    let embedder = Embedder::load(&memory.embedder)
-        .await
-        .map_err(|e| fail(0)(e.into()))?;
-
-    let mut after: Option<(String, NaiveDate)> = None;
-    while !cancel.is_cancelled() {
-        let batch = store
-            .pending_documents(
-                after.as_ref().map(|(s, d)| (s.as_str(), *d)),
-                memory.batch_size,
-            )
-            .await
-            .map_err(|e| fail(indexed)(e.into()))?;
-        let Some(last) = batch.last() else { break };
-        after = Some((last.symbol.clone(), last.trade_date));
-        let texts: Vec<String> = batch.iter().map(|d| d.document.clone()).collect();
-        let vectors = embedder
-            .embed(texts)
-            .await
-            .map_err(|e| fail(indexed)(e.into()))?;
-        let records: Vec<Record> = batch
-            .iter()
-            .zip(vectors)
-            .map(|(d, embedding)| record(d, embedding))
-            .collect();
-        chroma
-            .upsert(&collection, &records)
-            .await
-            .map_err(|e| fail(indexed)(e.into()))?;
-        indexed += store
-            .mark_indexed(&batch)
-            .await
-            .map_err(|e| fail(indexed)(e.into()))?;
-        info!(documents = batch.len(), total = indexed, "indexed");
-    }
-    Ok(indexed)
-}
-
-/// If the collection holds fewer records than PostgreSQL says were indexed, Chroma lost some
-/// (a wiped volume, a recreated or renamed collection): every document is marked pending, so
-/// this run re-indexes them all instead of leaving search silently incomplete. Ids are
-/// stable, so records still there are overwritten, not duplicated.
-async fn reconcile(
-    store: &Store,
-    chroma: &ChromaClient,
-    collection: &Collection,
-) -> Result<(), MemoryError> {
-    let in_chroma = chroma.count(collection).await? as u64;
-    let indexed = store.indexed_documents().await?;
-    if in_chroma < indexed {
-        let pending = store.forget_indexed().await?;
-        warn!(
-            collection = %collection.name,
-            in_chroma,
-            indexed,
-            pending,
-            "Chroma holds fewer records than were indexed; re-indexing all documents"
-        );
-    }
-    Ok(())
-}
-
-/// The Chroma record of a document and its vector: id `{db_symbol}:{trade_date}`, the text,
-/// the metadata as Chroma's typed values.
-#[must_use]
-pub fn record(document: &PendingDocument, embedding: Vec<f32>) -> Record {
-    Record {
-        id: document.id(),
-        embedding,
-        document: document.document.clone(),
-        metadata: chroma_metadata(&document.metadata),
-    }
-}
-
-/// The stored JSON metadata (flat scalars, see `narrate::metadata`) as Chroma's typed values:
-/// integers stay integers, numbers with a fraction or exponent are floats.
-pub fn chroma_metadata(json: &serde_json::Map<String, serde_json::Value>) -> Metadata {
-    json.iter()
-        .filter_map(|(key, value)| {
-            let value = match value {
-                serde_json::Value::String(s) => MetadataValue::Str(s.clone()),
-                serde_json::Value::Bool(b) => MetadataValue::Bool(*b),
-                serde_json::Value::Number(n) => match n.as_i64() {
-                    Some(i) => MetadataValue::Int(i),
-                    None => MetadataValue::Float(n.as_f64()?),
-                },
-                _ => return None,
-            };
-            Some((key.clone(), value))
-        })
-        .collect()
 }
 
 fn count(reports: &[SecurityReport], outcome: SecurityOutcome) -> usize {

@@ -7,6 +7,7 @@ use tracing::error;
 use uuid::Uuid;
 
 use crate::domain::{Security, WindowReason};
+use crate::job::fetch::ThrottleReport;
 use crate::job::store::RunOutcome;
 use crate::job::validate::DropCounts;
 
@@ -41,6 +42,9 @@ pub enum SecurityOutcome {
     Failed,
     /// Not started, or its fetch was abandoned, because the run was told to stop.
     Interrupted,
+    /// Not fetched because the run stopped sending: Yahoo throttled it too often, or the
+    /// request budget was spent. The next run fetches it (its window covers the gap).
+    Skipped,
 }
 
 /// One row of the summary.
@@ -74,21 +78,56 @@ pub struct SecurityReport {
     pub error: Option<String>,
 }
 
-/// Bars left out by validation (see `validate`), for the summary.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+/// Bars left out by validation (see `validate`), by reason, for the summary and `runs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Dropped {
     pub null: usize,
+    pub out_of_range: usize,
     pub impossible: usize,
     pub duplicate_dates: usize,
+    pub outside_window: usize,
     pub session_open: usize,
+}
+
+impl Dropped {
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.null
+            + self.out_of_range
+            + self.impossible
+            + self.duplicate_dates
+            + self.outside_window
+            + self.session_open
+    }
+
+    fn add(&mut self, other: &Dropped) {
+        self.null += other.null;
+        self.out_of_range += other.out_of_range;
+        self.impossible += other.impossible;
+        self.duplicate_dates += other.duplicate_dates;
+        self.outside_window += other.outside_window;
+        self.session_open += other.session_open;
+    }
+
+    /// The sum over every security of a run.
+    #[must_use]
+    pub fn sum(reports: &[SecurityReport]) -> Dropped {
+        let mut total = Dropped::default();
+        for r in reports {
+            total.add(&r.dropped);
+        }
+        total
+    }
 }
 
 impl From<DropCounts> for Dropped {
     fn from(d: DropCounts) -> Self {
         Self {
             null: d.null,
+            out_of_range: d.out_of_range,
             impossible: d.impossible,
             duplicate_dates: d.duplicate_dates,
+            outside_window: d.outside_window,
             session_open: d.session_open,
         }
     }
@@ -103,7 +142,13 @@ pub struct RunReport {
     pub securities_total: usize,
     pub securities_ok: usize,
     pub securities_failed: usize,
+    /// Not fetched: the run stopped sending (throttled, or the request budget spent).
+    pub securities_skipped: usize,
     pub rows_written: u64,
+    /// Bars left out by validation, by reason, over every security.
+    pub dropped: Dropped,
+    /// Requests sent, the budget, the throttle's pauses and why it stopped, if it did.
+    pub requests: ThrottleReport,
     pub elapsed_ms: u64,
     /// The features stage; `None` when disabled or interrupted before it.
     pub features: Option<FeaturesReport>,
@@ -135,6 +180,13 @@ impl SecurityReport {
             store_ms: 0,
             error: None,
         }
+    }
+
+    /// Not fetched because the run stopped sending (`reason` says why and when to rerun).
+    pub(super) fn skipped(mut self, reason: &dyn std::fmt::Display) -> Self {
+        self.outcome = SecurityOutcome::Skipped;
+        self.error = Some(reason.to_string());
+        self
     }
 
     pub(super) fn failed(mut self, error: &dyn std::fmt::Display) -> Self {

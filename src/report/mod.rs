@@ -54,6 +54,7 @@ pub fn plan(
         client.retry.max_retries,
         client.timeout.as_secs()
     );
+    let _ = writeln!(out, "fetch:      {}", fetch_estimate(options));
     let _ = writeln!(
         out,
         "database:   {database} (migrations {})",
@@ -150,6 +151,64 @@ pub fn plan(
     out
 }
 
+/// What fetching the selection takes: one request per security, at the polite rate (or
+/// `batch_size` requests per typical answer time, if that is slower), and what bounds it.
+#[must_use]
+pub fn fetch_estimate(options: &JobOptions) -> String {
+    /// What one chart answer takes from a cloud node, typically.
+    const TYPICAL_ANSWER_SECS: f64 = 0.3;
+    let client = &options.client;
+    let requests = options.securities.len();
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let (n, rate, width) = (
+        requests as f64,
+        f64::from(client.requests_per_second.get()),
+        options.batch_size.max(1) as f64,
+    );
+    let secs = (n / rate).max(n * TYPICAL_ANSWER_SECS / width).ceil();
+    let throttle = &client.throttle;
+    format!(
+        "~{secs:.0} s for {requests} requests ({} request(s)/s, {} in flight); at most {} requests (encoding.max_requests); {} throttled answers in a row pause every fetch for {} s, up to {} time(s), then the rest is skipped",
+        client.requests_per_second,
+        options.batch_size,
+        throttle.max_requests,
+        throttle.after,
+        throttle.pause.as_secs(),
+        throttle.max_pauses
+    )
+}
+
+/// One line of `market-encoder check`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckLine {
+    pub name: &'static str,
+    pub ok: bool,
+    /// What was seen, and when it failed, what to do.
+    pub detail: String,
+}
+
+/// `ok    database  ...` / `FAIL  yahoo     ...`, one line per check.
+#[must_use]
+pub fn check_lines(lines: &[CheckLine]) -> String {
+    lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{:<5} {:<9} {}\n",
+                if l.ok { "ok" } else { "FAIL" },
+                l.name,
+                l.detail
+            )
+        })
+        .collect()
+}
+
+/// `{"ok": bool, "checks": [...]}` on one line.
+#[must_use]
+pub fn check_json(lines: &[CheckLine]) -> String {
+    serde_json::json!({ "ok": lines.iter().all(|l| l.ok), "checks": lines }).to_string()
+}
+
 /// The summary as a table, one row per security.
 #[must_use]
 pub fn table(report: &RunReport) -> String {
@@ -204,17 +263,54 @@ pub fn table(report: &RunReport) -> String {
             ));
         }
     }
+    let skipped = match (report.securities_skipped, &report.requests.retry_at) {
+        (0, _) => String::new(),
+        (n, Some(at)) => format!(
+            ", {n} skipped (rate-limited: rerun after {})",
+            at.format("%H:%M UTC")
+        ),
+        (n, None) => format!(", {n} skipped (request budget spent)"),
+    };
+    let requests = &report.requests;
+    let pauses = match requests.pauses {
+        0 => String::new(),
+        n => format!(", {n} throttle pause(s)"),
+    };
+    let dropped = if report.dropped.total() == 0 {
+        String::new()
+    } else {
+        format!("; bars dropped: {}", dropped_line(&report.dropped))
+    };
     format!(
-        "{table}\n{history}run {} {}: {} of {} securities succeeded, {} failed, {} rows written{features}{index}, window {}, {:.1}s\n",
+        "{table}\n{history}run {} {}: {} of {} securities succeeded, {} failed{skipped}, {} rows written{features}{index}{dropped}, {} of {} requests{pauses}, window {}, {:.1}s\n",
         report.run_id,
         report.outcome.as_str(),
         report.securities_ok,
         report.securities_total,
         report.securities_failed,
         report.rows_written,
+        requests.requests_sent,
+        requests.max_requests,
         report.window,
         report.elapsed_ms as f64 / 1000.0
     )
+}
+
+/// `3 null, 1 out of range` (only the reasons that occurred).
+fn dropped_line(d: &crate::job::Dropped) -> String {
+    [
+        (d.null, "null"),
+        (d.out_of_range, "out of range"),
+        (d.impossible, "impossible"),
+        (d.duplicate_dates, "duplicate date"),
+        (d.outside_window, "outside the window"),
+        (d.session_open, "session open"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, reason)| format!("{n} {reason}"))
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// The summary as one JSON line (`{"summary": {...}}`).
@@ -237,6 +333,18 @@ pub fn failure_line(report: &RunReport) -> Option<String> {
         .iter()
         .filter(|s| s.outcome == SecurityOutcome::Interrupted)
         .count();
+    if let Some(stopped) = &report.requests.stopped
+        && report.securities_skipped > 0
+    {
+        let failed = match failed.len() {
+            0 => String::new(),
+            n => format!("; {n} failed ({})", failed.join(", ")),
+        };
+        return Some(format!(
+            "market-encoder: {} of {} securities {stopped}{failed}; prices fetched before that are stored (run {})",
+            report.securities_skipped, report.securities_total, report.run_id
+        ));
+    }
     if failed.is_empty()
         && not_done == 0
         && let Some(error) = report.features.as_ref().and_then(|f| f.error.as_ref())
@@ -322,5 +430,6 @@ fn outcome_word(outcome: SecurityOutcome) -> &'static str {
         SecurityOutcome::Succeeded => "ok",
         SecurityOutcome::Failed => "FAILED",
         SecurityOutcome::Interrupted => "not done",
+        SecurityOutcome::Skipped => "skipped",
     }
 }

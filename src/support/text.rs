@@ -51,9 +51,40 @@ pub fn server_message(status: reqwest::StatusCode, body: &[u8], parsed: Option<S
     }
 }
 
+/// How many bytes of a body that is not what was expected an error shows.
+pub const BODY_START: usize = 200;
+
+/// The first [`BODY_START`] bytes of a body, as text on one line (invalid UTF-8 and control
+/// characters replaced), for an error that must show what a server sent instead of JSON.
+#[must_use]
+pub fn body_start(body: &[u8]) -> String {
+    let head = &body[..body.len().min(BODY_START)];
+    let text: String = String::from_utf8_lossy(head)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if body.len() > BODY_START {
+        format!("{flat}...")
+    } else {
+        flat
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_start_is_one_line_of_the_first_200_bytes() {
+        assert_eq!(
+            body_start(b"<html>\r\n <b>Will be right back</b>"),
+            "<html> <b>Will be right back</b>"
+        );
+        let long = [b'a'; 500];
+        assert_eq!(body_start(&long), format!("{}...", "a".repeat(200)));
+        assert_eq!(body_start(&[0xff, b'x', 0x07, b'y']), "\u{fffd}x y");
+    }
 
     #[test]
     fn one_line_flattens_and_shortens() {

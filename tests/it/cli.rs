@@ -50,6 +50,14 @@ async fn dry_run_prints_the_plan_and_touches_nothing() {
         r.stdout
     );
     assert!(!r.stdout.contains("crypto"), "{}", r.stdout);
+    // 10 securities at the polite default of 1 request/s, and what bounds the run.
+    assert!(
+        r.stdout.contains(
+            "fetch:      ~10 s for 10 requests (1 request(s)/s, 5 in flight); at most 82 requests (encoding.max_requests); 3 throttled answers in a row pause every fetch for 300 s, up to 2 time(s), then the rest is skipped"
+        ),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout.contains("60 days") || r.stdout.contains("61 days"),
         "{}",
@@ -432,4 +440,75 @@ async fn dry_run_shows_each_securitys_window_and_why() {
     };
     assert!(line("SPY").ends_with(", daily]"), "{}", plan.stdout);
     assert!(line("QQQ").ends_with(", first sight]"), "{}", plan.stdout);
+}
+
+/// Peak resident memory (KiB) and exit code of the binary run on `args`, measured by a
+/// Python parent whose only child it is (`RUSAGE_CHILDREN`).
+fn peak_rss_kib(args: &[&str], env: &[(&str, &str)]) -> (i64, i32) {
+    let script = "import resource, subprocess, sys\n\
+        code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode\n\
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)\n";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_market-encoder"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace();
+    let rss = parts.next().and_then(|s| s.parse().ok()).expect("maxrss");
+    let code = parts.next().and_then(|s| s.parse().ok()).expect("code");
+    (rss, code)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_yaml_exits_2_within_time_and_memory_bounds() {
+    let mut bomb = String::from("a0: &a0 [x]\n");
+    for level in 1..=9 {
+        let refs = vec![format!("*a{}", level - 1); 9].join(", ");
+        bomb.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+    }
+    bomb.push_str("securities:\n  etfs:\n    - symbol: SPY\n      name: *a9\n");
+    // Up to the 1 MB limit: a flat list of aliases, a deep nesting, a huge name; then past it.
+    let aliases = format!("x: &x [1, 2, 3]\ny: [{}]\n", "*x, ".repeat(200_000));
+    let deep = format!("{}{}", "[".repeat(500_000), "]".repeat(500_000));
+    let name = format!(
+        "securities:\n  etfs:\n    - symbol: SPY\n      name: \"{}\"\n",
+        "n".repeat(1_000_000)
+    );
+    let too_big = format!("# {}\n", "#".repeat(2 * 1024 * 1024));
+    let dir = tempfile::tempdir().unwrap();
+    for (what, text, message) in [
+        ("alias bomb", bomb, "invalid YAML"),
+        ("aliases", aliases, "invalid YAML"),
+        ("nesting", deep, "invalid YAML"),
+        ("name", name, "more than the 256 a text value may have"),
+        ("2 MB", too_big, "more than 1048576 bytes"),
+    ] {
+        let path = dir.path().join(format!("{}.yaml", what.replace(' ', "_")));
+        std::fs::write(&path, &text).unwrap();
+        let config = path.to_str().unwrap();
+        let r = run(&["--config", config, "--dry-run"], &db_parts()).await;
+        assert_eq!(r.code, 2, "{what}: {r:#?}");
+        assert!(r.stderr.contains(message), "{what}: {}", r.stderr);
+        assert_eq!(
+            r.stderr.trim().lines().count(),
+            1,
+            "{what}: one line: {}",
+            r.stderr
+        );
+        // The whole process (start-up included) stays well inside the bounds.
+        assert!(
+            r.elapsed < std::time::Duration::from_millis(1_000),
+            "{what}: {:?}",
+            r.elapsed
+        );
+        let (rss_kib, code) = peak_rss_kib(&["--config", config, "--dry-run"], &db_parts());
+        assert_eq!(code, 2, "{what}");
+        assert!(rss_kib < 50 * 1024, "{what}: peak RSS {rss_kib} KiB");
+    }
 }

@@ -131,7 +131,7 @@ pub fn config_with(
     }
     yaml.push_str("encoding:\n");
     yaml.push_str(if encoding.is_empty() {
-        "  days_back: 60\n  embedding_days: 30\n  batch_size: 4\n  max_retries: 2\n  request_timeout_secs: 2\n  requests_per_second: 100\n  retry_base_ms: 20\n  retry_max_ms: 3000\n"
+        "  days_back: 60\n  embedding_days: 30\n  batch_size: 4\n  max_retries: 2\n  request_timeout_secs: 2\n  requests_per_second: 100\n  retry_base_ms: 20\n  retry_max_ms: 3000\n  throttle_pause_secs: 1\n"
     } else {
         encoding
     });

@@ -443,14 +443,77 @@ async fn a_timeout_is_retried_then_given_up() {
     .await;
 }
 
+/// A body of the real shape for ZZZZ over the test window, edited by `edit`.
+fn edited(edit: impl FnOnce(&mut Value)) -> Scenario {
+    let mut body = chart_body("ZZZZ");
+    edit(&mut body);
+    replay(&body)
+}
+
+/// Every element of the four price columns set to `value`.
+fn every_price(value: Value) -> Scenario {
+    edited(|b| {
+        let quote = &mut b["chart"]["result"][0]["indicators"]["quote"][0];
+        for column in ["open", "high", "low", "close"] {
+            for v in quote[column].as_array_mut().unwrap() {
+                *v = value.clone();
+            }
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn persistent_rate_limiting_is_reported_as_such() {
+async fn a_200_without_a_usable_result_fails_with_what_was_wrong() {
+    let cases = [
+        (
+            replay(&serde_json::json!({"chart": {"result": null, "error": null}})),
+            "HTTP 200 but no chart.result",
+        ),
+        (
+            edited(|b| {
+                b["chart"]["result"][0]["indicators"]["quote"][0]["high"]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            }),
+            "columns of different lengths",
+        ),
+        (
+            edited(|b| b["chart"]["result"][0]["timestamp"][3] = 99_999_999_999i64.into()),
+            "timestamp outside any plausible date (99999999999",
+        ),
+        (every_price(1e308.into()), "with a price out of range"),
+        (every_price((-5.0).into()), "impossible (a price <= 0"),
+        (every_price("NaN".into()), "with a price out of range"),
+        (
+            Scenario::Body {
+                status: 200,
+                body: "garbage, not JSON\n".into(),
+                headers: vec![("content-type".into(), "text/plain".into())],
+            },
+            "HTTP 200, body starts: garbage, not JSON",
+        ),
+    ];
+    for (scenario, message) in cases {
+        assert_fails_alone(FailureCase {
+            scenario,
+            message,
+            requests: 1,
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejection_that_is_not_json_shows_its_status_and_body() {
     assert_fails_alone(FailureCase {
-        scenario: Scenario::RateLimited {
-            retry_after_secs: None,
+        scenario: Scenario::Body {
+            status: 403,
+            body: "<html><body>Forbidden by the edge</body></html>".into(),
+            headers: vec![("content-type".into(), "text/html".into())],
         },
-        message: "rate-limiting (HTTP 429)",
-        requests: 3,
+        message: "HTTP 403: Forbidden, body: <html><body>Forbidden by the edge",
+        requests: 1,
     })
     .await;
 }
@@ -497,16 +560,27 @@ async fn a_dropped_connection_is_retried_then_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn no_bars_in_range_is_not_an_error() {
+async fn no_bars_over_a_holiday_is_not_an_error_but_over_months_it_is() {
     let db = TestDb::new().await;
     let yahoo = fake().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &[("indices", "^VXAPL", "VXAPL")], "");
     yahoo.set_scenario("^VXAPL", Scenario::Empty);
-    let r = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    // Christmas Day to the Sunday after: one weekday, a holiday.
+    let holiday = ["--from", "2024-12-25", "--to", "2024-12-29"];
+    let r = run_job(&cfg, &db, &yahoo, &holiday).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert_eq!(db.count("VXAPL").await, 0);
     assert_eq!(r.security("VXAPL")["outcome"], "succeeded");
+    // Three months of weekdays with no bar is not a holiday: the security fails.
+    let r = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert_eq!(r.security("VXAPL")["outcome"], "failed");
+    let error = r.security("VXAPL")["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("no bars for ^VXAPL over 2024-05-01..2024-07-31, which has 66 weekdays"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

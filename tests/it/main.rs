@@ -5,9 +5,11 @@
 
 mod analyze_reference;
 mod architecture;
+mod check;
 mod chroma;
 mod cli;
 mod common;
+mod db_loss;
 mod deploy;
 mod embed;
 mod embed_openai;
@@ -15,6 +17,8 @@ mod features;
 mod history;
 mod job;
 mod memory;
+mod own_pg;
 mod pnl;
 mod runs;
 mod serve;
+mod throttle;

@@ -482,3 +482,97 @@ async fn similar_finds_the_nearest_days_to_a_stored_day_or_a_text() {
     );
     memory.drop_collection().await;
 }
+
+/// SIGTERM at several points of the embedding stage: exit 143 within 15 s each time, and
+/// every document marked indexed is in Chroma (nothing marked that Chroma did not accept);
+/// a last run indexes the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_embedding_exits_143_within_15_s_with_what_was_upserted_marked() {
+    use tokio::io::AsyncBufReadExt;
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let memory = Memory::new();
+    let dir = tempfile::tempdir().unwrap();
+    let symbols: Vec<(String, String)> =
+        (0..8).map(|i| (format!("E{i}"), format!("E{i}"))).collect();
+    let list: Vec<(&str, &str, &str)> = symbols
+        .iter()
+        .map(|(s, d)| ("stocks", s.as_str(), d.as_str()))
+        .collect();
+    // 8 securities x 120 days: 960 documents, far more than one round of 256.
+    let cfg = config(
+        dir.path(),
+        &list,
+        "  embedding_days: 120\n  batch_size: 4\n  requests_per_second: 100\n  retry_base_ms: 20\n  retry_max_ms: 200\n",
+    );
+    let cfg_path = cfg.to_str().unwrap().to_owned();
+    let base = yahoo.base_url();
+    let mut env = memory.env();
+    env.push(("DATABASE_URL", db.url.as_str()));
+    env.push(("YAHOO_BASE_URL", base.as_str()));
+    let client = memory.client().await;
+    for after_ms in [200u64, 1_500, 4_000] {
+        let mut args = vec!["--config", cfg_path.as_str()];
+        args.extend_from_slice(&WINDOW);
+        let mut child = crate::common::command(&args, &env)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let started = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("embedding the pending documents") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        assert!(started, "the embedding stage did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+        let pid = child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let signalled = std::time::Instant::now();
+        let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap();
+        let _ = drain.await;
+        let took = signalled.elapsed();
+        assert_eq!(
+            status.code(),
+            Some(143),
+            "SIGTERM {after_ms} ms into embedding"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(15),
+            "{took:?} to stop"
+        );
+        let indexed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM documents WHERE indexed_hash = content_hash")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let in_chroma = match client.open_collection(&memory.collection).await {
+            Ok(collection) => client.count(&collection).await.unwrap() as i64,
+            Err(_) => 0,
+        };
+        assert_eq!(
+            indexed, in_chroma,
+            "marked indexed = in Chroma, SIGTERM at {after_ms} ms"
+        );
+    }
+    let r = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(pending(&db).await, 0);
+    memory.drop_collection().await;
+}

@@ -23,7 +23,7 @@ mod server;
 mod synthetic;
 
 pub use actions::CorporateAction;
-pub use server::{FakeYahoo, Options, RequestRecord, Scenario};
+pub use server::{FakeYahoo, Options, RequestRecord, Scenario, Throttling};
 pub use synthetic::{
     EPOCH, InstrumentType, Profile, actions_chart, instrument_profile, synthetic_chart,
 };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::Parser;
-use fake_yahoo::{CorporateAction, FakeYahoo, Options, Scenario};
+use fake_yahoo::{CorporateAction, FakeYahoo, Options, Scenario, Throttling};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +34,11 @@ struct Cli {
     /// given for one symbol add up (Scenario::Actions).
     #[arg(long = "scenario", value_name = "SYMBOL=KIND", value_parser = parse_scenario)]
     scenarios: Vec<(String, Scenario)>,
+    /// N:KIND: every chart request after the first N is throttled as Yahoo throttles a run.
+    /// KIND: plain (429 "Too Many Requests"), edge (429 "Edge: Too Many Requests"), html (429
+    /// with an HTML page), outage (200 with a "Will be right back" page), empty (200, no body).
+    #[arg(long, value_name = "N:KIND", value_parser = parse_throttle)]
+    throttle_after: Option<(usize, Throttling)>,
     /// Print one line per request to stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -73,6 +78,17 @@ fn parse_scenario(arg: &str) -> Result<(String, Scenario), String> {
         },
     };
     Ok((symbol.to_string(), scenario))
+}
+
+/// `40:plain`.
+fn parse_throttle(arg: &str) -> Result<(usize, Throttling), String> {
+    let (n, kind) = arg
+        .split_once(':')
+        .ok_or_else(|| format!("expected N:KIND, got {arg:?}"))?;
+    let n = n
+        .parse()
+        .map_err(|e| format!("bad request count {n:?} ({e})"))?;
+    Ok((n, kind.parse()?))
 }
 
 /// `split:2024-06-10:10:1` or `dividend:2024-06-20:0.5`; `None` for other kinds.
@@ -160,6 +176,9 @@ async fn main() -> ExitCode {
         }
     };
     server.set_verbose(cli.verbose);
+    if let Some((n, kind)) = cli.throttle_after {
+        server.throttle_after(n, kind);
+    }
     for (symbol, scenario) in merge(cli.scenarios) {
         server.set_scenario(&symbol, scenario);
     }

@@ -162,6 +162,69 @@ impl Scenario {
     }
 }
 
+/// What Yahoo sends when it blocks a whole run (see [`FakeYahoo::throttle_after`]); never with
+/// a `Retry-After`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Throttling {
+    /// HTTP 429, text `Too Many Requests\r\n`.
+    PlainText,
+    /// HTTP 429, text `Edge: Too Many Requests`.
+    Edge,
+    /// HTTP 429 with an HTML page.
+    Html,
+    /// HTTP 200 with an HTML outage page ("Will be right back").
+    OutagePage,
+    /// HTTP 200 with an empty body.
+    EmptyBody,
+}
+
+impl std::str::FromStr for Throttling {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "plain" => Throttling::PlainText,
+            "edge" => Throttling::Edge,
+            "html" => Throttling::Html,
+            "outage" => Throttling::OutagePage,
+            "empty" => Throttling::EmptyBody,
+            other => {
+                return Err(format!(
+                    "unknown throttling {other:?}: expected plain, edge, html, outage or empty"
+                ));
+            }
+        })
+    }
+}
+
+const THROTTLED_HTML: &str = "<!DOCTYPE html><html><head><title>Yahoo</title></head><body>\
+<h1>Too Many Requests</h1><p>fake-yahoo: simulated throttling</p></body></html>\n";
+const OUTAGE_HTML: &str = "<!DOCTYPE html>\n<html lang=\"en-us\"><head><meta charset=\"utf-8\">\
+<title>Yahoo</title></head><body><div class=\"box\"><h1>Will be right back...</h1>\
+<p>Thank you for your patience.</p><p>Our engineers are working quickly to resolve the issue.</p>\
+</div></body></html>\n";
+
+fn throttled(kind: Throttling) -> Response {
+    match kind {
+        Throttling::PlainText => plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "text/plain;charset=utf-8",
+            "Too Many Requests\r\n",
+        ),
+        Throttling::Edge => plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "text/plain;charset=utf-8",
+            "Edge: Too Many Requests",
+        ),
+        Throttling::Html => plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "text/html;charset=utf-8",
+            THROTTLED_HTML,
+        ),
+        Throttling::OutagePage => plain(StatusCode::OK, "text/html;charset=utf-8", OUTAGE_HTML),
+        Throttling::EmptyBody => plain(StatusCode::OK, JSON, ""),
+    }
+}
+
 /// A scenario and how many requests it has served so far.
 struct Armed {
     scenario: Scenario,
@@ -175,6 +238,8 @@ struct Shared {
     scenarios: Mutex<HashMap<String, Armed>>,
     log: Mutex<Vec<RequestRecord>>,
     counts: Mutex<HashMap<String, usize>>,
+    /// Every chart request after the first `n` (counted over all symbols) is throttled.
+    throttle: Mutex<Option<(usize, Throttling)>>,
     verbose: AtomicBool,
     /// Becomes true on shutdown; cuts latency and `Hang` sleeps short.
     stopping: watch::Receiver<bool>,
@@ -244,6 +309,7 @@ impl FakeYahoo {
             scenarios: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             counts: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(None),
             verbose: AtomicBool::new(false),
             stopping: stopping.clone(),
         });
@@ -291,6 +357,23 @@ impl FakeYahoo {
                 served: 0,
             },
         );
+    }
+
+    /// From now on, every chart request after the first `n` received since the server
+    /// started (all symbols together) is answered as Yahoo answers a blocked run, whatever
+    /// its symbol's scenario; [`FakeYahoo::stop_throttling`] lifts it.
+    pub fn throttle_after(&self, n: usize, kind: Throttling) {
+        *lock(&self.shared.throttle) = Some((n, kind));
+    }
+
+    /// Lifts [`FakeYahoo::throttle_after`].
+    pub fn stop_throttling(&self) {
+        *lock(&self.shared.throttle) = None;
+    }
+
+    /// Chart requests received so far, all symbols together.
+    pub fn requests_total(&self) -> usize {
+        lock(&self.shared.log).len()
     }
 
     /// Chart requests received so far for `yahoo_symbol` (the decoded path segment).
@@ -361,8 +444,13 @@ async fn chart(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) 
             scenario.kind()
         );
     }
+    let received = lock(&shared.log).len();
+    let throttling = *lock(&shared.throttle);
     shared.pause(shared.latency).await;
-    respond(&shared, &symbol, &query, scenario).await
+    match throttling {
+        Some((n, kind)) if received > n => throttled(kind),
+        _ => respond(&shared, &symbol, &query, scenario).await,
+    }
 }
 
 async fn not_found(State(shared): State<Arc<Shared>>) -> Response {

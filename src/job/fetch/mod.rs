@@ -6,7 +6,12 @@
 //! delisted, 400, any other 4xx, a body that is not chart JSON); the loop in [`crate::support::retry`]
 //! (shared with the Chroma and embeddings clients) says when: `backon`'s exponential backoff with
 //! jitter, where a `Retry-After` header can only lengthen the wait (up to `retry_max`).
+//!
+//! Throttling is not retried per security: every request passes the run's [`Throttle`], which
+//! pauses the whole stage when answers across securities are throttled, and stops it (the rest
+//! skipped) when that does not help; see `throttle.rs`.
 
+pub mod throttle;
 pub mod wire;
 
 use std::num::NonZeroU32;
@@ -25,7 +30,8 @@ use crate::domain::{DateWindow, YahooSymbol};
 use crate::support::http::client_builder;
 use crate::support::retry::{self, Attempt};
 pub use crate::support::retry::{RetryPolicy, retry_after};
-use crate::support::text::error_chain;
+use crate::support::text::{body_start, error_chain};
+pub use throttle::{Answer, Stopped, Throttle, ThrottleReport, ThrottleSettings};
 pub use wire::ChartEnvelope;
 
 /// Yahoo answers clients without a browser-like User-Agent with 429/403 (reference README).
@@ -66,6 +72,18 @@ pub enum FetchError {
         "Yahoo's response for {symbol} is not valid chart JSON ({detail}); nothing was stored for it, rerun later"
     )]
     Malformed { symbol: String, detail: String },
+    /// A throttled answer (429, or a 2xx that is empty, HTML or "Too Many Requests"); the run's
+    /// [`Throttle`] decides what follows, so this never ends a security by itself.
+    #[error("Yahoo throttled the request for {symbol} (HTTP {status}: {body})")]
+    Throttled {
+        symbol: String,
+        status: u16,
+        body: String,
+        after: Option<Duration>,
+    },
+    /// The run stopped fetching before this security's turn (or between its retries).
+    #[error("{symbol}: {reason}")]
+    Skipped { symbol: String, reason: Stopped },
     #[error("gave up on {symbol} after {attempts} attempts: {last}; rerun later")]
     GaveUp {
         symbol: String,
@@ -138,6 +156,8 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// The User-Agent sent to Yahoo (`YAHOO_USER_AGENT`, default [`USER_AGENT`]).
     pub user_agent: String,
+    /// The run-wide throttle and the request budget.
+    pub throttle: ThrottleSettings,
 }
 
 /// Yahoo's chart endpoint. Cheap to share by reference across concurrent fetches.
@@ -147,6 +167,7 @@ pub struct YahooClient {
     timeout: Duration,
     limiter: Arc<DefaultDirectRateLimiter>,
     retry: RetryPolicy,
+    throttle: Throttle,
 }
 
 impl YahooClient {
@@ -163,7 +184,14 @@ impl YahooClient {
                 options.requests_per_second,
             ))),
             retry: options.retry,
+            throttle: Throttle::new(options.throttle),
         })
+    }
+
+    /// What the run-wide throttle did so far (requests sent, pauses, why it stopped).
+    #[must_use]
+    pub fn throttle_report(&self) -> ThrottleReport {
+        self.throttle.report()
     }
 
     /// The chart URL for `symbol` over `window`. The window is widened by a day on each side so
@@ -194,7 +222,10 @@ impl YahooClient {
         url
     }
 
-    /// Fetches and parses the daily chart of one security, retrying transient failures.
+    /// Fetches and parses the daily chart of one security, retrying transient failures. A
+    /// throttled answer is retried after the run's throttle admits the next request (which
+    /// may mean a run-wide pause); it counts against this security's `max_retries` only while
+    /// the throttle is not engaged (a lone 429, not a run being blocked).
     #[tracing::instrument(name = "yahoo.chart", skip_all, fields(symbol = %symbol), err(Display))]
     pub async fn chart(
         &self,
@@ -202,32 +233,114 @@ impl YahooClient {
         window: &DateWindow,
     ) -> Result<ChartEnvelope, FetchError> {
         let url = self.chart_url(symbol, window);
-        let body = retry::retry(
-            &self.retry,
-            "Yahoo chart request",
-            |attempt| {
-                let url = &url;
-                async move {
-                    self.limiter.until_ready().await;
-                    let started = Instant::now();
-                    let body = self.attempt(symbol, url).await?;
-                    debug!(
-                        attempt,
-                        elapsed_ms = started.elapsed().as_millis(),
-                        bytes = body.len(),
-                        "chart received"
-                    );
-                    Ok(body)
+        let mut own_throttled = 0u32;
+        let mut waits = self.retry.backoff();
+        loop {
+            let body = retry::retry(
+                &self.retry,
+                "Yahoo chart request",
+                |attempt| {
+                    let url = &url;
+                    async move {
+                        let _admission = self.throttle.admit().await.map_err(|reason| {
+                            Attempt::Stop(FetchError::Skipped {
+                                symbol: symbol.to_string(),
+                                reason,
+                            })
+                        })?;
+                        self.limiter.until_ready().await;
+                        let started = Instant::now();
+                        let result = self.attempt(symbol, url).await;
+                        self.throttle.record(match &result {
+                            Ok(_)
+                            | Err(Attempt::Stop(
+                                FetchError::NotFound { .. } | FetchError::Rejected { .. },
+                            )) => Answer::Usable,
+                            Err(Attempt::Stop(FetchError::Throttled { .. })) => Answer::Throttled,
+                            Err(_) => Answer::Neutral,
+                        });
+                        let body = result?;
+                        debug!(
+                            attempt,
+                            elapsed_ms = started.elapsed().as_millis(),
+                            bytes = body.len(),
+                            "chart received"
+                        );
+                        Ok(body)
+                    }
+                },
+                |last, attempts| FetchError::GaveUp {
+                    symbol: symbol.to_string(),
+                    attempts,
+                    last,
+                },
+            )
+            .await;
+            match body {
+                Ok(body) => return decode(symbol, &body),
+                Err(FetchError::Throttled { after, .. }) => {
+                    if !self.throttle.engaged() {
+                        own_throttled += 1;
+                        if own_throttled > self.retry.max_retries {
+                            return Err(FetchError::GaveUp {
+                                symbol: symbol.to_string(),
+                                attempts: own_throttled,
+                                last: Transient::RateLimited,
+                            });
+                        }
+                    }
+                    let wait = waits.next().unwrap_or(self.retry.max);
+                    let wait = after.map_or(wait, |a| a.max(wait)).min(self.retry.max);
+                    tokio::time::sleep(wait).await;
                 }
-            },
-            |last, attempts| FetchError::GaveUp {
-                symbol: symbol.to_string(),
-                attempts,
-                last,
-            },
-        )
-        .await?;
-        decode(symbol, &body)
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One chart request for `symbol` over `window`, no retry, outside the throttle: what
+    /// `market-encoder check` shows of Yahoo (status, latency, whether it is chart JSON,
+    /// whether it looks throttled). `Err` only when no answer came.
+    #[tracing::instrument(name = "yahoo.probe", skip_all, fields(symbol = %symbol), err(Display))]
+    pub async fn probe(
+        &self,
+        symbol: &YahooSymbol,
+        window: &DateWindow,
+    ) -> Result<Probe, Transient> {
+        let started = Instant::now();
+        let url = self.chart_url(symbol, window);
+        let transport = |e: reqwest::Error| classify_transport(&e, self.timeout);
+        let response = self.http.get(url).send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?;
+        let throttled = status == 429 || (status / 100 == 2 && throttle::looks_throttled(&body));
+        let chart = if throttled {
+            None
+        } else {
+            wire::parse_chart(&body).ok()
+        };
+        let result = chart
+            .as_ref()
+            .and_then(|c| c.chart.result.as_ref())
+            .and_then(|r| r.first());
+        Ok(Probe {
+            status,
+            elapsed: started.elapsed(),
+            bytes: body.len(),
+            throttled,
+            is_chart: chart.is_some(),
+            bars: result.map(|r| r.timestamp.as_ref().map_or(0, Vec::len)),
+            yahoo_error: chart
+                .as_ref()
+                .and_then(|c| c.chart.error.as_ref())
+                .map(|e| {
+                    e.description
+                        .clone()
+                        .or_else(|| e.code.clone())
+                        .unwrap_or_default()
+                }),
+            body_start: body_start(&body),
+        })
     }
 
     async fn attempt(
@@ -246,10 +359,23 @@ impl YahooClient {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(Attempt::Stop(FetchError::Malformed {
                     symbol: symbol.to_string(),
-                    detail: format!("body larger than {MAX_BODY_BYTES} bytes"),
+                    detail: format!(
+                        "HTTP {}, body larger than {MAX_BODY_BYTES} bytes",
+                        status.as_u16()
+                    ),
                 }));
             }
             body.extend_from_slice(&chunk);
+        }
+        let throttled = status == StatusCode::TOO_MANY_REQUESTS
+            || (status.is_success() && throttle::looks_throttled(&body));
+        if throttled {
+            return Err(Attempt::Stop(FetchError::Throttled {
+                symbol: symbol.to_string(),
+                status: status.as_u16(),
+                body: body_start(&body),
+                after: retry_after(response.headers()),
+            }));
         }
         if status.is_success() {
             return Ok(body);
@@ -257,8 +383,14 @@ impl YahooClient {
         match classify_status(status, response.headers()) {
             Verdict::Retry { reason, after } => Err(Attempt::Retry { reason, after }),
             Verdict::Fail => {
-                let description = wire::error_description(&body)
-                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+                let description = wire::error_description(&body).unwrap_or_else(|| {
+                    let reason = status.canonical_reason().unwrap_or("error");
+                    if body.iter().all(u8::is_ascii_whitespace) {
+                        reason.to_owned()
+                    } else {
+                        format!("{reason}, body: {}", body_start(&body))
+                    }
+                });
                 let (symbol, status) = (symbol.to_string(), status.as_u16());
                 Err(Attempt::Stop(if status == 404 {
                     FetchError::NotFound {
@@ -278,10 +410,32 @@ impl YahooClient {
     }
 }
 
+/// What one probe request got back (see [`YahooClient::probe`]).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub status: u16,
+    pub elapsed: Duration,
+    pub bytes: usize,
+    /// A 429, or a 2xx that is empty, HTML or says Too Many Requests.
+    pub throttled: bool,
+    /// The body is chart JSON.
+    pub is_chart: bool,
+    /// Bars in the answer, if it is chart JSON with a result.
+    pub bars: Option<usize>,
+    /// Yahoo's `chart.error`, if the answer carries one.
+    pub yahoo_error: Option<String>,
+    /// The first 200 bytes of the body, on one line.
+    pub body_start: String,
+}
+
 fn decode(symbol: &YahooSymbol, body: &[u8]) -> Result<ChartEnvelope, FetchError> {
     let envelope = wire::parse_chart(body).map_err(|e| FetchError::Malformed {
         symbol: symbol.to_string(),
-        detail: e.to_string(),
+        detail: if body.first() == Some(&b'{') {
+            format!("HTTP 200, {e}")
+        } else {
+            format!("HTTP 200, body starts: {}", body_start(body))
+        },
     })?;
     if envelope.chart.result.is_none()
         && let Some(error) = &envelope.chart.error
@@ -353,6 +507,12 @@ mod tests {
                 max: Duration::from_millis(1),
             },
             user_agent: USER_AGENT.to_owned(),
+            throttle: ThrottleSettings {
+                after: 3,
+                pause: Duration::from_secs(1),
+                max_pauses: 0,
+                max_requests: 1,
+            },
         })
         .unwrap();
         let window = DateWindow::new(

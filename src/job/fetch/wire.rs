@@ -132,9 +132,18 @@ pub struct AdjClose {
 }
 
 /// A number that may be `null`, a JSON number, or a string such as "NaN" or "Infinity".
-/// Anything that is not a finite number becomes `None`.
+/// `null` and strings that are not numbers become `None`; "NaN" and "Infinity" are kept as the
+/// non-finite values they name, so that validation can tell garbage from a gap.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Lenient(pub Option<f64>);
+
+impl Lenient {
+    /// The value if it is a finite number.
+    #[must_use]
+    pub fn finite(self) -> Option<f64> {
+        self.0.filter(|v| v.is_finite())
+    }
+}
 
 impl<'de> Deserialize<'de> for Lenient {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -145,7 +154,7 @@ impl<'de> Deserialize<'de> for Lenient {
                 f.write_str("a number, null, or a numeric string")
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Lenient, E> {
-                Ok(Lenient(v.is_finite().then_some(v)))
+                Ok(Lenient(Some(v)))
             }
             #[allow(clippy::cast_precision_loss)] // volumes and prices are far below 2^53
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Lenient, E> {
@@ -156,9 +165,7 @@ impl<'de> Deserialize<'de> for Lenient {
                 Ok(Lenient(Some(v as f64)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Lenient, E> {
-                Ok(Lenient(
-                    v.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
-                ))
+                Ok(Lenient(v.trim().parse::<f64>().ok()))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Lenient, E> {
                 Ok(Lenient(None))
@@ -207,18 +214,21 @@ mod tests {
     #[test]
     fn lenient_numbers() {
         let v: Vec<Lenient> =
-            serde_json::from_str(r#"[1, 2.5, null, "NaN", "Infinity", "3.5"]"#).unwrap();
+            serde_json::from_str(r#"[1, 2.5, null, "Infinity", "3.5", "n/a"]"#).unwrap();
         assert_eq!(
             v,
             vec![
                 Lenient(Some(1.0)),
                 Lenient(Some(2.5)),
                 Lenient(None),
+                Lenient(Some(f64::INFINITY)),
+                Lenient(Some(3.5)),
                 Lenient(None),
-                Lenient(None),
-                Lenient(Some(3.5))
             ]
         );
+        assert_eq!(Lenient(Some(f64::INFINITY)).finite(), None);
+        let nan: Lenient = serde_json::from_str(r#""NaN""#).unwrap();
+        assert!(nan.0.is_some_and(f64::is_nan) && nan.finite().is_none());
     }
 
     #[test]

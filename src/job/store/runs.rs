@@ -53,10 +53,15 @@ pub struct RunRecord<'a, D: Serialize> {
     pub securities_total: usize,
     pub securities_ok: usize,
     pub securities_failed: usize,
+    pub securities_skipped: usize,
     pub rows_written: u64,
     /// Rows of `market_features` written by the features stage.
     pub features_written: u64,
     pub details: &'a D,
+    /// Bars dropped by validation, by reason (a JSON object).
+    pub dropped: serde_json::Value,
+    /// Requests sent, the budget, the throttle's pauses (a JSON object).
+    pub requests: serde_json::Value,
     pub errors: &'a std::collections::BTreeMap<String, String>,
 }
 
@@ -67,6 +72,23 @@ pub struct RunLock {
 }
 
 impl RunLock {
+    /// `SELECT 1` on the lock's connection, within 2 s: the run's heartbeat, which notices a
+    /// database that died between statements within a second or two.
+    pub async fn ping(&mut self) -> Result<(), StoreError> {
+        let ping = sqlx::query("SELECT 1").execute(&mut self.conn);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(source)) => Err(StoreError::Query {
+                doing: "checking the run lock's connection",
+                source,
+            }),
+            Err(_) => Err(StoreError::Query {
+                doing: "checking the run lock's connection",
+                source: sqlx::Error::Io(std::io::ErrorKind::TimedOut.into()),
+            }),
+        }
+    }
+
     pub async fn release(mut self) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(self.key)
@@ -130,12 +152,7 @@ impl Store {
     /// run killed by SIGKILL, or whose database died), and logs it.
     #[tracing::instrument(name = "db.lock", skip_all, err(Display))]
     pub async fn lock_run(&self, key: i64) -> Result<RunLock, StoreError> {
-        let mut conn = PgConnection::connect_with(&self.options)
-            .await
-            .map_err(|e| StoreError::Connect {
-                target: self.target.clone(),
-                source: e,
-            })?;
+        let mut conn = self.connect_one().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
             .fetch_one(&mut conn)
@@ -207,7 +224,8 @@ impl Store {
         sqlx::query(
             "UPDATE runs SET finished_at = now(), outcome = $2, securities_total = $3,
                  securities_ok = $4, securities_failed = $5, rows_written = $6,
-                 details = $7, errors = $8, features_written = $9
+                 details = $7, errors = $8, features_written = $9, securities_skipped = $10,
+                 dropped = $11, requests = $12
              WHERE id = $1",
         )
         .bind(id)
@@ -219,6 +237,9 @@ impl Store {
         .bind(Json(record.details))
         .bind(Json(record.errors))
         .bind(i64::try_from(record.features_written).unwrap_or(i64::MAX))
+        .bind(count(record.securities_skipped))
+        .bind(Json(&record.dropped))
+        .bind(Json(&record.requests))
         .execute(&self.pool)
         .await
         .map_err(query_error("recording the end of the run"))?;
