@@ -7,6 +7,7 @@
 //! (shared with the Chroma and embeddings clients) says when: `backon`'s exponential backoff with
 //! jitter, where a `Retry-After` header can only lengthen the wait (up to `retry_max`).
 
+pub mod tiingo;
 pub mod wire;
 
 use std::num::NonZeroU32;
