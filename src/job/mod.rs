@@ -13,6 +13,7 @@ pub mod history;
 pub mod index;
 pub mod narrate;
 mod outcome;
+pub mod source;
 pub mod store;
 pub mod validate;
 
@@ -36,14 +37,16 @@ use crate::domain::{
 pub use crate::job::embed::ModelSource;
 use crate::job::embed::{EmbedError, Embedder, EmbedderSource};
 use crate::job::features::{Gap, Plan};
-use crate::job::fetch::{ClientOptions, FetchError, YahooClient};
+use crate::job::fetch::tiingo::TiingoOptions;
+use crate::job::fetch::{ClientOptions, FetchError};
 use crate::job::index::{
     ChromaClient, ChromaSettings, Collection, IndexError, Metadata, MetadataValue, Record,
 };
+use crate::job::source::{SourceError, Sources};
 use crate::job::store::{
     PendingDocument, RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError,
 };
-use crate::job::validate::{Series, validate};
+use crate::job::validate::Series;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -62,6 +65,8 @@ pub struct JobOptions {
     pub backfill: bool,
     pub apply_migrations: bool,
     pub client: ClientOptions,
+    /// Tiingo's client, when some selected security has `source: tiingo` (`None` otherwise).
+    pub tiingo: Option<TiingoOptions>,
     /// Where the embed and index stages send the documents; `None` with `--no-embeddings`.
     pub memory: Option<MemoryOptions>,
     /// The cross-asset features to compute after every security is stored; `None` when
@@ -101,6 +106,8 @@ pub enum JobError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
 }
 
 /// Runs the job to the end (or until `cancel`), records it in `runs`, and reports it.
@@ -122,7 +129,7 @@ pub async fn run(
 pub struct StartedRun {
     store: Store,
     lock: RunLock,
-    client: YahooClient,
+    sources: Sources,
     run_id: Uuid,
     started: Instant,
 }
@@ -145,14 +152,14 @@ pub async fn start(
     let lock = store
         .lock_run(options.shard.map_or(RUN_LOCK_KEY, Shard::lock_key))
         .await?;
-    let client = YahooClient::new(&options.client)?;
+    let sources = Sources::new(&options.client, options.tiingo.as_ref())?;
     let run_id = store
         .start_run(&lock, &options.window, options.securities.len())
         .await?;
     Ok(StartedRun {
         store,
         lock,
-        client,
+        sources,
         run_id,
         started,
     })
@@ -184,7 +191,7 @@ async fn stages(
     let StartedRun {
         store,
         lock,
-        client,
+        sources,
         run_id,
         started,
     } = run;
@@ -200,13 +207,13 @@ async fn stages(
     let reports: Vec<SecurityReport> = futures::stream::iter(&options.securities)
         .map(|security| {
             let planned = windows.get(security.db_symbol.as_str()).copied();
-            fetch_security(&client, security, planned, options, cancel)
+            fetch_security(&sources, security, planned, options, cancel)
                 .instrument(info_span!(parent: &span, "fetch", symbol = %security.db_symbol))
         })
         .buffer_unordered(width)
         .map(|fetched| {
             let symbol = fetched.report().db_symbol.clone();
-            store_security(&store, &client, fetched, options)
+            store_security(&store, &sources, fetched, options)
                 .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
@@ -418,7 +425,7 @@ async fn plan_windows<'a>(
 
 /// Fetch and validate one security. Failures end its unit of work here, with the reason.
 async fn fetch_security<'a>(
-    client: &YahooClient,
+    sources: &Sources,
     security: &'a Security,
     planned: Option<Planned>,
     options: &JobOptions,
@@ -444,14 +451,10 @@ async fn fetch_security<'a>(
     let fetched = tokio::select! {
         biased;
         () = cancel.cancelled() => return Fetched::Done(report),
-        fetched = client.chart(&security.yahoo_symbol, window) => fetched,
+        fetched = sources.fetch(security, window, Utc::now()) => fetched,
     };
     report.fetch_ms = millis(started.elapsed());
-    let series = match fetched {
-        Ok(envelope) => validate(envelope, &security.yahoo_symbol, window, Utc::now()),
-        Err(e) => return Fetched::Done(report.failed(&e)),
-    };
-    match series {
+    match fetched {
         Ok(series) => {
             report.rows_fetched = series.bars.len();
             report.first_date = series.bars.first().map(|b| b.trade_date);
@@ -475,7 +478,7 @@ async fn fetch_security<'a>(
 /// or rolls back whole.
 async fn store_security(
     store: &Store,
-    client: &YahooClient,
+    sources: &Sources,
     fetched: Fetched<'_>,
     options: &JobOptions,
 ) -> SecurityReport {
@@ -492,7 +495,7 @@ async fn store_security(
     let window = planned.window.window;
     let (series, replace) = match history::rebase(
         store,
-        client,
+        sources,
         security,
         &series,
         planned.window.window,
