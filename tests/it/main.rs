@@ -18,3 +18,4 @@ mod memory;
 mod pnl;
 mod runs;
 mod serve;
+mod tiingo;
