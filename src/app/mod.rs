@@ -14,16 +14,17 @@ use tracing::info;
 
 use crate::cli::{Cli, Command, FeaturesArgs, JobArgs, PnlArgs, RunArgs, ServeArgs, SimilarArgs};
 use crate::config::env::{
-    DatabaseSettings, EnvValue, SettingsError, api_key, collect_token, hub_endpoint,
-    indexed_job_shard, model_cache, model_dir, yahoo_base_url, yahoo_user_agent,
+    DatabaseSettings, EnvValue, SettingsError, TiingoSettings, api_key, collect_token,
+    hub_endpoint, indexed_job_shard, model_cache, model_dir, yahoo_base_url, yahoo_user_agent,
 };
 use crate::config::{Config, ConfigError, EmbeddingSettings, FeatureSettings};
 use std::collections::BTreeMap;
 
 use crate::domain::{DateWindow, DomainError};
-use crate::domain::{Security, SecurityWindow};
+use crate::domain::{Security, SecurityWindow, Source};
 use crate::job::embed::{EmbedError, EmbedderSource, ModelSource, OpenAiSettings};
 use crate::job::features::{Plan, PlanSettings};
+use crate::job::fetch::tiingo::TiingoOptions;
 use crate::job::fetch::{ClientOptions, RetryPolicy, ThrottleSettings};
 use crate::job::index::{ChromaSettings, IndexError};
 use crate::job::store::{RunOutcome, Store, StoreError};
@@ -113,7 +114,7 @@ impl AppError {
             Self::Features(FeaturesError::NoData { .. } | FeaturesError::NoDate { .. }) => {
                 Exit::Usage
             }
-            Self::Job(JobError::Fetch(_)) => Exit::Partial,
+            Self::Job(JobError::Fetch(_) | JobError::Source(_)) => Exit::Partial,
             Self::Job(JobError::Lost { .. }) => Exit::Database,
             Self::Search(SearchError::Index(
                 IndexError::NoCollection { .. } | IndexError::ModelMismatch { .. },
@@ -210,6 +211,7 @@ async fn run_job(
     if args.dry_run {
         let windows = dry_run_windows(&options, &database).await;
         print!("{}", report::plan(&config, &options, &database, &windows));
+        require_tiingo_key(&options)?;
         if let Some(memory) = &options.memory {
             require_api_key(memory)?;
         }
@@ -297,6 +299,7 @@ fn job_plan(
     let window = window(args, config.encoding.days_back, today)?;
     let database = DatabaseSettings::from_env(env)?;
     let client = yahoo_client_options(&config, env, securities.len())?;
+    let tiingo = tiingo_options(env, &securities, &client)?;
     let memory = match (args.no_embeddings, check_api_key) {
         (true, _) => None,
         (false, true) => Some(memory_options(env, &config)?),
@@ -312,6 +315,7 @@ fn job_plan(
         backfill: args.from.is_some(),
         apply_migrations: !args.no_migrate,
         client,
+        tiingo,
         memory,
         features: config
             .features
@@ -319,6 +323,9 @@ fn job_plan(
             .then(|| feature_plan(&config.features)),
         shard,
     };
+    if check_api_key {
+        require_tiingo_key(&options)?;
+    }
     Ok(JobPlan {
         config,
         options,
@@ -350,6 +357,52 @@ fn yahoo_client_options(
             max_requests: encoding.request_budget(securities),
         },
     })
+}
+
+/// Tiingo's client settings when some of `securities` is on Tiingo (`TIINGO_*`, with the
+/// encoding section's timeout and retries), else `None`: a run that needs no Tiingo neither
+/// reads nor needs `TIINGO_API_KEY`.
+fn tiingo_options(
+    env: &dyn Fn(&'static str) -> EnvValue,
+    securities: &[Security],
+    yahoo: &ClientOptions,
+) -> Result<Option<TiingoOptions>, AppError> {
+    if !securities.iter().any(|s| s.source == Source::Tiingo) {
+        return Ok(None);
+    }
+    let settings = TiingoSettings::from_env(env)?;
+    Ok(Some(TiingoOptions {
+        base_url: settings.base_url,
+        token: settings.token,
+        timeout: yahoo.timeout,
+        requests_per_hour: settings.requests_per_hour,
+        retry: yahoo.retry,
+    }))
+}
+
+/// A selected security on Tiingo without `TIINGO_API_KEY` is a configuration error (exit 2)
+/// naming the variable and the securities.
+fn require_tiingo_key(options: &JobOptions) -> Result<(), AppError> {
+    match &options.tiingo {
+        Some(tiingo) if tiingo.token.is_none() => {
+            let on: Vec<&str> = options
+                .securities
+                .iter()
+                .filter(|s| s.source == Source::Tiingo)
+                .map(|s| s.db_symbol.as_str())
+                .collect();
+            let shown = if on.len() > 5 {
+                format!("{} and {} more", on[..5].join(", "), on.len() - 5)
+            } else {
+                on.join(", ")
+            };
+            Err(SettingsError::MissingTiingoKey {
+                securities: format!("{} selected securities ({shown})", on.len()),
+            }
+            .into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The features stage's plan from the config's `features:` section.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderValue;
 
-use crate::domain::Shard;
+use crate::domain::{Shard, TiingoToken};
 use crate::support::retry::RetryPolicy;
 
 /// Yahoo's public chart host; `YAHOO_BASE_URL` overrides it (tests point it at the fake).
@@ -45,6 +45,10 @@ pub enum SettingsError {
     Shard(String),
     #[error("environment variable {name}: {problem}")]
     Chroma { name: &'static str, problem: String },
+    #[error(
+        "environment variable {TIINGO_KEY_VAR} is not set, and {securities} use source: tiingo; set it to your Tiingo API token (https://www.tiingo.com/account/api/token), or set source: yahoo for them"
+    )]
+    MissingTiingoKey { securities: String },
 }
 
 /// How to reach PostgreSQL. `Debug` and `Display` redact the password.
@@ -264,6 +268,95 @@ pub fn yahoo_base_url(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Url, Set
         .unwrap_or_else(|| DEFAULT_YAHOO_BASE_URL.to_owned());
     let bad = |reason: String| SettingsError::BadUrl {
         name: "YAHOO_BASE_URL",
+        value: value.clone(),
+        reason,
+    };
+    let url = Url::parse(&value).map_err(|e| bad(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("credentials in the URL are not supported".into()));
+    }
+    Ok(url)
+}
+
+/// Tiingo's API host; `TIINGO_BASE_URL` overrides it (tests point it at the fake).
+pub const DEFAULT_TIINGO_BASE_URL: &str = "https://api.tiingo.com";
+/// The variable holding Tiingo's API token.
+pub const TIINGO_KEY_VAR: &str = "TIINGO_API_KEY";
+/// Tiingo's free tier allows 50 requests an hour (and 1000 a day): the polite default of
+/// `TIINGO_REQUESTS_PER_HOUR`, which a paid plan may raise.
+pub const DEFAULT_TIINGO_REQUESTS_PER_HOUR: u32 = 50;
+
+/// Where Tiingo is and how to call it: `TIINGO_BASE_URL`, `TIINGO_API_KEY` (never shown),
+/// `TIINGO_REQUESTS_PER_HOUR`. `Debug` shows the token as `[redacted]`.
+#[derive(Debug, Clone)]
+pub struct TiingoSettings {
+    pub base_url: Url,
+    /// `None` when `TIINGO_API_KEY` is unset or blank.
+    pub token: Option<TiingoToken>,
+    pub requests_per_hour: std::num::NonZeroU32,
+}
+
+impl TiingoSettings {
+    /// Reads the three variables. A token that is not one printable word is an error naming
+    /// the variable, never showing the value.
+    pub fn from_env(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Self, SettingsError> {
+        let base_url = http_url(
+            "TIINGO_BASE_URL",
+            env("TIINGO_BASE_URL").into_option("TIINGO_BASE_URL")?,
+            DEFAULT_TIINGO_BASE_URL,
+        )?;
+        let token = match secret(env, TIINGO_KEY_VAR)? {
+            None => None,
+            Some(value) => Some(
+                TiingoToken::parse(value.expose_secret()).ok_or(SettingsError::BadValue {
+                    name: TIINGO_KEY_VAR,
+                    problem:
+                        "a Tiingo token is one word of printable ASCII; the value is not shown"
+                            .into(),
+                })?,
+            ),
+        };
+        let name = "TIINGO_REQUESTS_PER_HOUR";
+        let requests_per_hour = match env(name).into_option(name)? {
+            None => None,
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(v.trim().parse::<std::num::NonZeroU32>().map_err(|_| {
+                SettingsError::BadValue {
+                    name,
+                    problem: format!("{v:?} is not a whole number of requests, at least 1"),
+                }
+            })?),
+        }
+        .unwrap_or(
+            std::num::NonZeroU32::new(DEFAULT_TIINGO_REQUESTS_PER_HOUR)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+        );
+        Ok(Self {
+            base_url,
+            token,
+            requests_per_hour,
+        })
+    }
+}
+
+/// An http(s) base URL from `value` (default `default` when unset or empty), without
+/// credentials.
+fn http_url(
+    name: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Url, SettingsError> {
+    let value = value
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    let bad = |reason: String| SettingsError::BadUrl {
+        name,
         value: value.clone(),
         reason,
     };
@@ -770,6 +863,41 @@ mod tests {
         let err = DatabaseSettings::from_env(&env).unwrap_err().to_string();
         assert!(!err.contains("topsecret"), "{err}");
         assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn tiingo_settings_default_and_never_show_the_token() {
+        let t = TiingoSettings::from_env(&EnvValue::from_pairs(&[])).unwrap();
+        assert_eq!(t.base_url.as_str(), "https://api.tiingo.com/");
+        assert!(t.token.is_none());
+        assert_eq!(t.requests_per_hour.get(), 50);
+        let t = TiingoSettings::from_env(&EnvValue::from_pairs(&[
+            ("TIINGO_API_KEY", " tok-123456\n"),
+            ("TIINGO_BASE_URL", "http://127.0.0.1:9"),
+            ("TIINGO_REQUESTS_PER_HOUR", "1000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            t.token.as_ref().map(TiingoToken::expose),
+            Some("tok-123456")
+        );
+        assert_eq!(t.requests_per_hour.get(), 1000);
+        assert!(!format!("{t:?}").contains("tok-123456"), "{t:?}");
+        let err =
+            TiingoSettings::from_env(&EnvValue::from_pairs(&[("TIINGO_API_KEY", "tok 123456")]))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("TIINGO_API_KEY") && !err.contains("tok 123456"),
+            "{err}"
+        );
+        let err =
+            TiingoSettings::from_env(&EnvValue::from_pairs(&[("TIINGO_REQUESTS_PER_HOUR", "0")]))
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("TIINGO_REQUESTS_PER_HOUR"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! `read_section::<NewSection>(&doc, &top)?`. A section that names securities (like
 //! [`FeatureSettings`]) is checked against `securities` once both are read.
 
-use crate::config::securities::read_securities;
+use crate::config::securities::{read_file_source, read_securities};
 use crate::config::yaml::Doc;
 use crate::config::yaml::Fields;
 use crate::config::yaml::Node;
@@ -46,6 +46,7 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::Category;
 use crate::domain::Security;
+use crate::domain::Source;
 
 /// Where the config file is looked for when neither `--config` nor the variable is set.
 pub const DEFAULT_CONFIG_PATH: &str = "config/securities.yaml";
@@ -55,12 +56,20 @@ pub const CONFIG_ENV_VAR: &str = "MARKET_ENCODER_CONFIG";
 /// Keys allowed at the top level of the file.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "securities",
+    "source",
     EncodingSettings::KEY,
     EmbeddingSettings::KEY,
     FeatureSettings::KEY,
 ];
 /// Keys allowed in one security entry.
-pub const SECURITY_KEYS: &[&str] = &["symbol", "name", "yahoo_symbol", "db_symbol", "enabled"];
+pub const SECURITY_KEYS: &[&str] = &[
+    "symbol",
+    "name",
+    "yahoo_symbol",
+    "db_symbol",
+    "source",
+    "enabled",
+];
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +78,8 @@ pub struct Config {
     pub path: PathBuf,
     /// All securities, enabled or not, in file order (categories in file order).
     pub securities: Vec<Security>,
+    /// The file's `source:` (default Yahoo): the source of every security that names none.
+    pub source: Source,
     /// The `encoding:` section (defaults when omitted).
     pub encoding: EncodingSettings,
     /// The `embedding:` section ([`EmbeddingSettings::Local`] when omitted).
@@ -118,7 +129,8 @@ impl Config {
             "a mapping with the keys securities, encoding and embedding",
             TOP_LEVEL_KEYS,
         )?;
-        let securities = read_securities(&doc, &top)?;
+        let file_source = read_file_source(&doc, &top)?;
+        let securities = read_securities(&doc, &top, file_source)?;
         let encoding = read_section::<EncodingSettings>(&doc, &top)?;
         let embedding = read_section::<EmbeddingSettings>(&doc, &top)?;
         let features = read_section::<FeatureSettings>(&doc, &top)?;
@@ -126,6 +138,7 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             securities,
+            source: file_source.0,
             encoding,
             embedding,
             features,

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use serde_saphyr::Spanned;
 
 use crate::domain::Security;
-use crate::domain::{Category, DbSymbol, DomainError, YahooSymbol};
+use crate::domain::{
+    Category, DbSymbol, DomainError, SOURCE_NAMES, Source, TiingoTicker, YahooSymbol,
+};
 
 use crate::config::ConfigError;
 use crate::config::SECURITY_KEYS;
@@ -43,9 +45,36 @@ impl Origin {
     }
 }
 
+/// The file's `source:` (the default of every security), and its line when written.
+pub(super) fn read_file_source(
+    doc: &Doc<'_>,
+    top: &Fields<'_>,
+) -> Result<(Source, Option<usize>), ConfigError> {
+    match top.get("source") {
+        None => Ok((Source::default(), None)),
+        Some(node) => Ok((read_source(doc, node, "source")?, Some(line_of(node)))),
+    }
+}
+
+/// A `source:` value: `yahoo` or `tiingo`.
+fn read_source(doc: &Doc<'_>, node: &Spanned<Node>, field: &str) -> Result<Source, ConfigError> {
+    let text = doc.text(node, field, "a source name")?;
+    Source::parse(&text).ok_or_else(|| {
+        doc.invalid(
+            node,
+            field,
+            format!(
+                "unknown source {:?}; allowed: {SOURCE_NAMES} (default yahoo)",
+                crate::domain::preview(&text)
+            ),
+        )
+    })
+}
+
 pub(super) fn read_securities(
     doc: &Doc<'_>,
     top: &Fields<'_>,
+    file_source: (Source, Option<usize>),
 ) -> Result<Vec<Security>, ConfigError> {
     let Some((key_line, node)) = top.get_with_line("securities") else {
         return Err(ConfigError::MissingKey {
@@ -111,7 +140,8 @@ pub(super) fn read_securities(
         };
         for (index, entry) in entries.iter().enumerate() {
             let entry_field = format!("{field}[{index}]");
-            let (security, origin) = read_security(doc, &category, entry, entry_field)?;
+            let (security, origin) =
+                read_security(doc, &category, entry, entry_field, file_source)?;
             securities.push(security);
             origins.push(origin);
         }
@@ -128,6 +158,7 @@ pub(super) fn read_security(
     category: &Category,
     node: &Spanned<Node>,
     field: String,
+    (file_source, file_source_line): (Source, Option<usize>),
 ) -> Result<(Security, Origin), ConfigError> {
     let fields = doc.fields(
         node,
@@ -185,12 +216,36 @@ pub(super) fn read_security(
         Some(n) => doc.boolean(n, &fields.field("enabled"))?,
     };
 
+    let source = match fields.get("source") {
+        Some(n) => read_source(doc, n, &fields.field("source"))?,
+        None => file_source,
+    };
+    if source == Source::Tiingo
+        && let Err(refused) = TiingoTicker::from_yahoo(&yahoo_symbol)
+    {
+        let (line, inherited) = match (fields.get("source"), file_source_line) {
+            (Some(n), _) => (line_of(n), String::new()),
+            (None, Some(top)) => (
+                fields.line,
+                format!(" (the file's source: tiingo on line {top} applies to this entry)"),
+            ),
+            (None, None) => (fields.line, String::new()),
+        };
+        return Err(ConfigError::Invalid {
+            path: doc.path.to_path_buf(),
+            line,
+            field: fields.field("source"),
+            message: format!("{refused}{inherited}"),
+        });
+    }
+
     let security = Security {
         category: category.clone(),
         symbol,
         name,
         yahoo_symbol,
         db_symbol,
+        source,
         enabled,
         line: fields.line,
     };

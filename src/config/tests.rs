@@ -459,7 +459,7 @@ fn crlf_and_bom_files_parse_with_correct_lines() {
     assert_eq!(got, [("SPY", "SPDR", 4), ("QQQ", "Invesco", 7)]);
     assert_eq!(
         err("securities:\r\n  etfs:\r\n    - symbol: SPY\r\n      nam: x\r\n"),
-        "config/securities.yaml:4: securities.etfs[0].nam: unknown key; allowed keys here: symbol, name, yahoo_symbol, db_symbol, enabled"
+        "config/securities.yaml:4: securities.etfs[0].nam: unknown key; allowed keys here: symbol, name, yahoo_symbol, db_symbol, source, enabled"
     );
 }
 
@@ -543,13 +543,13 @@ fn yaml_syntax_error_has_line_and_column() {
 fn unknown_keys_name_line_field_and_allowed_keys() {
     assert_eq!(
         err(&format!("{MINIMAL}encodign:\n  days_back: 5\n")),
-        "config/securities.yaml:5: encodign: unknown key; allowed keys here: securities, encoding, embedding, features"
+        "config/securities.yaml:5: encodign: unknown key; allowed keys here: securities, source, encoding, embedding, features"
     );
     assert_eq!(
         err(
             "securities:\n  etfs:\n    - symbol: SPY\n      name: x\n    - symbol: QQQ\n      name: y\n      dbsymbol: Q\n"
         ),
-        "config/securities.yaml:7: securities.etfs[1].dbsymbol: unknown key; allowed keys here: symbol, name, yahoo_symbol, db_symbol, enabled"
+        "config/securities.yaml:7: securities.etfs[1].dbsymbol: unknown key; allowed keys here: symbol, name, yahoo_symbol, db_symbol, source, enabled"
     );
     assert_eq!(
         err(&format!(
@@ -1291,6 +1291,7 @@ mod props {
                     name: e.name.clone(),
                     yahoo_symbol: YahooSymbol::parse(yahoo.as_deref().unwrap_or(&symbol)).unwrap(),
                     db_symbol: DbSymbol::parse(db.as_deref().unwrap_or(&symbol)).unwrap(),
+                    source: crate::domain::Source::Yahoo,
                     enabled: e.enabled.unwrap_or(true),
                     line,
                 });

@@ -14,12 +14,14 @@ mod history;
 mod position;
 mod role;
 mod security;
+mod source;
 
 pub use action::{ActionKind, CorporateAction};
 pub use history::{HistoryDays, MAX_HISTORY_FROM, SecurityWindow, WindowReason};
 pub use position::{Position, Quantity, QuantityError};
 pub use role::{DEFAULT_CORRELATIONS, ROLE_KEYS, Role};
 pub use security::Security;
+pub use source::{NotOnTiingo, SOURCE_NAMES, Source, TiingoTicker, TiingoToken};
 
 use std::borrow::Borrow;
 use std::fmt;

@@ -1,6 +1,6 @@
 //! A configured security, as every stage after `config` sees it.
 
-use super::{Category, DbSymbol, YahooSymbol};
+use super::{Category, DbSymbol, Source, YahooSymbol};
 
 /// One configured security.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,9 @@ pub struct Security {
     pub yahoo_symbol: YahooSymbol,
     /// Symbol stored in the database.
     pub db_symbol: DbSymbol,
+    /// Where its bars come from (`source:`, per security or for the file; default Yahoo). A
+    /// security on Tiingo has passed [`super::TiingoTicker::from_yahoo`].
+    pub source: Source,
     /// Whether the daily job fetches it.
     pub enabled: bool,
     /// 1-based line of the entry in the file.

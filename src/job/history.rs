@@ -1,4 +1,7 @@
-//! Keeping stored history true when Yahoo's changes: the rebase decision and the basis check.
+//! Keeping stored history true when the source's changes: the rebase decision and the basis
+//! check. Whatever a security's source, its series arrives on Yahoo's basis (`validate::tiingo`
+//! converts Tiingo's raw prices), so the rules below hold for every source; the refetch of a
+//! rebase goes to the security's own source ([`Sources::fetch`]).
 //!
 //! Yahoo's `close` is split-adjusted and its `adjclose` dividend-adjusted *as of the request*,
 //! so when a split or a dividend happens every earlier bar changes, including the stored ones
@@ -15,9 +18,9 @@ use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 use crate::domain::{CorporateAction, DateWindow, Security};
-use crate::job::fetch::{FetchError, YahooClient};
+use crate::job::source::{SourceError, Sources};
 use crate::job::store::{Store, StoreError, StoredBar};
-use crate::job::validate::{Bar, Series, ValidateError, validate};
+use crate::job::validate::{Bar, Series};
 
 /// The most recent fetched sessions that the basis check leaves out.
 pub const SETTLING_SESSIONS: usize = 5;
@@ -46,7 +49,7 @@ impl std::fmt::Display for RebaseCause {
             }
             Self::Basis(date) => write!(
                 f,
-                "Yahoo's prices of {date} and earlier changed (a split or dividend outside the fetched window)"
+                "the source's prices of {date} and earlier changed (a split or dividend outside the fetched window)"
             ),
         }
     }
@@ -94,7 +97,7 @@ pub enum RebaseError {
         cause: RebaseCause,
         range: DateWindow,
         #[source]
-        source: FetchError,
+        source: SourceError,
     },
     #[error(
         "{cause}: the whole history {range} could not be validated ({source}); the stored history is unchanged"
@@ -103,7 +106,7 @@ pub enum RebaseError {
         cause: RebaseCause,
         range: DateWindow,
         #[source]
-        source: ValidateError,
+        source: SourceError,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -113,7 +116,7 @@ pub enum RebaseError {
 /// the whole stored range fetched again (up to the window's end), with its cause.
 pub async fn rebase(
     store: &Store,
-    client: &YahooClient,
+    sources: &Sources,
     security: &Security,
     series: &Series,
     window: DateWindow,
@@ -136,19 +139,14 @@ pub async fn rebase(
         RebaseCause::Actions(unknown)
     };
     let range = DateWindow::new(first_stored, window.to()).unwrap_or(window);
-    let envelope = match client.chart(&security.yahoo_symbol, &range).await {
-        Ok(envelope) => envelope,
-        Err(source) => {
-            return Err(RebaseError::Fetch {
-                cause,
-                range,
-                source,
-            });
-        }
-    };
-    match validate(envelope, &security.yahoo_symbol, &range, Utc::now()) {
+    match sources.fetch(security, &range, Utc::now()).await {
         Ok(full) => Ok(Some(Rebased { cause, full, range })),
-        Err(source) => Err(RebaseError::Validate {
+        Err(source) if source.is_validation() => Err(RebaseError::Validate {
+            cause,
+            range,
+            source,
+        }),
+        Err(source) => Err(RebaseError::Fetch {
             cause,
             range,
             source,

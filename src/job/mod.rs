@@ -15,6 +15,7 @@ mod lost;
 mod memory;
 pub mod narrate;
 mod outcome;
+pub mod source;
 pub mod store;
 pub mod validate;
 
@@ -40,9 +41,11 @@ use crate::domain::{
 };
 pub use crate::job::embed::ModelSource;
 use crate::job::features::{Gap, Plan};
-use crate::job::fetch::{ClientOptions, FetchError, YahooClient};
+use crate::job::fetch::tiingo::TiingoOptions;
+use crate::job::fetch::{ClientOptions, FetchError};
+use crate::job::source::{SourceError, Sources};
 use crate::job::store::{RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError};
-use crate::job::validate::{Series, validate};
+use crate::job::validate::Series;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -61,6 +64,8 @@ pub struct JobOptions {
     pub backfill: bool,
     pub apply_migrations: bool,
     pub client: ClientOptions,
+    /// Tiingo's client, when some selected security has `source: tiingo` (`None` otherwise).
+    pub tiingo: Option<TiingoOptions>,
     /// Where the embed and index stages send the documents; `None` with `--no-embeddings`.
     pub memory: Option<MemoryOptions>,
     /// The cross-asset features to compute after every security is stored; `None` when
@@ -88,6 +93,8 @@ pub enum JobError {
         total: usize,
         run_id: Uuid,
     },
+    #[error(transparent)]
+    Source(#[from] SourceError),
 }
 
 /// Runs the job to the end (or until `cancel`), records it in `runs`, and reports it.
@@ -109,7 +116,7 @@ pub async fn run(
 pub struct StartedRun {
     store: Store,
     lock: RunLock,
-    client: YahooClient,
+    sources: Sources,
     run_id: Uuid,
     started: Instant,
 }
@@ -132,14 +139,14 @@ pub async fn start(
     let lock = store
         .lock_run(options.shard.map_or(RUN_LOCK_KEY, Shard::lock_key))
         .await?;
-    let client = YahooClient::new(&options.client)?;
+    let sources = Sources::new(&options.client, options.tiingo.as_ref())?;
     let run_id = store
         .start_run(&lock, &options.window, options.securities.len())
         .await?;
     Ok(StartedRun {
         store,
         lock,
-        client,
+        sources,
         run_id,
         started,
     })
@@ -171,7 +178,7 @@ async fn stages(
     let StartedRun {
         store,
         lock,
-        client,
+        sources,
         run_id,
         started,
     } = run;
@@ -198,13 +205,13 @@ async fn stages(
     let work = futures::stream::iter(&options.securities)
         .map(|security| {
             let planned = windows.get(security.db_symbol.as_str()).copied();
-            fetch_security(&client, security, planned, options, &stop)
+            fetch_security(&sources, security, planned, options, &stop)
                 .instrument(info_span!(parent: &span, "fetch", symbol = %security.db_symbol))
         })
         .buffer_unordered(width)
         .map(|fetched| {
             let symbol = fetched.report().db_symbol.clone();
-            store_security(&store, &client, fetched, options, &lost)
+            store_security(&store, &sources, fetched, options, &lost)
                 .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
@@ -308,7 +315,7 @@ async fn stages(
     let ok = count(&reports, SecurityOutcome::Succeeded);
     let failed = count(&reports, SecurityOutcome::Failed);
     let skipped = count(&reports, SecurityOutcome::Skipped);
-    let requests = client.throttle_report();
+    let requests = sources.yahoo().throttle_report();
     let not_ok = failed + skipped;
     let outcome = if cancel.is_cancelled() {
         RunOutcome::Interrupted
@@ -478,7 +485,7 @@ async fn plan_windows<'a>(
 
 /// Fetch and validate one security. Failures end its unit of work here, with the reason.
 async fn fetch_security<'a>(
-    client: &YahooClient,
+    sources: &Sources,
     security: &'a Security,
     planned: Option<Planned>,
     options: &JobOptions,
@@ -504,15 +511,10 @@ async fn fetch_security<'a>(
     let fetched = tokio::select! {
         biased;
         () = cancel.cancelled() => return Fetched::Done(report),
-        fetched = client.chart(&security.yahoo_symbol, window) => fetched,
+        fetched = sources.fetch(security, window, Utc::now()) => fetched,
     };
     report.fetch_ms = millis(started.elapsed());
-    let series = match fetched {
-        Ok(envelope) => validate(envelope, &security.yahoo_symbol, window, Utc::now()),
-        Err(FetchError::Skipped { reason, .. }) => return Fetched::Done(report.skipped(&reason)),
-        Err(e) => return Fetched::Done(report.failed(&e)),
-    };
-    match series {
+    match fetched {
         Ok(series) => {
             report.rows_fetched = series.bars.len();
             report.first_date = series.bars.first().map(|b| b.trade_date);
@@ -525,6 +527,9 @@ async fn fetch_security<'a>(
                 planned,
             }
         }
+        Err(SourceError::Yahoo(FetchError::Skipped { reason, .. })) => {
+            Fetched::Done(report.skipped(&reason))
+        }
         Err(e) => Fetched::Done(report.failed(&e)),
     }
 }
@@ -536,7 +541,7 @@ async fn fetch_security<'a>(
 /// or rolls back whole.
 async fn store_security(
     store: &Store,
-    client: &YahooClient,
+    sources: &Sources,
     fetched: Fetched<'_>,
     options: &JobOptions,
     lost: &Lost,
@@ -554,7 +559,7 @@ async fn store_security(
     let window = planned.window.window;
     let (series, replace) = match history::rebase(
         store,
-        client,
+        sources,
         security,
         &series,
         planned.window.window,
@@ -582,7 +587,7 @@ async fn store_security(
         }
         Ok(None) => (series, None),
         Err(history::RebaseError::Fetch {
-            source: FetchError::Skipped { reason, .. },
+            source: SourceError::Yahoo(FetchError::Skipped { reason, .. }),
             ..
         }) => return report.skipped(&reason),
         Err(history::RebaseError::Store(e)) => return store_failed(report, store, lost, e).await,

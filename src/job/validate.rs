@@ -14,6 +14,8 @@
 //! 7. Only dates inside the requested window are kept; so is nothing from a session still open
 //!    (`currentTradingPeriod.regular` has not ended): a later run stores the settled bar.
 
+pub mod tiingo;
+
 use std::str::FromStr;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Offset, Utc};

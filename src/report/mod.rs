@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::config::env::DatabaseSettings;
 use std::collections::BTreeMap;
 
-use crate::domain::{Security, SecurityWindow, WindowReason};
+use crate::domain::{Security, SecurityWindow, Source, WindowReason};
 use crate::job::JobOptions;
 use crate::job::features::Inputs;
 use crate::job::store::StoredFeature;
@@ -54,6 +54,23 @@ pub fn plan(
         client.retry.max_retries,
         client.timeout.as_secs()
     );
+    if let Some(tiingo) = &options.tiingo {
+        let on = selected
+            .iter()
+            .filter(|s| s.source == Source::Tiingo)
+            .count();
+        let _ = writeln!(
+            out,
+            "tiingo:     {} ({on} securities, {} req/hour, key from $TIINGO_API_KEY{})",
+            tiingo.base_url,
+            tiingo.requests_per_hour,
+            if tiingo.token.is_some() {
+                ""
+            } else {
+                " (not set)"
+            }
+        );
+    }
     let _ = writeln!(out, "fetch:      {}", fetch_estimate(options));
     let _ = writeln!(
         out,
@@ -140,9 +157,10 @@ pub fn plan(
             };
             let _ = writeln!(
                 out,
-                "    {:<10} -> {:<8} {}  [{shown}, {}]",
+                "    {:<10} -> {:<8} {:<6} {}  [{shown}, {}]",
                 s.yahoo_symbol.as_str(),
                 s.db_symbol.as_str(),
+                s.source.as_str(),
                 s.name,
                 reason.as_str()
             );

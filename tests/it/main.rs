@@ -22,3 +22,4 @@ mod pnl;
 mod runs;
 mod serve;
 mod throttle;
+mod tiingo;

@@ -25,5 +25,6 @@ mod synthetic;
 pub use actions::CorporateAction;
 pub use server::{FakeYahoo, Options, RequestRecord, Scenario, Throttling};
 pub use synthetic::{
-    EPOCH, InstrumentType, Profile, actions_chart, instrument_profile, synthetic_chart,
+    EPOCH, InstrumentType, Profile, actions_chart, actions_chart_as_of, instrument_profile,
+    synthetic_chart,
 };

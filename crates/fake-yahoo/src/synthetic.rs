@@ -835,6 +835,31 @@ pub fn actions_chart(
     .unwrap_or(serde_json::Value::Null)
 }
 
+/// [`actions_chart`] answered as known at `as_of` (unix seconds, capped at now) whatever the
+/// window, like [`crate::Scenario::ActionsAsOf`]: the body another fake (fake-tiingo) derives
+/// its own answers from, so that both serve the same synthetic history.
+pub fn actions_chart_as_of(
+    symbol: &str,
+    period1: i64,
+    period2: i64,
+    seed: u64,
+    actions: &[CorporateAction],
+    as_of: i64,
+) -> serde_json::Value {
+    let now = Utc::now().timestamp();
+    serde_json::to_value(build_chart_as_of(
+        symbol,
+        period1,
+        period2,
+        seed,
+        now,
+        "",
+        actions,
+        Some(as_of),
+    ))
+    .unwrap_or(serde_json::Value::Null)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -12,6 +12,7 @@
 //! skipped) when that does not help; see `throttle.rs`.
 
 pub mod throttle;
+pub mod tiingo;
 pub mod wire;
 
 use std::num::NonZeroU32;

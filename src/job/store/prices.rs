@@ -181,22 +181,23 @@ impl Store {
 
         let written = sqlx::query(
             "INSERT INTO market_data (symbol, trade_date, open_price, high_price, low_price,
-                                      close_price, adj_close, volume, daily_return)
-             SELECT $1, d, o, h, l, c, a, v, r
+                                      close_price, adj_close, volume, daily_return, source)
+             SELECT $1, d, o, h, l, c, a, v, r, $10
              FROM UNNEST($2::date[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[],
                          $7::numeric[], $8::bigint[], $9::numeric[]) AS t(d, o, h, l, c, a, v, r)
              ON CONFLICT (symbol, trade_date) DO UPDATE SET
                  open_price = EXCLUDED.open_price, high_price = EXCLUDED.high_price,
                  low_price = EXCLUDED.low_price, close_price = EXCLUDED.close_price,
                  adj_close = EXCLUDED.adj_close, volume = EXCLUDED.volume,
-                 daily_return = EXCLUDED.daily_return, updated_at = now()
+                 daily_return = EXCLUDED.daily_return, source = EXCLUDED.source,
+                 updated_at = now()
              WHERE (market_data.open_price, market_data.high_price, market_data.low_price,
                     market_data.close_price, market_data.adj_close, market_data.volume,
-                    market_data.daily_return)
+                    market_data.daily_return, market_data.source)
                 IS DISTINCT FROM
                    (EXCLUDED.open_price, EXCLUDED.high_price, EXCLUDED.low_price,
                     EXCLUDED.close_price, EXCLUDED.adj_close, EXCLUDED.volume,
-                    EXCLUDED.daily_return)",
+                    EXCLUDED.daily_return, EXCLUDED.source)",
         )
         .bind(symbol)
         .bind(&dates)
@@ -207,6 +208,7 @@ impl Store {
         .bind(&adj)
         .bind(&volume)
         .bind(&returns)
+        .bind(security.source.as_str())
         .execute(&mut *tx)
         .await
         .map_err(query_error("upserting bars"))?
