@@ -127,7 +127,6 @@ impl AppError {
             Self::Pnl(_) => Exit::Usage,
             Self::Serve(ServeError::Bind { .. }) => Exit::Usage,
             Self::Serve(ServeError::Store(e)) => store(e),
-            Self::Serve(ServeError::Server(_)) => Exit::Partial,
         }
     }
 }

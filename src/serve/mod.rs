@@ -53,6 +53,9 @@ use crate::read::features::{self, FeaturesError};
 use crate::report;
 use crate::support::text::one_line;
 
+mod http;
+pub use http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+
 /// How long `/ready` waits for PostgreSQL.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the read endpoints wait for a pooled connection.
@@ -84,8 +87,6 @@ pub enum ServeError {
     Bind { addr: SocketAddr, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the HTTP server failed: {0}")]
-    Server(String),
 }
 
 /// Why a run did not start (answered to `POST /collect` at once; a scheduled tick logs it).
@@ -268,10 +269,7 @@ pub async fn run(options: ServeOptions, cancel: &CancellationToken) -> Result<()
             async move { scheduled_run(&service).await }
         }))
     });
-    let served = axum::serve(listener, router(Arc::clone(&service)))
-        .with_graceful_shutdown(cancel.clone().cancelled_owned())
-        .await
-        .map_err(|e| ServeError::Server(e.to_string()));
+    http::serve(listener, router(Arc::clone(&service)), cancel.clone()).await;
     cancel.cancel(); // the server can only end by the signal; make sure the rest stops too
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;
@@ -283,7 +281,7 @@ pub async fn run(options: ServeOptions, cancel: &CancellationToken) -> Result<()
     }
     let _ = service.gate.acquire().await;
     info!("stopped");
-    served
+    Ok(())
 }
 
 /// Calls `start` at once, then at every multiple of `every` from then, until `cancel`. A
@@ -336,6 +334,7 @@ fn router(service: Arc<Service>) -> Router {
         .route("/ml-features", get(ml_features))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(trace))
         .with_state(service)
 }
@@ -359,6 +358,44 @@ async fn trace(request: Request, next: Next) -> Response {
             debug!(status, elapsed_ms, "request");
         }
     });
+    response
+}
+
+/// Every error answer is JSON: one that is not (axum's own 405, a body the handler did not
+/// shape) becomes `{"error": "<reason>: <what it said>"}` with the same status.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let said = one_line(&String::from_utf8_lossy(&body));
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = match (&allow, said.is_empty()) {
+        (Some(allow), _) => format!(
+            "{reason}: {method} {path}; allowed: {}",
+            allow.to_str().unwrap_or("")
+        ),
+        (None, true) => format!("{reason}: {method} {path}"),
+        (None, false) => format!("{reason}: {said}"),
+    };
+    let mut response = ApiError::new(status, message).into_response();
+    if let Some(allow) = allow {
+        response
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
     response
 }
 

@@ -675,3 +675,92 @@ async fn an_address_in_use_or_a_bad_config_exits_2_before_serving() {
     assert_eq!(r.code, 2, "{r:#?}");
     assert!(!r.stdout.contains("listening on"), "{}", r.stdout);
 }
+
+/// Slow clients: one that sends a header line a second is disconnected after the header-read
+/// timeout, and a crowd of them (more than the connection cap) never keeps a probe from an
+/// answer; a method the endpoint does not take is a JSON 405.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_disconnected_and_every_error_is_json() {
+    use market_encoder::serve::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("etfs", "SPY", "SPY")], "");
+    let server = Server::start(
+        &["--config", cfg.to_str().unwrap(), "--no-embeddings"],
+        &[
+            ("DATABASE_URL", "postgres://market@127.0.0.1:1/nowhere"),
+            ("YAHOO_BASE_URL", "http://127.0.0.1:9"),
+        ],
+    )
+    .await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // More slow clients than the cap, each sending one header line a second.
+    let crowd = MAX_CONNECTIONS + 20;
+    let mut slow = Vec::new();
+    for _ in 0..crowd {
+        let addr = addr.clone();
+        slow.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let _ = stream.write_all(b"GET /health HTTP/1.1\r\n").await;
+            let mut buf = [0u8; 256];
+            for i in 0..60 {
+                let line = format!("X-Slow-{i}: 1\r\n");
+                if stream.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    // The server closed it, or answered (408) before closing: cut off.
+                    _ = stream.read(&mut buf) => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            started.elapsed()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A probe still gets its answer, at worst once the first slow clients are cut off.
+    let probe = Instant::now();
+    let (status, body) = server.json("/health").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        probe.elapsed() < HEADER_READ_TIMEOUT + Duration::from_secs(5),
+        "probe waited {:?}",
+        probe.elapsed()
+    );
+    for task in slow {
+        let held = task.await.unwrap();
+        assert!(
+            held < HEADER_READ_TIMEOUT * 2 + Duration::from_secs(5),
+            "a slow client was held {held:?}"
+        );
+    }
+    // Every error answer is JSON with a message.
+    let response = server
+        .http
+        .post(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(response.headers().contains_key("allow"));
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Method Not Allowed: POST /health"),
+        "{body}"
+    );
+    let (status, body) = server.json("/status?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("1..=200"),
+        "{body}"
+    );
+    let (status, body) = server.json("/nowhere").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].is_string());
+    let (code, _, stderr) = server.terminate().await;
+    assert_eq!(code, Some(0), "{stderr}");
+}
