@@ -190,3 +190,48 @@ ensure_chroma() {
   start_own_chroma "$python" || { chroma_log "could not start Chroma; set CHROMA_URL to one that runs"; return 1; }
   chroma_log "Chroma: $CHROMA_URL"
 }
+
+# ensure_job_chroma: the Chroma the daily job (scripts/run.sh, scripts/demo-offline.sh) indexes
+# into, persistent like the local PostgreSQL.
+#   1. CHROMA_URL or CHROMA_HOST set: used as it is (the job itself says if it does not answer).
+#   2. A Chroma answering on 127.0.0.1:${MARKET_ENCODER_CHROMA_PORT:-8000} (the job's default
+#      CHROMA_URL): used.
+#   3. Otherwise one is started there from the cached venv, with its data in
+#      ${MARKET_ENCODER_CHROMA_HOME:-~/.cache/market-encoder/chroma}/data (kept across runs) and
+#      its log and pid file beside it. It keeps running after the script, as the local
+#      PostgreSQL does; stop it with `kill $(cat ~/.cache/market-encoder/chroma/chroma.pid)`.
+ensure_job_chroma() {
+  if [ -n "${CHROMA_URL:-}" ] || [ -n "${CHROMA_HOST:-}" ]; then
+    return 0
+  fi
+  local port="${MARKET_ENCODER_CHROMA_PORT:-8000}"
+  local url="http://127.0.0.1:$port"
+  local home="${MARKET_ENCODER_CHROMA_HOME:-${HOME:-/tmp}/.cache/market-encoder/chroma}"
+  if chroma_answers "$url"; then
+    export CHROMA_URL="$url"
+    chroma_log "Chroma: $url"
+    return 0
+  fi
+  local python
+  python=$(chroma_venv) || return 1
+  mkdir -p "$home/data"
+  chroma_log "starting Chroma $ME_CHROMA_VERSION on $url (data in $home/data, log $home/server.log)"
+  ANONYMIZED_TELEMETRY=False nohup "${python%/python}/chroma" run --path "$home/data" \
+    --host 127.0.0.1 --port "$port" </dev/null >"$home/server.log" 2>&1 &
+  local pid=$!
+  echo "$pid" >"$home/chroma.pid"
+  local deadline=$((SECONDS + ME_CHROMA_START_TIMEOUT))
+  until chroma_answers "$url"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      chroma_log "Chroma exited during startup (is port $port taken? set MARKET_ENCODER_CHROMA_PORT); last lines of $home/server.log:"
+      tail -n 20 "$home/server.log" >&2
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      chroma_log "Chroma did not answer $url within ${ME_CHROMA_START_TIMEOUT} s; see $home/server.log"
+      return 1
+    fi
+    sleep 0.2
+  done
+  export CHROMA_URL="$url"
+}

