@@ -62,7 +62,7 @@ objdump -d -l -C --no-show-raw-insn "$bin" | awk '
     next
   }
   /crates\/minilm\/src\/x86\.rs/ { ours = 1 }
-  /^attend_blocked</ { att = 1; ours = 1 }
+  /^(minilm::)?attend_blocked[<:]/ { att = 1; ours = 1 }
   /\tv(p)?(gather|scatter)/ { gathers++ }
   /\tvfn?m(add|sub)[0-9]+ps/ { if ($0 ~ /zmm/) zfma++; else if ($0 ~ /ymm/) yfma++ }
   /\t[a-z].*%[yz]mm/ { vregs++ }
