@@ -9,9 +9,10 @@
 //! - Those products are [`linear::Linear`]: weights packed once at load time, a cache-blocked
 //!   kernel compiled for AVX-512, AVX2 + FMA or NEON and chosen at run time, and the bias, GELU,
 //!   residual and LayerNorm applied while the output is still in registers or cache.
-//! - Attention runs per text in [`attention`]: per head, Q Kᵀ, softmax and P V (the two products
-//!   by the register-blocked [`small_matmul`]), written straight into the merged-heads layout,
-//!   one text per rayon task. A text's queries only ever see its own keys, which is exactly what
+//! - Attention runs per text in [`attention`]: per head, Q Kᵀ, softmax and P V, written straight
+//!   into the merged-heads layout, one text per rayon task. With heads of 32 on the AVX-512 and
+//!   AVX2 paths the two products go through the linear layers' register blocks
+//!   ([`attend_blocked`]); otherwise through the portable [`small_matmul`] ([`attend`]). A text's queries only ever see its own keys, which is exactly what
 //!   the attention mask achieves in the padded formulation.
 
 mod linear;
