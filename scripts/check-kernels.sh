@@ -4,7 +4,11 @@
 #   - the AVX-512 stripe (pulp's V4::vectorize instance that holds crates/minilm/src/x86.rs):
 #     no gather/scatter, at least 24 zmm FMAs (the 12 x 32 register block);
 #   - the AVX2 + FMA stripe (the V3 instance): no gather/scatter, at least 12 ymm FMAs, no zmm;
-#   - attention's AVX-512 and AVX2 clones (minilm::attend): no gather/scatter, FMA present;
+#   - attention's AVX-512 and AVX2 kernels (the V4 / V3 instances that hold minilm's
+#     attend_blocked): no gather/scatter, at least 24 zmm / 12 ymm FMAs (the register blocks of
+#     Q K^T and P V), no zmm in the AVX2 one;
+#   - attention's generic AVX-512 and AVX2 clones (minilm::attend, for head sizes other than
+#     32): no gather/scatter, FMA present;
 #   - the baseline stripe (minilm::linear::stripe_baseline): plain x86-64, no ymm/zmm.
 # Each function's disassembly is found by name and, for pulp's generic vectorize, by the source
 # lines (the release profile's line tables) of crates/minilm/src/x86.rs inside it.
@@ -42,7 +46,9 @@ objdump -d -l -C --no-show-raw-insn "$bin" | awk '
   function flush() {
     if (name == "") return
     kind = ""
-    if (name ~ /^pulp::x86::v4::V4::vectorize::imp/ && ours) kind = "avx512-stripe"
+    if (name ~ /^pulp::x86::v4::V4::vectorize::imp/ && ours && att) kind = "avx512-attention"
+    else if (name ~ /^pulp::x86::v3::V3::vectorize::imp/ && ours && att) kind = "avx2-attention"
+    else if (name ~ /^pulp::x86::v4::V4::vectorize::imp/ && ours) kind = "avx512-stripe"
     else if (name ~ /^pulp::x86::v3::V3::vectorize::imp/ && ours) kind = "avx2-stripe"
     else if (name ~ /^minilm::attend::attend_.*avx512f.*_version$/) kind = "avx512-attend"
     else if (name ~ /^minilm::attend::attend_avx_avx2_fma.*_version$/) kind = "avx2-attend"
@@ -52,10 +58,11 @@ objdump -d -l -C --no-show-raw-insn "$bin" | awk '
   /^[0-9a-f]+ <.*>:$/ {
     flush()
     name = $0; sub(/^[0-9a-f]+ </, "", name); sub(/>:$/, "", name)
-    ours = 0; gathers = 0; zfma = 0; yfma = 0; vregs = 0
+    ours = 0; att = 0; gathers = 0; zfma = 0; yfma = 0; vregs = 0
     next
   }
   /crates\/minilm\/src\/x86\.rs/ { ours = 1 }
+  /^(minilm::)?attend_blocked[<:]/ { att = 1; ours = 1 }
   /\tv(p)?(gather|scatter)/ { gathers++ }
   /\tvfn?m(add|sub)[0-9]+ps/ { if ($0 ~ /zmm/) zfma++; else if ($0 ~ /ymm/) yfma++ }
   /\t[a-z].*%[yz]mm/ { vregs++ }
@@ -64,19 +71,19 @@ objdump -d -l -C --no-show-raw-insn "$bin" | awk '
 
 failures=0
 fail() { echo "check-kernels: FAIL: $*"; failures=$((failures + 1)); }
-for kind in avx512-stripe avx2-stripe avx512-attend avx2-attend baseline-stripe; do
+for kind in avx512-stripe avx2-stripe avx512-attention avx2-attention avx512-attend avx2-attend baseline-stripe; do
   if ! grep -q "^$kind " "$tmp"; then
     fail "$kind: function not found in $bin"
   fi
 done
 while read -r kind gathers zfma yfma vregs name; do
-  printf 'check-kernels: %-16s gathers/scatters %3d  zmm FMAs %4d  ymm FMAs %4d  (%s)\n' \
+  printf 'check-kernels: %-17s gathers/scatters %3d  zmm FMAs %4d  ymm FMAs %4d  (%s)\n' \
     "$kind" "$gathers" "$zfma" "$yfma" "$name"
   case "$kind" in
-    avx512-stripe)
+    avx512-stripe | avx512-attention)
       [ "$gathers" -eq 0 ] || fail "$kind has $gathers gathers/scatters"
       [ "$zfma" -ge 24 ] || fail "$kind has $zfma zmm FMAs, expected >= 24 (the 12 x 32 block)" ;;
-    avx2-stripe)
+    avx2-stripe | avx2-attention)
       [ "$gathers" -eq 0 ] || fail "$kind has $gathers gathers/scatters"
       [ "$yfma" -ge 12 ] || fail "$kind has $yfma ymm FMAs, expected >= 12 (the 6 x 16 block)"
       [ "$zfma" -eq 0 ] || fail "$kind has $zfma zmm FMAs: AVX-512 code in the AVX2 clone" ;;

@@ -5,7 +5,9 @@ Usage: python st_throughput.py MODEL_DIR TEXTS_JSON [REPETITIONS]
 
 Loads SentenceTransformer(MODEL_DIR, device="cpu"), warms up on the first 64 texts, then times
 encode(texts, batch_size=32, normalize_embeddings=True) REPETITIONS times (default 3) and prints
-one JSON line: {"sentences_per_s": best, "seconds": [...], "threads": torch.get_num_threads(),
+one JSON line: {"sentences_per_s": best, "seconds": [...], "cpu_seconds": [...] (the process's CPU
+time per pass, all threads), "sentences_per_cpu_s": texts / the least CPU time, "threads":
+torch.get_num_threads(),
 "texts": N, "peak_rss_mib": ..., "versions": {...}}. Run by market-encoder-bench --memory with the
 python of scripts/lib/st.sh's venv.
 """
@@ -37,12 +39,14 @@ def main() -> None:
     model = SentenceTransformer(model_dir, device="cpu")
     model.encode(texts[:64], batch_size=32, normalize_embeddings=True, show_progress_bar=False)
     seconds = []
+    cpu_seconds = []  # CPU time of the whole process (all threads) per pass
     for _ in range(repetitions):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         vectors = model.encode(
             texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False
         )
         seconds.append(time.perf_counter() - started)
+        cpu_seconds.append(time.process_time() - cpu_started)
     if len(vectors) != len(texts):
         sys.exit(f"encode returned {len(vectors)} vectors for {len(texts)} texts")
     best = min(seconds)
@@ -51,6 +55,8 @@ def main() -> None:
             {
                 "sentences_per_s": len(texts) / best,
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "sentences_per_cpu_s": len(texts) / min(cpu_seconds),
                 "threads": torch.get_num_threads(),
                 "texts": len(texts),
                 # ru_maxrss is in KiB on Linux.

@@ -9,9 +9,10 @@
 //! - Those products are [`linear::Linear`]: weights packed once at load time, a cache-blocked
 //!   kernel compiled for AVX-512, AVX2 + FMA or NEON and chosen at run time, and the bias, GELU,
 //!   residual and LayerNorm applied while the output is still in registers or cache.
-//! - Attention runs per text in [`attention`]: per head, Q Kᵀ, softmax and P V (the two products
-//!   by the register-blocked [`small_matmul`]), written straight into the merged-heads layout,
-//!   one text per rayon task. A text's queries only ever see its own keys, which is exactly what
+//! - Attention runs per text in [`attention`]: per head, Q Kᵀ, softmax and P V, written straight
+//!   into the merged-heads layout, one text per rayon task. With heads of 32 on the AVX-512 and
+//!   AVX2 paths the two products go through the linear layers' register blocks
+//!   ([`attend_blocked`]); otherwise through the portable [`small_matmul`] ([`attend`]). A text's queries only ever see its own keys, which is exactly what
 //!   the attention mask achieves in the padded formulation.
 
 mod linear;
@@ -249,6 +250,23 @@ pub struct Bert {
     max_positions: usize,
     heads: usize,
     hidden: usize,
+    /// The layers' intermediate buffers of earlier calls, kept for the next ones: a batch of 32
+    /// texts of 128 tokens needs ~60 MB of them, and fresh ones were fresh pages from the
+    /// kernel, zeroed and faulted in on every call (up to 6% of the time). One set per
+    /// concurrent call, at most [`SPARE_BUFFERS`].
+    spare: std::sync::Mutex<Vec<Buffers>>,
+}
+
+/// How many sets of [`Buffers`] a [`Bert`] keeps between calls.
+const SPARE_BUFFERS: usize = 4;
+
+/// The intermediate results of [`Bert::forward_with`], reused by every layer.
+#[derive(Default)]
+struct Buffers {
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    attn: Vec<f32>,
+    inter: Vec<f32>,
 }
 
 /// The tensors of a safetensors file, looked up with or without the `bert.` prefix
@@ -360,6 +378,7 @@ impl Bert {
             max_positions: cfg.max_position_embeddings,
             heads: cfg.num_attention_heads,
             hidden: h,
+            spare: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -414,31 +433,48 @@ impl Bert {
             });
         let head_dim = h / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
-        // Buffers reused by every layer.
-        let (mut qkv, mut context, mut attn, mut inter) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Buffers reused by every layer, and by later calls. (A poisoned lock only means that
+        // a call panicked: the buffers are overwritten before they are read anyway.)
+        let mut buffers = match self.spare.lock() {
+            Ok(mut spare) => spare.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        }
+        .unwrap_or_default();
+        let Buffers {
+            qkv,
+            context,
+            attn,
+            inter,
+        } = &mut buffers;
         for layer in &self.layers {
-            layer.qkv.forward(path, &x, &mut qkv, &Then::Nothing);
-            attention(&qkv, &offsets, (h, self.heads, scale), &mut context);
+            layer.qkv.forward(path, &x, qkv, &Then::Nothing);
+            attention(path, qkv, &offsets, (h, self.heads, scale), context);
             layer.attn_out.forward(
                 path,
-                &context,
-                &mut attn,
+                context,
+                attn,
                 &Then::ResidualNorm {
                     residual: &x,
                     norm: &layer.attn_norm,
                 },
             );
-            layer.inter.forward(path, &attn, &mut inter, &Then::Gelu);
+            layer.inter.forward(path, attn, inter, &Then::Gelu);
             layer.out.forward(
                 path,
-                &inter,
+                inter,
                 &mut x,
                 &Then::ResidualNorm {
-                    residual: &attn,
+                    residual: attn,
                     norm: &layer.out_norm,
                 },
             );
+        }
+        let mut spare = match self.spare.lock() {
+            Ok(spare) => spare,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buffers);
         }
         Ok(x)
     }
@@ -449,6 +485,7 @@ impl Bert {
 /// the attention context with heads merged, `(tokens, hidden)`, into `output` (a buffer reused
 /// from call to call, every element of which is written).
 fn attention(
+    path: KernelPath,
     qkv: &[f32],
     offsets: &[usize],
     (h, heads, scale): (usize, usize, f32),
@@ -466,14 +503,158 @@ fn attention(
     }
     texts.into_par_iter().for_each(|(start, out)| {
         let len = out.len() / h;
-        attend(
-            &qkv[start * width..(start + len) * width],
-            out,
-            h,
-            heads,
-            scale,
-        );
+        let qkv = &qkv[start * width..(start + len) * width];
+        #[cfg(target_arch = "x86_64")]
+        if h == heads * HEAD {
+            use crate::x86::{Avx2Attend, Avx512Attend, V3, V4};
+            let args = AttendArgs {
+                qkv,
+                out,
+                h,
+                heads,
+                scale,
+            };
+            if path == KernelPath::Avx512
+                && let Some(simd) = V4::try_new()
+            {
+                return simd.vectorize(Avx512Attend { simd, args });
+            }
+            if matches!(path, KernelPath::Avx512 | KernelPath::Avx2Fma)
+                && let Some(simd) = V3::try_new()
+            {
+                return simd.vectorize(Avx2Attend { simd, args });
+            }
+            let AttendArgs { out, .. } = args;
+            return attend(qkv, out, h, heads, scale);
+        }
+        let _ = path;
+        attend(qkv, out, h, heads, scale);
     });
+}
+
+/// The head size of [`attend_blocked`]: all-MiniLM-L6-v2's (384 / 12), one register block wide.
+pub(crate) const HEAD: usize = 32;
+/// Inputs per call of [`attend_blocked`]'s kernel.
+pub(crate) const KB: usize = 16;
+
+/// The arguments of [`attend_blocked`], for the x86 kernels' `vectorize` calls: one text's
+/// `(len, 3h)` rows of the QKV projection and its `(len, h)` rows of output.
+pub(crate) struct AttendArgs<'a> {
+    pub(crate) qkv: &'a [f32],
+    pub(crate) out: &'a mut [f32],
+    pub(crate) h: usize,
+    pub(crate) heads: usize,
+    pub(crate) scale: f32,
+}
+
+impl AttendArgs<'_> {
+    /// [`attend_blocked`] with these arguments and `kernel`.
+    #[inline(always)]
+    pub(crate) fn run<const ROWS: usize>(self, kernel: impl AttendKernel<ROWS>) {
+        attend_blocked::<ROWS>(self.qkv, self.out, self.h, self.heads, self.scale, kernel);
+    }
+}
+
+/// The register-blocked `acc += a · b` of [`attend_blocked`]: `ROWS` rows of [`KB`] inputs
+/// `a`, [`KB`] rows of [`HEAD`] columns `b`. A trait implemented with an `#[inline(always)]`
+/// method rather than a closure: a closure was left out of line in the AVX2 instance, compiled
+/// without AVX2 and FMA (`scripts/check-kernels.sh` found no FMA there).
+pub(crate) trait AttendKernel<const ROWS: usize>: Copy {
+    fn step(self, a: [&[f32; KB]; ROWS], b: [&[f32; HEAD]; KB], acc: &mut [[f32; HEAD]; ROWS]);
+}
+
+/// One text's attention with heads of [`HEAD`] = 32, in blocks of `ROWS` queries, through the
+/// register-blocked `kernel` ([`AttendKernel`]) of the linear layers' instruction set
+/// (`x86.rs`). Per head: the keys are transposed once into panels of 32
+/// (the only copy); per block of `ROWS` queries, the scores `Q Kᵀ` (queries straight from the
+/// QKV rows) go to a `ROWS x len` buffer that stays in L1, the softmax runs on its rows (vector
+/// loops, inlined into the caller's instruction set), and `P V` (values straight from the QKV
+/// rows) accumulates in registers. Queries past the text's end repeat its last one (never
+/// stored); keys past it are zero and get probability 0.
+#[inline(always)]
+fn attend_blocked<const ROWS: usize>(
+    qkv: &[f32],
+    out: &mut [f32],
+    h: usize,
+    heads: usize,
+    scale: f32,
+    kernel: impl AttendKernel<ROWS>,
+) {
+    const ZERO: [f32; HEAD] = [0.0; HEAD];
+    let width = 3 * h;
+    let len = out.len() / h;
+    if len == 0 {
+        return;
+    }
+    let cols = len.next_multiple_of(HEAD);
+    let panels = cols / HEAD;
+    // Panel p, row d: dimension d of keys 32p .. 32p + 32 (zero past the text's end).
+    let mut kt = vec![[0f32; HEAD]; panels * HEAD];
+    let mut scores = vec![0f32; ROWS * cols];
+    // Row j's HEAD values at `offset`, or zeros past the text's end.
+    let head_row = |j: usize, offset: usize| -> &[f32; HEAD] {
+        qkv.get(j * width + offset..)
+            .and_then(|s| s.first_chunk::<HEAD>())
+            .unwrap_or(&ZERO)
+    };
+    fn split(row: &[f32; HEAD], half: usize) -> &[f32; KB] {
+        row[half * KB..].first_chunk::<KB>().unwrap_or(&[0.0; KB])
+    }
+    for head in 0..heads {
+        let (qo, ko, vo) = (head * HEAD, h + head * HEAD, 2 * h + head * HEAD);
+        for (j, row) in qkv.chunks_exact(width).enumerate() {
+            let panel = &mut kt[(j / HEAD) * HEAD..][..HEAD];
+            for (dst, &x) in panel.iter_mut().zip(&row[ko..ko + HEAD]) {
+                dst[j % HEAD] = x;
+            }
+        }
+        for i0 in (0..len).step_by(ROWS) {
+            let valid = ROWS.min(len - i0);
+            let q: [&[f32; HEAD]; ROWS] =
+                std::array::from_fn(|r| head_row(i0 + r.min(valid - 1), qo));
+            for p in 0..panels {
+                let mut acc = [[0f32; HEAD]; ROWS];
+                for half in 0..HEAD / KB {
+                    let a = std::array::from_fn(|r| split(q[r], half));
+                    let b = std::array::from_fn(|d| &kt[p * HEAD + half * KB + d]);
+                    kernel.step(a, b, &mut acc);
+                }
+                for (row, acc_row) in scores.chunks_exact_mut(cols).zip(&acc) {
+                    if let Some(dst) = row[p * HEAD..].first_chunk_mut::<HEAD>() {
+                        *dst = *acc_row;
+                    }
+                }
+            }
+            for row in scores.chunks_exact_mut(cols).take(valid) {
+                let (real, padding) = row.split_at_mut(len);
+                padding.fill(0.0);
+                // Separate passes, each a vector loop (see `attend`).
+                let max = lanes(real, f32::NEG_INFINITY, f32::max);
+                for s in real.iter_mut() {
+                    *s = exp((*s - max) * scale);
+                }
+                let inv = 1.0 / lanes(real, 0.0, |a, b| a + b);
+                for s in real.iter_mut() {
+                    *s *= inv;
+                }
+            }
+            let mut acc = [[0f32; HEAD]; ROWS];
+            for jb in 0..len.div_ceil(KB) {
+                let a = std::array::from_fn(|r| {
+                    scores[r * cols + jb * KB..]
+                        .first_chunk::<KB>()
+                        .unwrap_or(&[0.0; KB])
+                });
+                let b = std::array::from_fn(|kk| head_row(jb * KB + kk, vo));
+                kernel.step(a, b, &mut acc);
+            }
+            for (r, acc_row) in acc.iter().enumerate().take(valid) {
+                if let Some(dst) = out[(i0 + r) * h + head * HEAD..].first_chunk_mut::<HEAD>() {
+                    *dst = *acc_row;
+                }
+            }
+        }
+    }
 }
 
 /// One text: `qkv` is its `(len, 3h)` rows, `out` its `(len, h)` rows. Per head, the two
@@ -587,8 +768,13 @@ fn lanes(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // the coefficients as published; do not round them
 fn exp(x: f32) -> f32 {
+    // Adding 1.5 * 2^23 rounds to an integer (to nearest) in the low bits of the mantissa:
+    // `n` as a float and, from the bits, as an integer, with plain vector adds (`round()` and
+    // `as i32` are neither: a libm call and a saturating conversion per lane).
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -597,7 +783,7 @@ fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5e-1;
     let p = p * r * r + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    p * f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23)
 }
 
 #[cfg(test)]
@@ -638,48 +824,56 @@ mod tests {
         assert!(exp(f32::NEG_INFINITY) < 1e-37);
     }
 
-    #[test]
-    fn fused_attention_matches_padded_masked_attention() {
-        // Two texts of 3 and 5 tokens, 2 heads of NR: compare with the textbook computation on
-        // a padded batch with an additive mask, done with plain candle ops.
+    /// Textbook attention of one text alone, with plain candle ops: what the attention mask of
+    /// the padded formulation achieves for each text of a batch.
+    fn reference_attention(
+        qkv: &[f32],
+        len: usize,
+        (heads, d): (usize, usize),
+    ) -> candle_core::Result<Tensor> {
         let device = Device::Cpu;
-        let (heads, d) = (2, NR);
         let h = heads * d;
-        let lengths = [3usize, 5];
-        let tokens: usize = lengths.iter().sum();
-        let qkv = values(tokens * 3 * h, 1);
-        let bias = values(3 * h, 2);
-        let scale = 1.0 / (d as f32).sqrt();
-        let with_bias: Vec<f32> = qkv
-            .chunks_exact(3 * h)
-            .flat_map(|row| row.iter().zip(&bias).map(|(x, b)| x + b))
-            .collect();
-        let mut context = vec![f32::NAN; 3];
-        attention(&with_bias, &[0, 3, 8], (h, heads, scale), &mut context);
-        let ours = Tensor::from_vec(context, (tokens, h), &device).unwrap();
+        let x = Tensor::from_slice(qkv, (len, 3, heads, d), &device)?;
+        let part = |i: usize| x.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1)?.contiguous();
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+        let max = scores.max_keepdim(2)?;
+        let e = scores.broadcast_sub(&max)?.exp()?;
+        let p = e.broadcast_div(&e.sum_keepdim(2)?)?;
+        p.matmul(&v)?.transpose(0, 1)?.reshape((len, h))
+    }
 
-        let seq = 5;
-        let mut padded = vec![0f32; 2 * seq * 3 * h];
-        padded[..3 * 3 * h].copy_from_slice(&qkv[..3 * 3 * h]);
-        padded[seq * 3 * h..].copy_from_slice(&qkv[3 * 3 * h..]);
-        let mut mask = vec![0f32; 2 * seq];
-        mask[3..seq].fill(f32::MIN);
-        let reference = (|| -> candle_core::Result<Tensor> {
-            let x = Tensor::from_vec(padded, (2, seq, 3 * h), &device)?
-                .broadcast_add(&Tensor::from_vec(bias.clone(), 3 * h, &device)?)?
-                .reshape((2, seq, 3, heads, d))?;
-            let part = |i: usize| x.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous();
-            let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-            let scores = (q.matmul(&k.t()?)? * f64::from(scale))?
-                .broadcast_add(&Tensor::from_vec(mask, (2, 1, 1, seq), &device)?)?;
-            let max = scores.max_keepdim(3)?;
-            let e = scores.broadcast_sub(&max)?.exp()?;
-            let p = e.broadcast_div(&e.sum_keepdim(3)?)?;
-            let ctx = p.matmul(&v)?.transpose(1, 2)?.reshape((2 * seq, h))?;
-            // drop the padding rows of text 0
-            Tensor::cat(&[ctx.narrow(0, 0, 3)?, ctx.narrow(0, seq, 5)?], 0)
-        })()
-        .unwrap();
-        assert!(max_diff(&ours, &reference) < 1e-5);
+    #[test]
+    fn fused_attention_matches_textbook_attention_on_every_path() {
+        // Heads of 16 (the generic `attend`) and of 32 (`attend_blocked` on x86 SIMD paths);
+        // texts shorter than one block of queries, not a multiple of the AVX-512 (12) or AVX2
+        // (6) block height, over one panel of 32 keys and not a multiple of KB (16).
+        for d in [16, HEAD] {
+            let heads = 2;
+            let h = heads * d;
+            let lengths = [3usize, 5, 1, 13, 40, 77];
+            let tokens: usize = lengths.iter().sum();
+            let qkv = values(tokens * 3 * h, d as u32);
+            let mut offsets = vec![0];
+            for len in lengths {
+                offsets.push(offsets.last().unwrap() + len);
+            }
+            let reference: Vec<Tensor> = offsets
+                .windows(2)
+                .map(|w| {
+                    let rows = &qkv[w[0] * 3 * h..w[1] * 3 * h];
+                    reference_attention(rows, w[1] - w[0], (heads, d)).unwrap()
+                })
+                .collect();
+            let reference = Tensor::cat(&reference, 0).unwrap();
+            let scale = 1.0 / (d as f32).sqrt();
+            for path in KernelPath::ALL.into_iter().filter(|p| p.supported()) {
+                let mut context = vec![f32::NAN; 3];
+                attention(path, &qkv, &offsets, (h, heads, scale), &mut context);
+                let ours = Tensor::from_vec(context, (tokens, h), &Device::Cpu).unwrap();
+                let diff = max_diff(&ours, &reference);
+                assert!(diff < 1e-5, "{path}, heads of {d}: max diff {diff}");
+            }
+        }
     }
 }

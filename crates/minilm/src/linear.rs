@@ -10,7 +10,8 @@
 //!   accumulators) with AVX-512, 6 × 16 (12 ymm, BLIS's Haswell tile) with AVX2 + FMA, both in
 //!   intrinsics (`x86.rs`); portable Rust on NEON (6 × 16) and for the baseline (6 × 32 on
 //!   x86-64). A weight panel,
-//!   `KC × NR` floats, stays in L1 while every micro-panel of the stripe (in L2) passes over it.
+//!   `KC × NR` floats, streams from L2 while every micro-panel of the stripe (in L2) passes over
+//!   it (see [`KC`] for why not from L1).
 //! - The bias initialises the accumulators; GELU is applied to the block in registers after the
 //!   last `KC`; the residual and LayerNorm to whole rows of the stripe while it is still in cache.
 //!   No pass over the whole output follows the product.
@@ -34,9 +35,14 @@ pub(crate) const MR: usize = 6;
 /// Rows of the AVX-512 kernel's register block: 12 x 32 = 24 accumulators of 16 lanes.
 #[cfg(target_arch = "x86_64")]
 pub(crate) const MR_AVX512: usize = 12;
-/// Inputs per pass of the kernel: a weight panel of `KC × NR` floats (32 KiB on x86-64) stays in
-/// L1 while the stripe's micro-panels pass over it.
-const KC: usize = 256;
+/// Inputs per pass of the kernel. A weight panel of `KC × NR` floats (96 KiB on x86-64) no longer
+/// fits in L1, it streams from L2: two vector loads per 24 FMAs, which L2 sustains; what a pass
+/// costs is the round trip of the register block through `y` between passes. Measured on the Xeon
+/// of ARCHITECTURE.md (one thread, `examples/kernels`): 256 (L1-resident panels) gave 103-107
+/// GFLOP/s on 384 -> 1536 and 131-138 on 1536 -> 384; 768 (one pass for BERT's 384 inputs, two
+/// for its 1536) 118-140 and 141-144, and the whole encoder 7% faster; 2048 (always one pass)
+/// 115-118 and 118-126.
+const KC: usize = 768;
 /// Rows per rayon task; a multiple of every kernel's block height.
 const MC: usize = 144;
 
@@ -322,8 +328,32 @@ fn pack<const ROWS: usize>(
     rows: usize,
     packed: &mut [[f32; ROWS]],
 ) {
+    const STEP: usize = 16;
     let kc = packed.len() / rows.div_ceil(ROWS);
     for (i, micro_panel) in packed.chunks_exact_mut(kc).enumerate() {
+        if rows - i * ROWS >= ROWS {
+            // A whole micro-panel: all its rows at once, STEP inputs at a time, so that the
+            // loads of its ROWS rows are in flight together (the rows come from L3 or memory:
+            // read one row after the other, the loads waited on each other, ~60% of the time
+            // here).
+            let src: [&[f32]; ROWS] = std::array::from_fn(|r| &x[(i * ROWS + r) * k + k0..][..kc]);
+            let (whole, tail) = micro_panel.as_chunks_mut::<STEP>();
+            for (j, dst) in whole.iter_mut().enumerate() {
+                let block: [&[f32; STEP]; ROWS] = std::array::from_fn(|r| {
+                    src[r][j * STEP..]
+                        .first_chunk::<STEP>()
+                        .unwrap_or(&[0.0; STEP])
+                });
+                for (t, dst) in dst.iter_mut().enumerate() {
+                    *dst = std::array::from_fn(|r| block[r][t]);
+                }
+            }
+            let done = whole.len() * STEP;
+            for (t, dst) in tail.iter_mut().enumerate() {
+                *dst = std::array::from_fn(|r| src[r][done + t]);
+            }
+            continue;
+        }
         for r in 0..ROWS.min(rows - i * ROWS) {
             let src = &x[(i * ROWS + r) * k + k0..][..kc];
             for (dst, &v) in micro_panel.iter_mut().zip(src) {

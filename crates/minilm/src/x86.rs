@@ -17,6 +17,7 @@ use std::arch::x86_64::{__m256, __m512};
 pub(crate) use pulp::x86::{V3, V4};
 
 use crate::linear::{MR, MR_AVX512, NR, StripeArgs};
+use crate::{AttendArgs, AttendKernel, HEAD, KB};
 
 /// `linear::stripe` with the AVX-512 kernel, as the function `V4::vectorize` runs with the
 /// features enabled. A struct with an `#[inline(always)]` `call`, not a closure: a closure's
@@ -96,6 +97,105 @@ pub(crate) fn kernel_avx2<const ROWS: usize>(
             let [b0, b1] = b[half];
             for (c, &x) in c.iter_mut().zip(a) {
                 let x = simd.avx._mm256_set1_ps(x);
+                c[0] = simd.fma._mm256_fmadd_ps(x, b0, c[0]);
+                c[1] = simd.fma._mm256_fmadd_ps(x, b1, c[1]);
+            }
+        }
+        for (o, c) in out.iter_mut().zip(c) {
+            o[half] = c;
+        }
+    }
+    *acc = bytemuck::cast(out);
+}
+
+/// Attention (`crate::attend_blocked`) with the AVX-512 attention kernel, as [`Avx512Stripe`].
+pub(crate) struct Avx512Attend<'a> {
+    pub(crate) simd: V4,
+    pub(crate) args: AttendArgs<'a>,
+}
+
+impl pulp::NullaryFnOnce for Avx512Attend<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        self.args.run::<MR_AVX512>(self.simd);
+    }
+}
+
+/// Attention with the AVX2 + FMA attention kernel, as [`Avx2Stripe`].
+pub(crate) struct Avx2Attend<'a> {
+    pub(crate) simd: V3,
+    pub(crate) args: AttendArgs<'a>,
+}
+
+impl pulp::NullaryFnOnce for Avx2Attend<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        self.args.run::<MR>(self.simd);
+    }
+}
+
+/// Attention's `acc += a · b` on AVX-512: [`kernel_avx512`]'s 12 x 32 register block, for
+/// `ROWS` rows of [`KB`] inputs (queries, or probabilities) read in place and [`KB`] rows of
+/// 32 (a panel of transposed keys, or the values' rows read in place).
+impl AttendKernel<MR_AVX512> for V4 {
+    #[inline(always)]
+    fn step(
+        self,
+        a: [&[f32; KB]; MR_AVX512],
+        b: [&[f32; HEAD]; KB],
+        acc: &mut [[f32; HEAD]; MR_AVX512],
+    ) {
+        attend_kernel_avx512(self, a, b, acc);
+    }
+}
+
+/// Attention's `acc += a · b` on AVX2 + FMA: [`kernel_avx2`]'s 6 x 16 block, twice.
+impl AttendKernel<MR> for V3 {
+    #[inline(always)]
+    fn step(self, a: [&[f32; KB]; MR], b: [&[f32; HEAD]; KB], acc: &mut [[f32; HEAD]; MR]) {
+        attend_kernel_avx2(self, a, b, acc);
+    }
+}
+
+#[inline(always)]
+fn attend_kernel_avx512<const ROWS: usize>(
+    simd: V4,
+    a: [&[f32; KB]; ROWS],
+    b: [&[f32; HEAD]; KB],
+    acc: &mut [[f32; HEAD]; ROWS],
+) {
+    let f = simd.avx512f;
+    let mut c: [[__m512; 2]; ROWS] = bytemuck::cast(*acc);
+    for (kk, b) in b.iter().enumerate() {
+        let [b0, b1]: [__m512; 2] = bytemuck::cast(**b);
+        for (c, a) in c.iter_mut().zip(&a) {
+            let x = f._mm512_set1_ps(a[kk]);
+            c[0] = f._mm512_fmadd_ps(x, b0, c[0]);
+            c[1] = f._mm512_fmadd_ps(x, b1, c[1]);
+        }
+    }
+    *acc = bytemuck::cast(c);
+}
+
+#[inline(always)]
+fn attend_kernel_avx2<const ROWS: usize>(
+    simd: V3,
+    a: [&[f32; KB]; ROWS],
+    b: [&[f32; HEAD]; KB],
+    acc: &mut [[f32; HEAD]; ROWS],
+) {
+    let mut out: [[[__m256; 2]; 2]; ROWS] = bytemuck::cast(*acc);
+    for half in 0..2 {
+        let mut c: [[__m256; 2]; ROWS] = std::array::from_fn(|r| out[r][half]);
+        for (kk, b) in b.iter().enumerate() {
+            let b: [[__m256; 2]; 2] = bytemuck::cast(**b);
+            let [b0, b1] = b[half];
+            for (c, a) in c.iter_mut().zip(&a) {
+                let x = simd.avx._mm256_set1_ps(a[kk]);
                 c[0] = simd.fma._mm256_fmadd_ps(x, b0, c[0]);
                 c[1] = simd.fma._mm256_fmadd_ps(x, b1, c[1]);
             }
