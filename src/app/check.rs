@@ -4,8 +4,9 @@
 //!
 //! 1. config: `securities.yaml` parses and validates;
 //! 2. database: a new connection answers, and the migrations applied vs this binary's;
-//! 3. yahoo: one real chart request for the first enabled security (status, latency, the
-//!    body's first bytes if it is not chart JSON, whether it looks throttled);
+//! 3. yahoo: one real chart request for the first enabled security on Yahoo (status, latency,
+//!    the body's first bytes if it is not chart JSON, whether it looks throttled); tiingo, when
+//!    a security uses it: one prices request (the token checked, never shown);
 //! 4. chroma: the heartbeat, the collection, and the model it records;
 //! 5. model: the embedding model loads and embeds one sentence.
 //!
@@ -17,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::app::{AppError, Exit, memory_plan, yahoo_client_options};
+use crate::app::{AppError, Exit, memory_plan, tiingo_options, yahoo_client_options};
 use crate::cli::CheckArgs;
 use crate::config::Config;
 use crate::config::env::{DatabaseSettings, EnvValue};
-use crate::domain::DateWindow;
+use crate::domain::{DateWindow, Security, Source, TiingoTicker};
 use crate::job::embed::Embedder;
-use crate::job::fetch::YahooClient;
+use crate::job::fetch::tiingo::{TiingoClient, TiingoOptions};
+use crate::job::fetch::{RetryPolicy, YahooClient};
 use crate::job::index::{ChromaClient, IndexError};
 use crate::job::store::Store;
 use crate::report::{self, CheckLine};
@@ -52,6 +54,9 @@ pub(super) async fn check(
     match &config {
         Ok(config) => {
             lines.push(yahoo(config, env).await);
+            if let Some(line) = tiingo(config, env).await {
+                lines.push(line);
+            }
             if args.no_embeddings {
                 lines.push(pass("chroma", "not checked (--no-embeddings)".into()));
             } else {
@@ -147,11 +152,14 @@ async fn database(env: &dyn Fn(&'static str) -> EnvValue) -> (CheckLine, Exit) {
 }
 
 async fn yahoo(config: &Config, env: &dyn Fn(&'static str) -> EnvValue) -> (CheckLine, Exit) {
-    let Some(security) = config.securities.iter().find(|s| s.enabled) else {
-        return fail(
+    let Some(security) = config
+        .securities
+        .iter()
+        .find(|s| s.enabled && s.source == Source::Yahoo)
+    else {
+        return pass(
             "yahoo",
-            "no enabled security to ask for; enable one in the config".into(),
-            Exit::Usage,
+            "not checked: no enabled security has source: yahoo".into(),
         );
     };
     let options = match yahoo_client_options(config, env, 1) {
@@ -213,6 +221,70 @@ async fn yahoo(config: &Config, env: &dyn Fn(&'static str) -> EnvValue) -> (Chec
             Exit::Partial,
         ),
     }
+}
+
+/// One request to Tiingo for the first enabled security on it (none: no line). A missing
+/// `TIINGO_API_KEY` is a configuration error, as for the job.
+async fn tiingo(
+    config: &Config,
+    env: &dyn Fn(&'static str) -> EnvValue,
+) -> Option<(CheckLine, Exit)> {
+    let enabled: Vec<Security> = config
+        .securities
+        .iter()
+        .filter(|s| s.enabled)
+        .cloned()
+        .collect();
+    let security = enabled.iter().find(|s| s.source == Source::Tiingo)?;
+    let yahoo = match yahoo_client_options(config, env, 1) {
+        Ok(o) => o,
+        Err(e) => return Some(fail("tiingo", e.to_string(), Exit::Usage)),
+    };
+    let options = match tiingo_options(env, &enabled, &yahoo) {
+        Ok(Some(o)) => o,
+        Ok(None) => return None,
+        Err(e) => return Some(fail("tiingo", e.to_string(), Exit::Usage)),
+    };
+    if options.token.is_none() {
+        return Some(fail(
+            "tiingo",
+            format!(
+                "TIINGO_API_KEY is not set, and {} uses source: tiingo; set it to your Tiingo token",
+                security.db_symbol
+            ),
+            Exit::Usage,
+        ));
+    }
+    let options = TiingoOptions {
+        retry: RetryPolicy {
+            max_retries: 0,
+            ..options.retry
+        },
+        ..options
+    };
+    let base = options.base_url.clone();
+    let outcome = async {
+        let client = TiingoClient::new(&options).map_err(|e| e.to_string())?;
+        let ticker = TiingoTicker::from_yahoo(&security.yahoo_symbol).map_err(|e| e.to_string())?;
+        let today = Utc::now().date_naive();
+        let started = Instant::now();
+        let rows = client
+            .prices(&ticker, &DateWindow::days_back(today, 7), today)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((ticker, rows.len(), started.elapsed()))
+    }
+    .await;
+    Some(match outcome {
+        Ok((ticker, rows, elapsed)) => pass(
+            "tiingo",
+            format!(
+                "{base}: {rows} daily rows for {ticker} (last 7 days) in {} ms",
+                millis(elapsed)
+            ),
+        ),
+        Err(e) => fail("tiingo", e, Exit::Partial),
+    })
 }
 
 /// The chroma and model checks (the model only if the config's embedder can be built).

@@ -53,6 +53,8 @@ pub struct SecurityReport {
     pub db_symbol: String,
     pub yahoo_symbol: String,
     pub category: String,
+    /// Where its bars come from (`yahoo`, `tiingo`).
+    pub source: &'static str,
     pub outcome: SecurityOutcome,
     pub rows_fetched: usize,
     pub rows_written: u64,
@@ -163,6 +165,7 @@ impl SecurityReport {
             db_symbol: security.db_symbol.to_string(),
             yahoo_symbol: security.yahoo_symbol.to_string(),
             category: security.category.to_string(),
+            source: security.source.as_str(),
             outcome: SecurityOutcome::Interrupted,
             rows_fetched: 0,
             rows_written: 0,

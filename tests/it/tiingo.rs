@@ -151,6 +151,10 @@ async fn a_tiingo_run_stores_the_yahoo_basis_including_a_split_and_a_dividend() 
     assert_eq!(r.code, 0, "{r:#?}");
     let nvda = r.security("NVDA");
     assert_eq!(nvda["outcome"], "succeeded");
+    assert_eq!(
+        nvda["source"], "tiingo",
+        "the summary (and runs.details) say where from"
+    );
     assert!(
         yahoo.requests_for("NVDA") == 1,
         "Yahoo is not asked for a Tiingo security"
@@ -525,4 +529,64 @@ async fn a_source_that_cannot_serve_a_security_is_a_config_error() {
     .await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert!(!r.stdout.contains("tiingo:"), "{}", r.stdout);
+}
+
+/// `check` with a security on Tiingo: one prices request with the token (never shown); a
+/// wrong token fails the tiingo line with exit 1, a missing one with exit 2; Yahoo is not
+/// asked for a security that is not on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_asks_tiingo_for_a_tiingo_security_and_never_shows_the_token() {
+    let db = TestDb::new().await;
+    let (yahoo, tiingo) = (fake().await, fake_tiingo().await);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = nvda_config(dir.path(), None, Some("tiingo"));
+    let (y, t) = (yahoo.base_url(), tiingo.base_url());
+    let check = |token: Option<&'static str>| {
+        let cfg = cfg.to_str().unwrap().to_owned();
+        let (db, y, t) = (db.url.clone(), y.clone(), t.clone());
+        async move {
+            let mut env = vec![
+                ("DATABASE_URL", db.as_str()),
+                ("YAHOO_BASE_URL", y.as_str()),
+                ("TIINGO_BASE_URL", t.as_str()),
+            ];
+            if let Some(token) = token {
+                env.push(("TIINGO_API_KEY", token));
+            }
+            run(&["--config", &cfg, "check", "--no-embeddings"], &env).await
+        }
+    };
+    let r = check(Some(DEFAULT_TOKEN)).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    let line = |r: &Run, name: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line: {}", r.stdout))
+            .to_owned()
+    };
+    assert!(
+        line(&r, "tiingo").starts_with("ok ") && line(&r, "tiingo").contains("nvda"),
+        "{}",
+        r.stdout
+    );
+    assert!(line(&r, "yahoo").contains("not checked"), "{}", r.stdout);
+    assert_eq!(yahoo.requests_for("NVDA"), 0);
+    assert_no_token(&r, DEFAULT_TOKEN);
+    let wrong = "wrong-token-0123456789abcdef";
+    let r = check(Some(wrong)).await;
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(
+        line(&r, "tiingo").starts_with("FAIL") && line(&r, "tiingo").contains("401"),
+        "{}",
+        r.stdout
+    );
+    assert_no_token(&r, wrong);
+    let r = check(None).await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(
+        line(&r, "tiingo").contains("TIINGO_API_KEY"),
+        "{}",
+        r.stdout
+    );
 }
