@@ -134,6 +134,20 @@ pub struct SimilarArgs {
     #[arg(long)]
     pub category: Option<String>,
 
+    /// Only days whose metadata meets this condition, `KEY OP VALUE` with OP one of
+    /// < <= > >= = != (e.g. "daily_return < -0.02", "regime = bear, volatile", "rsi_14 < 30");
+    /// repeatable, all must hold.
+    #[arg(long = "where", value_name = "KEY OP VALUE")]
+    pub conditions: Vec<String>,
+
+    /// Only trade dates on or after this one (YYYY-MM-DD).
+    #[arg(long)]
+    pub from: Option<NaiveDate>,
+
+    /// Only trade dates on or before this one (YYYY-MM-DD).
+    #[arg(long)]
+    pub to: Option<NaiveDate>,
+
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

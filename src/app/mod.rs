@@ -31,7 +31,7 @@ use crate::job::store::{RunOutcome, Store, StoreError};
 use crate::job::{self, JobError, JobOptions, MemoryOptions};
 use crate::read::features::{self, FeaturesError};
 use crate::read::pnl::{self, PnlError};
-use crate::read::similar::{self, Filter, SearchError, Target};
+use crate::read::similar::{self, Condition, Filter, SearchError, Target};
 use crate::report;
 use crate::serve::{self, ServeError, ServeOptions};
 use crate::support;
@@ -527,12 +527,20 @@ async fn similar(
         // clap requires --date (with --symbol) or --text
         _ => return Ok(Exit::Usage),
     };
+    let mut conditions = args
+        .conditions
+        .iter()
+        .map(|c| Condition::parse(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SearchError::from)?;
+    conditions.extend(Condition::dates(args.from, args.to).map_err(SearchError::from)?);
     let filter = Filter {
         symbol: match target {
             Target::Day { .. } if !args.same_symbol => None,
             _ => symbol.clone(),
         },
         category,
+        conditions,
     };
     let answer = similar::ask(&memory.chroma, &memory.embedder, target, args.k(), &filter).await?;
     if args.json {

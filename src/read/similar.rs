@@ -21,6 +21,7 @@ use crate::job::embed::{EmbedError, Embedder, EmbedderSource};
 use crate::job::index::{
     ChromaClient, ChromaSettings, Collection, Include, IndexError, Metadata, MetadataValue,
 };
+pub use crate::read::conditions::{Condition, ConditionError};
 
 /// The most neighbours one query may ask for: a table of more is no longer read by a person,
 /// and Chroma's HNSW search slows down with large `n_results`.
@@ -36,12 +37,14 @@ pub enum Target {
 }
 
 /// Which records may be returned.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     /// Only this security (`--same-symbol`, or `--symbol` with `--text`).
     pub symbol: Option<DbSymbol>,
     /// Only this category (`--category`).
     pub category: Option<Category>,
+    /// Metadata conditions (`--where`, `--from`, `--to`), all of which must hold.
+    pub conditions: Vec<Condition>,
 }
 
 impl Filter {
@@ -55,6 +58,7 @@ impl Filter {
         if let Some(category) = &self.category {
             clauses.push(json!({ "category": category.as_str() }));
         }
+        clauses.extend(self.conditions.iter().map(Condition::to_where));
         match clauses.len() {
             0 => None,
             1 => clauses.pop(),
@@ -70,6 +74,7 @@ impl Filter {
         if let Some(category) = &self.category {
             parts.push(format!("category {category}"));
         }
+        parts.extend(self.conditions.iter().map(Condition::describe));
         if parts.is_empty() {
             "all securities".to_owned()
         } else {
@@ -87,6 +92,8 @@ pub enum SearchError {
     Embed(#[from] EmbedError),
     #[error("--symbol: {0}")]
     Symbol(DomainError),
+    #[error(transparent)]
+    Condition(#[from] ConditionError),
     #[error(
         "{symbol} on {date} is not in Chroma collection {collection}: check the symbol, pick a trading day, \
          or run the job for that date first (e.g. --symbols {symbol} --from {date} --to {date})"
@@ -391,18 +398,37 @@ mod tests {
         assert_eq!(Filter::default().to_where(), None);
         let one = Filter {
             symbol: Some(sym("SPX")),
-            category: None,
+            ..Filter::default()
         };
         assert_eq!(one.to_where(), Some(json!({"symbol": "SPX"})));
         let both = Filter {
             symbol: Some(sym("SPX")),
             category: Some(Category::parse("indices").unwrap()),
+            ..Filter::default()
         };
         assert_eq!(
             both.to_where(),
             Some(json!({"$and": [{"symbol": "SPX"}, {"category": "indices"}]}))
         );
         assert_eq!(both.describe(), "symbol SPX, category indices");
+        let conditions = Filter {
+            category: Some(Category::parse("indices").unwrap()),
+            conditions: vec![
+                Condition::parse("daily_return < -0.02").unwrap(),
+                Condition::parse("rsi_14 < 30").unwrap(),
+            ],
+            ..Filter::default()
+        };
+        assert_eq!(
+            conditions.to_where(),
+            Some(
+                json!({"$and": [{"category": "indices"}, {"daily_return": {"$lt": -0.02}}, {"rsi_14": {"$lt": 30.0}}]})
+            )
+        );
+        assert_eq!(
+            conditions.describe(),
+            "category indices, daily_return < -0.02, rsi_14 < 30.0"
+        );
     }
 
     fn answer() -> Answer {

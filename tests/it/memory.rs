@@ -384,6 +384,72 @@ async fn similar_finds_the_nearest_days_to_a_stored_day_or_a_text() {
             .all(|n| n["metadata"]["category"] == "indices")
     );
 
+    // Metadata conditions and a date range next to meaning: every answer meets them all, and
+    // they are exactly the brute-force set when k covers it.
+    let down_days: Vec<&str> = stored
+        .iter()
+        .filter(|h| {
+            let m = h.metadata.as_ref().unwrap();
+            let day = match m.get("daily_return") {
+                Some(MetadataValue::Float(r)) => *r,
+                _ => 0.0,
+            };
+            let date = match m.get("trade_date") {
+                Some(MetadataValue::Str(d)) => d.as_str(),
+                _ => "",
+            };
+            day < 0.0 && ("2024-07-01"..="2024-07-31").contains(&date) && h.id != query_id
+        })
+        .map(|h| h.id.as_str())
+        .collect();
+    assert!(!down_days.is_empty());
+    let filtered = neighbours(
+        &similar(
+            &memory,
+            &cfg,
+            &[
+                "--symbol",
+                "SPY",
+                "--date",
+                &date,
+                "-k",
+                "100",
+                "--where",
+                "daily_return < 0",
+                "--from",
+                "2024-07-01",
+                "--to",
+                "2024-07-31",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    let mut got: Vec<&str> = filtered.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    let mut want = down_days.clone();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    let bad = similar(
+        &memory,
+        &cfg,
+        &[
+            "--symbol",
+            "SPY",
+            "--date",
+            &date,
+            "--where",
+            "dialy_return < 0",
+        ],
+    )
+    .await;
+    assert_eq!(bad.code, 2, "{bad:#?}");
+    assert!(
+        bad.stderr.contains("dialy_return is not a metadata key"),
+        "{}",
+        bad.stderr
+    );
+
     // A text is embedded with the documents' model: a stored document finds itself first.
     let (qqq, qqq_date, qqq_text) = documents.iter().find(|(s, _, _)| s == "QQQ").unwrap();
     let by_text =
