@@ -262,26 +262,11 @@ pub fn yahoo_user_agent(env: &dyn Fn(&'static str) -> EnvValue) -> Result<String
 
 /// Where Yahoo's chart API is (`YAHOO_BASE_URL`, default [`DEFAULT_YAHOO_BASE_URL`]).
 pub fn yahoo_base_url(env: &dyn Fn(&'static str) -> EnvValue) -> Result<Url, SettingsError> {
-    let value = env("YAHOO_BASE_URL")
-        .into_option("YAHOO_BASE_URL")?
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| DEFAULT_YAHOO_BASE_URL.to_owned());
-    let bad = |reason: String| SettingsError::BadUrl {
-        name: "YAHOO_BASE_URL",
-        value: value.clone(),
-        reason,
-    };
-    let url = Url::parse(&value).map_err(|e| bad(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(format!(
-            "scheme {:?} is not http or https",
-            url.scheme()
-        )));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("credentials in the URL are not supported".into()));
-    }
-    Ok(url)
+    http_url(
+        "YAHOO_BASE_URL",
+        env("YAHOO_BASE_URL").into_option("YAHOO_BASE_URL")?,
+        DEFAULT_YAHOO_BASE_URL,
+    )
 }
 
 /// Tiingo's API host; `TIINGO_BASE_URL` overrides it (tests point it at the fake).

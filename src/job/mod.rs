@@ -22,9 +22,7 @@ pub mod validate;
 use lost::Lost;
 use memory::index_documents;
 pub use memory::{MemoryError, MemoryOptions, chroma_metadata, record};
-pub use outcome::{
-    Dropped, FeaturesReport, IndexReport, RunReport, SecurityOutcome, SecurityReport,
-};
+pub use outcome::{FeaturesReport, IndexReport, RunReport, SecurityOutcome, SecurityReport};
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -45,7 +43,7 @@ use crate::job::fetch::tiingo::TiingoOptions;
 use crate::job::fetch::{ClientOptions, FetchError};
 use crate::job::source::{SourceError, Sources};
 use crate::job::store::{RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, Store, StoreError};
-use crate::job::validate::Series;
+use crate::job::validate::{DropCounts, Series};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -346,6 +344,7 @@ async fn stages(
         );
     }
     let features_written = features.as_ref().map_or(0, |f| f.rows_written);
+    let dropped = DropCounts::sum(reports.iter().map(|r| &r.dropped));
     let finished = store
         .finish_run(
             run_id,
@@ -357,7 +356,7 @@ async fn stages(
                 securities_skipped: skipped,
                 rows_written,
                 features_written,
-                dropped: serde_json::to_value(Dropped::sum(&reports)).unwrap_or_default(),
+                dropped: serde_json::to_value(dropped).unwrap_or_default(),
                 requests: serde_json::to_value(&requests).unwrap_or_default(),
                 details: &reports,
                 errors: &errors,
@@ -394,7 +393,7 @@ async fn stages(
         securities_failed: failed,
         securities_skipped: skipped,
         rows_written,
-        dropped: Dropped::sum(&reports),
+        dropped,
         requests,
         elapsed_ms: millis(started.elapsed()),
         features,
@@ -519,7 +518,7 @@ async fn fetch_security<'a>(
             report.rows_fetched = series.bars.len();
             report.first_date = series.bars.first().map(|b| b.trade_date);
             report.last_date = series.bars.last().map(|b| b.trade_date);
-            report.dropped = series.dropped.into();
+            report.dropped = series.dropped;
             Fetched::Ready {
                 security,
                 report,

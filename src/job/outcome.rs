@@ -64,7 +64,7 @@ pub struct SecurityReport {
     pub documents_written: u64,
     pub first_date: Option<NaiveDate>,
     pub last_date: Option<NaiveDate>,
-    pub dropped: Dropped,
+    pub dropped: DropCounts,
     /// The window fetched for it, and why it is that one.
     pub window: String,
     pub window_reason: WindowReason,
@@ -80,61 +80,6 @@ pub struct SecurityReport {
     pub error: Option<String>,
 }
 
-/// Bars left out by validation (see `validate`), by reason, for the summary and `runs`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Dropped {
-    pub null: usize,
-    pub out_of_range: usize,
-    pub impossible: usize,
-    pub duplicate_dates: usize,
-    pub outside_window: usize,
-    pub session_open: usize,
-}
-
-impl Dropped {
-    #[must_use]
-    pub fn total(&self) -> usize {
-        self.null
-            + self.out_of_range
-            + self.impossible
-            + self.duplicate_dates
-            + self.outside_window
-            + self.session_open
-    }
-
-    fn add(&mut self, other: &Dropped) {
-        self.null += other.null;
-        self.out_of_range += other.out_of_range;
-        self.impossible += other.impossible;
-        self.duplicate_dates += other.duplicate_dates;
-        self.outside_window += other.outside_window;
-        self.session_open += other.session_open;
-    }
-
-    /// The sum over every security of a run.
-    #[must_use]
-    pub fn sum(reports: &[SecurityReport]) -> Dropped {
-        let mut total = Dropped::default();
-        for r in reports {
-            total.add(&r.dropped);
-        }
-        total
-    }
-}
-
-impl From<DropCounts> for Dropped {
-    fn from(d: DropCounts) -> Self {
-        Self {
-            null: d.null,
-            out_of_range: d.out_of_range,
-            impossible: d.impossible,
-            duplicate_dates: d.duplicate_dates,
-            outside_window: d.outside_window,
-            session_open: d.session_open,
-        }
-    }
-}
-
 /// The whole run, as printed and as recorded in `runs`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -148,7 +93,7 @@ pub struct RunReport {
     pub securities_skipped: usize,
     pub rows_written: u64,
     /// Bars left out by validation, by reason, over every security.
-    pub dropped: Dropped,
+    pub dropped: DropCounts,
     /// Requests sent, the budget, the throttle's pauses and why it stopped, if it did.
     pub requests: ThrottleReport,
     pub elapsed_ms: u64,
@@ -173,7 +118,7 @@ impl SecurityReport {
             documents_written: 0,
             first_date: None,
             last_date: None,
-            dropped: Dropped::default(),
+            dropped: DropCounts::default(),
             window: String::new(),
             window_reason: WindowReason::Unknown,
             rebased: None,

@@ -50,9 +50,11 @@ pub struct InstrumentMeta {
     pub exchange_name: Option<String>,
 }
 
-/// Counts of what validation dropped, by reason, for the run summary, the `runs` row and logs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counts of what validation dropped, by reason, for the run summary, the `runs` row and logs
+/// (`received` is kept for messages, left out of the JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DropCounts {
+    #[serde(skip)]
     pub received: usize,
     /// A null open, high, low or close (Yahoo's way of saying "no session": a holiday, a halt).
     pub null: usize,
@@ -71,27 +73,63 @@ impl DropCounts {
     pub fn rejected(&self) -> usize {
         self.out_of_range + self.impossible
     }
+
+    /// Each reason: its count, a short name (the summary) and what it means (errors).
+    #[must_use]
+    pub fn reasons(&self) -> [(usize, &'static str, &'static str); 6] {
+        [
+            (self.null, "null", "with a null price"),
+            (
+                self.out_of_range,
+                "out of range",
+                "with a price out of range (not a number, or >= 1e12)",
+            ),
+            (
+                self.impossible,
+                "impossible",
+                "impossible (a price <= 0, high < low, close outside [low, high], or a negative volume)",
+            ),
+            (
+                self.duplicate_dates,
+                "duplicate date",
+                "on a date already seen",
+            ),
+            (
+                self.outside_window,
+                "outside the window",
+                "outside the window",
+            ),
+            (self.session_open, "session open", "of a session still open"),
+        ]
+    }
+
+    /// Bars dropped, all reasons together.
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.reasons().iter().map(|(n, _, _)| n).sum()
+    }
+
+    /// The counts of several series added up.
+    #[must_use]
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a DropCounts>) -> DropCounts {
+        all.into_iter()
+            .fold(DropCounts::default(), |t, d| DropCounts {
+                received: t.received + d.received,
+                null: t.null + d.null,
+                out_of_range: t.out_of_range + d.out_of_range,
+                impossible: t.impossible + d.impossible,
+                duplicate_dates: t.duplicate_dates + d.duplicate_dates,
+                outside_window: t.outside_window + d.outside_window,
+                session_open: t.session_open + d.session_open,
+            })
+    }
 }
 
 impl std::fmt::Display for DropCounts {
     /// `3 with a null price, 2 with a price out of range` (only the reasons that occurred).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let reasons = [
-            (self.null, "with a null price"),
-            (
-                self.out_of_range,
-                "with a price out of range (not a number, or >= 1e12)",
-            ),
-            (
-                self.impossible,
-                "impossible (a price <= 0, high < low, close outside [low, high], or a negative volume)",
-            ),
-            (self.duplicate_dates, "on a date already seen"),
-            (self.outside_window, "outside the window"),
-            (self.session_open, "of a session still open"),
-        ];
         let mut first = true;
-        for (n, reason) in reasons.into_iter().filter(|(n, _)| *n > 0) {
+        for (n, _, reason) in self.reasons().into_iter().filter(|(n, _, _)| *n > 0) {
             write!(f, "{}{n} {reason}", if first { "" } else { ", " })?;
             first = false;
         }
@@ -525,6 +563,27 @@ impl ExchangeZone {
     }
 }
 
+/// What the store relies on of every validated series, for the property tests of each
+/// source's validation: one bar per date, in order, inside the window, prices positive and
+/// consistent, volume >= 0, prices within the column's scale.
+#[cfg(test)]
+pub(crate) fn store_invariants(
+    series: &Series,
+    window: &DateWindow,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    for pair in series.bars.windows(2) {
+        proptest::prop_assert!(pair[0].trade_date < pair[1].trade_date);
+    }
+    for b in &series.bars {
+        proptest::prop_assert!(window.contains(b.trade_date));
+        proptest::prop_assert!(b.low > Decimal::ZERO && b.open > Decimal::ZERO);
+        proptest::prop_assert!(b.low <= b.high && b.low <= b.close && b.close <= b.high);
+        proptest::prop_assert!(b.volume >= 0);
+        proptest::prop_assert!(b.close.scale() <= PRICE_SCALE);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use rust_decimal_macros::dec;
@@ -880,16 +939,7 @@ mod tests {
                 Err(e) => return Err(proptest::test_runner::TestCaseError::fail(e.to_string())),
             };
             proptest::prop_assert!(series.bars.len() <= stamps.len());
-            for pair in series.bars.windows(2) {
-                proptest::prop_assert!(pair[0].trade_date < pair[1].trade_date);
-            }
-            for b in &series.bars {
-                proptest::prop_assert!(window.contains(b.trade_date));
-                proptest::prop_assert!(b.low > Decimal::ZERO && b.open > Decimal::ZERO);
-                proptest::prop_assert!(b.low <= b.high && b.low <= b.close && b.close <= b.high);
-                proptest::prop_assert!(b.volume >= 0);
-                proptest::prop_assert!(b.close.scale() <= PRICE_SCALE);
-            }
+            store_invariants(&series, &window)?;
         }
 
         #[test]

@@ -14,6 +14,7 @@ use crate::domain::{Security, SecurityWindow, Source, WindowReason};
 use crate::job::JobOptions;
 use crate::job::features::Inputs;
 use crate::job::store::StoredFeature;
+use crate::job::validate::DropCounts;
 use crate::job::{RunReport, SecurityOutcome};
 
 /// What a run would do, for `--dry-run`. Shows the database target with its password redacted.
@@ -315,20 +316,13 @@ pub fn table(report: &RunReport) -> String {
 }
 
 /// `3 null, 1 out of range` (only the reasons that occurred).
-fn dropped_line(d: &crate::job::Dropped) -> String {
-    [
-        (d.null, "null"),
-        (d.out_of_range, "out of range"),
-        (d.impossible, "impossible"),
-        (d.duplicate_dates, "duplicate date"),
-        (d.outside_window, "outside the window"),
-        (d.session_open, "session open"),
-    ]
-    .into_iter()
-    .filter(|(n, _)| *n > 0)
-    .map(|(n, reason)| format!("{n} {reason}"))
-    .collect::<Vec<_>>()
-    .join(", ")
+fn dropped_line(d: &DropCounts) -> String {
+    d.reasons()
+        .into_iter()
+        .filter(|(n, _, _)| *n > 0)
+        .map(|(n, reason, _)| format!("{n} {reason}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The summary as one JSON line (`{"summary": {...}}`).

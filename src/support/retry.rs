@@ -51,6 +51,38 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     (when.with_timezone(&Utc) - Utc::now()).to_std().ok()
 }
 
+/// What to do after a non-success status, with a client's own reason type `T`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict<T> {
+    /// Try again, not sooner than `after` if the server said so.
+    Retry { reason: T, after: Option<Duration> },
+    /// Give up now.
+    Fail,
+}
+
+/// 429 (`rate_limited`) and 5xx (`server(status)`) are worth retrying, not sooner than the
+/// server's `Retry-After`; any other status is not. The rule of the Yahoo and Tiingo clients.
+pub fn classify_status<T>(
+    status: reqwest::StatusCode,
+    headers: &HeaderMap,
+    rate_limited: T,
+    server: impl FnOnce(u16) -> T,
+) -> Verdict<T> {
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        Verdict::Retry {
+            reason: rate_limited,
+            after: retry_after(headers),
+        }
+    } else if status.is_server_error() {
+        Verdict::Retry {
+            reason: server(status.as_u16()),
+            after: retry_after(headers),
+        }
+    } else {
+        Verdict::Fail
+    }
+}
+
 /// A failure worth trying again, for clients whose messages need no more than the status and the
 /// server's own words (Chroma, the embeddings endpoint; Yahoo's has its own wording).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -109,33 +109,13 @@ pub enum Transient {
 }
 
 /// What to do after one attempt.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Try again, not sooner than `after` if Yahoo said so.
-    Retry {
-        reason: Transient,
-        after: Option<Duration>,
-    },
-    /// Give up on this security now.
-    Fail,
-}
+pub type Verdict = retry::Verdict<Transient>;
 
-/// Whether a non-success HTTP status is worth retrying.
+/// Whether a non-success HTTP status is worth retrying (the shared rule, see
+/// [`retry::classify_status`]; 404, 400, 401/403 are not).
 #[must_use]
 pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Verdict {
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        Verdict::Retry {
-            reason: Transient::RateLimited,
-            after: retry_after(headers),
-        }
-    } else if status.is_server_error() {
-        Verdict::Retry {
-            reason: Transient::Server(status.as_u16()),
-            after: retry_after(headers),
-        }
-    } else {
-        Verdict::Fail
-    }
+    retry::classify_status(status, headers, Transient::RateLimited, Transient::Server)
 }
 
 /// Transport failures (no status): timeouts and broken connections are all transient.

@@ -464,16 +464,7 @@ mod tests {
             }).collect();
             let w = window("2024-01-10", "2024-02-10");
             let series = validate(rows(serde_json::Value::from(json)), &ticker(), &w, later()).unwrap();
-            for pair in series.bars.windows(2) {
-                proptest::prop_assert!(pair[0].trade_date < pair[1].trade_date);
-            }
-            for b in &series.bars {
-                proptest::prop_assert!(w.contains(b.trade_date));
-                proptest::prop_assert!(b.low > Decimal::ZERO && b.open > Decimal::ZERO);
-                proptest::prop_assert!(b.low <= b.high && b.low <= b.close && b.close <= b.high);
-                proptest::prop_assert!(b.volume >= 0);
-                proptest::prop_assert!(b.close.scale() <= PRICE_SCALE);
-            }
+            crate::job::validate::store_invariants(&series, &w)?;
         }
     }
 }

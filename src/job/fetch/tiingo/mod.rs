@@ -27,7 +27,7 @@ use url::Url;
 
 use crate::domain::{DateWindow, TiingoTicker, TiingoToken};
 use crate::support::http::client_builder;
-use crate::support::retry::{self, Attempt, RetryPolicy, retry_after};
+use crate::support::retry::{self, Attempt, RetryPolicy};
 use crate::support::text::{error_chain, one_line};
 pub use wire::PriceRow;
 
@@ -98,33 +98,14 @@ pub enum Transient {
     Connection(String),
 }
 
-/// What to do after a non-success status.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Retry {
-        reason: Transient,
-        after: Option<Duration>,
-    },
-    Fail,
-}
+/// What to do after one attempt.
+pub type Verdict = retry::Verdict<Transient>;
 
-/// 429 and 5xx are worth retrying; every other status is not (404: unknown ticker, 401/403:
-/// the token).
+/// Whether a non-success HTTP status is worth retrying (the shared rule, see
+/// [`retry::classify_status`]; 404, 400, 401/403 are not).
 #[must_use]
 pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Verdict {
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        Verdict::Retry {
-            reason: Transient::RateLimited,
-            after: retry_after(headers),
-        }
-    } else if status.is_server_error() {
-        Verdict::Retry {
-            reason: Transient::Server(status.as_u16()),
-            after: retry_after(headers),
-        }
-    } else {
-        Verdict::Fail
-    }
+    retry::classify_status(status, headers, Transient::RateLimited, Transient::Server)
 }
 
 /// Everything the client needs: `TIINGO_*` from the environment, timeout and retries from
