@@ -106,6 +106,27 @@ pub async fn fake_with_latency(latency: Duration) -> FakeYahoo {
     .unwrap()
 }
 
+/// `--from FROM --to TO`, for a job run's arguments (leaked: a test's few strings).
+pub fn window(from: &str, to: &str) -> Vec<&'static str> {
+    vec![
+        "--from",
+        Box::leak(from.to_owned().into_boxed_str()),
+        "--to",
+        Box::leak(to.to_owned().into_boxed_str()),
+    ]
+}
+
+/// A securities.yaml of `n` stocks `{prefix}00`, `{prefix}01`, ... (symbol = db_symbol) with
+/// this `encoding` section, for tests that need many securities.
+pub fn numbered_config(dir: &Path, prefix: &str, n: usize, encoding: &str) -> PathBuf {
+    let symbols: Vec<String> = (0..n).map(|i| format!("{prefix}{i:02}")).collect();
+    let list: Vec<(&str, &str, &str)> = symbols
+        .iter()
+        .map(|s| ("stocks", s.as_str(), s.as_str()))
+        .collect();
+    config(dir, &list, encoding)
+}
+
 /// A securities.yaml with these (category, symbol, db_symbol) and quick retry settings.
 pub fn config(dir: &Path, securities: &[(&str, &str, &str)], encoding: &str) -> PathBuf {
     config_with(dir, securities, encoding, "")

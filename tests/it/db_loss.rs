@@ -7,18 +7,12 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 
-use crate::common::{command, config, fake_with_latency, run};
+use crate::common::{command, config, fake_with_latency, numbered_config, run};
 use crate::own_pg::OwnPostgres;
 
 const SECURITIES: usize = 60;
 const WINDOW: [&str; 4] = ["--from", "2024-05-01", "--to", "2024-07-31"];
 const BARS: i64 = 66;
-
-fn securities() -> Vec<(String, String)> {
-    (0..SECURITIES)
-        .map(|i| (format!("L{i:02}"), format!("L{i:02}")))
-        .collect()
-}
 
 async fn stored(url: &str) -> Vec<(String, i64)> {
     let Ok(pool) = PgPoolOptions::new()
@@ -44,14 +38,10 @@ async fn the_database_killed_mid_run_exits_3_within_seconds_and_the_next_run_com
     let url = pg.url();
     let yahoo = fake_with_latency(Duration::from_millis(150)).await;
     let dir = tempfile::tempdir().unwrap();
-    let owned = securities();
-    let list: Vec<(&str, &str, &str)> = owned
-        .iter()
-        .map(|(s, d)| ("stocks", s.as_str(), d.as_str()))
-        .collect();
-    let cfg = config(
+    let cfg = numbered_config(
         dir.path(),
-        &list,
+        "L",
+        SECURITIES,
         "  batch_size: 2\n  max_retries: 1\n  requests_per_second: 100\n  retry_base_ms: 20\n  retry_max_ms: 200\n",
     );
     let cfg = cfg.to_str().unwrap().to_owned();

@@ -6,7 +6,7 @@ use chrono::{Datelike, Days, NaiveDate, Utc, Weekday};
 use fake_yahoo::{CorporateAction as Action, FakeYahoo, Scenario};
 use serde_json::Value;
 
-use crate::common::{Run, TestDb, config, fake, run, run_job};
+use crate::common::{Run, TestDb, config, fake, run, run_job, window};
 
 fn d(s: &str) -> NaiveDate {
     s.parse().unwrap()
@@ -41,15 +41,6 @@ async fn actions(db: &TestDb, symbol: &str) -> Vec<(NaiveDate, String)> {
         .fetch_all(&db.pool)
         .await
         .unwrap()
-}
-
-fn window(from: &str, to: &str) -> Vec<&'static str> {
-    vec![
-        "--from",
-        Box::leak(from.to_owned().into_boxed_str()),
-        "--to",
-        Box::leak(to.to_owned().into_boxed_str()),
-    ]
 }
 
 /// The store of a fresh backfill of `from..to` made after the events.

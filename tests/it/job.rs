@@ -682,16 +682,10 @@ async fn sigterm_stops_new_work_and_records_the_run_as_interrupted() {
     let db = TestDb::new().await;
     let yahoo = crate::common::fake_with_latency(Duration::from_millis(700)).await;
     let dir = tempfile::tempdir().unwrap();
-    let symbols: Vec<(String, String)> = (0..12)
-        .map(|i| (format!("T{i:02}"), format!("T{i:02}")))
-        .collect();
-    let securities: Vec<(&str, &str, &str)> = symbols
-        .iter()
-        .map(|(s, d)| ("stocks", s.as_str(), d.as_str()))
-        .collect();
-    let cfg = config(
+    let cfg = crate::common::numbered_config(
         dir.path(),
-        &securities,
+        "T",
+        12,
         "  batch_size: 2\n  max_retries: 0\n  requests_per_second: 100\n",
     );
     let child = crate::common::command(

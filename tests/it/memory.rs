@@ -559,16 +559,11 @@ async fn sigterm_during_embedding_exits_143_within_15_s_with_what_was_upserted_m
     let yahoo = fake().await;
     let memory = Memory::new();
     let dir = tempfile::tempdir().unwrap();
-    let symbols: Vec<(String, String)> =
-        (0..8).map(|i| (format!("E{i}"), format!("E{i}"))).collect();
-    let list: Vec<(&str, &str, &str)> = symbols
-        .iter()
-        .map(|(s, d)| ("stocks", s.as_str(), d.as_str()))
-        .collect();
     // 8 securities x 120 days: 960 documents, far more than one round of 256.
-    let cfg = config(
+    let cfg = crate::common::numbered_config(
         dir.path(),
-        &list,
+        "E",
+        8,
         "  embedding_days: 120\n  batch_size: 4\n  requests_per_second: 100\n  retry_base_ms: 20\n  retry_max_ms: 200\n",
     );
     let cfg_path = cfg.to_str().unwrap().to_owned();

@@ -3,7 +3,7 @@
 //! sending within its bound, keeps what it stored, skips the rest with exit 1, and a rerun
 //! after the block lifts completes.
 
-use crate::common::{TestDb, config, fake, run_job};
+use crate::common::{TestDb, config, fake, numbered_config, run_job};
 use fake_yahoo::{Scenario, Throttling};
 use serde_json::Value;
 
@@ -17,21 +17,11 @@ const AFTER: usize = 3;
 const BATCH: usize = 2;
 const MAX_PAUSES: usize = 1;
 
-fn securities() -> Vec<(&'static str, String, String)> {
-    (0..SECURITIES)
-        .map(|i| ("stocks", format!("S{i:02}"), format!("S{i:02}")))
-        .collect()
-}
-
 fn throttled_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
-    let owned = securities();
-    let list: Vec<(&str, &str, &str)> = owned
-        .iter()
-        .map(|(c, s, d)| (*c, s.as_str(), d.as_str()))
-        .collect();
-    config(
+    numbered_config(
         dir,
-        &list,
+        "S",
+        SECURITIES,
         &format!(
             "  batch_size: {BATCH}\n  max_retries: 2\n  requests_per_second: 100\n  retry_base_ms: 20\n  retry_max_ms: 200\n  throttle_after: {AFTER}\n  throttle_pause_secs: 1\n  throttle_max_pauses: {MAX_PAUSES}\n{extra}"
         ),

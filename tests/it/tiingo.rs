@@ -10,7 +10,7 @@ use fake_tiingo::{DEFAULT_TOKEN, FakeTiingo, Options, Scenario as TiingoScenario
 use fake_yahoo::{CorporateAction as Action, FakeYahoo, Scenario};
 use serde_json::Value;
 
-use crate::common::{Run, TestDb, fake, run};
+use crate::common::{Run, TestDb, fake, run, window};
 
 fn d(s: &str) -> NaiveDate {
     s.parse().unwrap()
@@ -73,15 +73,6 @@ async fn run_with(
     ];
     all.extend_from_slice(env);
     run(&args, &all).await
-}
-
-fn window(from: &str, to: &str) -> Vec<&'static str> {
-    vec![
-        "--from",
-        Box::leak(from.to_owned().into_boxed_str()),
-        "--to",
-        Box::leak(to.to_owned().into_boxed_str()),
-    ]
 }
 
 /// Every stored bar of NVDA: the prices and returns (exact), the volume, the source.
