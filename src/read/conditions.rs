@@ -18,11 +18,19 @@ const TEXT_KEYS: &[&str] = &[
     "trend",
     "volatility_regime",
     "regime",
+    "move_band",
 ];
 /// Metadata keys with numbers, besides the indicators of `FLOAT_COLUMNS`.
-const NUMBER_KEYS: &[&str] = &["close", "daily_return", "trade_date_int"];
+const NUMBER_KEYS: &[&str] = &[
+    "close",
+    "daily_return",
+    "trade_date_int",
+    "move_sigma",
+    "return_20d",
+    "narrative_version",
+];
 /// Metadata keys with booleans.
-const BOOL_KEYS: &[&str] = &["new_52w_high"];
+const BOOL_KEYS: &[&str] = &["new_52w_high", "new_52w_low"];
 
 /// A comparison Chroma's `where` can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
