@@ -685,30 +685,49 @@ async fn narrate_security(
     days: u32,
     every_documented: bool,
 ) -> Result<u64, StoreError> {
-    // After a rebase every stored document's numbers changed: write them all again.
+    // After a rebase every stored document's numbers changed, after a change of the
+    // narrative its words: write them all again.
+    let every_documented = every_documented
+        || store
+            .narrative_outdated(&security.db_symbol, narrate::NARRATIVE_VERSION)
+            .await?;
     let days = if every_documented {
         days.max(store.documented_days(&security.db_symbol).await?)
     } else {
         days
     };
-    let stored = store.days_to_narrate(&security.db_symbol, days).await?;
-    let documents: Vec<narrate::Document> = stored
-        .iter()
-        .map(|day| {
-            narrate::document(
-                &narrate::DayFacts {
-                    db_symbol: security.db_symbol.as_str(),
-                    name: &security.name,
-                    category: security.category.as_str(),
-                    trade_date: day.trade_date,
-                    close: day.close,
-                    daily_return: day.daily_return,
-                    indicators: &day.indicators,
-                },
-                security.yahoo_symbol.as_str(),
-            )
-        })
-        .collect();
+    // The narrated days and the ones before them that their documents read.
+    let history = store
+        .days_to_narrate(
+            &security.db_symbol,
+            days.saturating_add(narrate::LOOKBACK_DAYS),
+        )
+        .await?;
+    let narrated = history.len().min(days as usize);
+    let first = history
+        .len()
+        .checked_sub(narrated)
+        .and_then(|i| history.get(i))
+        .map(|d| d.trade_date);
+    let actions = match first {
+        Some(first) => {
+            store
+                .actions_between(&security.db_symbol, first.pred_opt(), None)
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let documents = narrate::documents(
+        &narrate::Subject {
+            db_symbol: security.db_symbol.as_str(),
+            yahoo_symbol: security.yahoo_symbol.as_str(),
+            name: &security.name,
+            category: security.category.as_str(),
+        },
+        &history,
+        narrated,
+        &actions,
+    );
     store.write_documents(&security.db_symbol, &documents).await
 }
 

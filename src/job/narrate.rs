@@ -1,13 +1,24 @@
 //! Stage 6: narrate. A deterministic plain-English document per security and trade date, for
-//! people and embedding models to search ("days like today"):
+//! people and embedding models to search ("days like today"). It reads first as a commentator
+//! would say it, in words on fixed bands ([`bands`]), then gives every number:
 //!
-//! > 2024-03-01 - SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80% on the day and up
-//! > 2.1% over 5 days; RSI 71 (overbought), price 4.2% above its 50-day average, 20-day
-//! > volatility 11.8% annualized (calm); regime: bull, calm; new 52-week high.
+//! > SPX: an up day in a calm, steady bull market. It rallied strongly, up 0.5 to 1% on the
+//! > day. A new 52-week high, its highest close in a year; overbought, RSI above 70. Over 5
+//! > days up 2 to 5%. On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80%
+//! > on the day (1.6 times its usual daily move) and up 2.1% over 5 days; RSI 71 (overbought),
+//! > price 4.2% above its 50-day average, 20-day volatility 11.8% annualized (calm); regime:
+//! > bull, calm; new 52-week high. In short: an up day in a calm bull market.
 //!
-//! Every number is formatted from the stored value: the close exactly as stored (with thousands
-//! separators), percentages and ratios rounded for reading. What is unknown (not enough
-//! history) is left out, never guessed. The same inputs always give the same text.
+//! The words come first because a sentence model barely tells "down 1.65%" from "up 1.65%":
+//! the direction, the size of the move for this security, the regime and its changes and the
+//! day's events are what make two days alike. Every number is formatted from the stored value:
+//! the close exactly as stored (with thousands separators), percentages and ratios rounded for
+//! reading. What is unknown (not enough history) is left out, never guessed. A document depends
+//! only on the stored days up to its own (the previous day's regime, the 20 returns before it,
+//! the 252 closes up to it) and the corporate actions of its date, so the same inputs always
+//! give the same text, whatever window a run narrates.
+
+pub mod bands;
 
 use std::fmt::Write as _;
 
@@ -16,9 +27,41 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Map, Value};
 
-use crate::job::analyze::{FLOAT_COLUMNS, Indicators};
+use crate::domain::{ActionKind, CorporateAction};
+use crate::job::analyze::{FLOAT_COLUMNS, Indicators, Trend, VolatilityRegime, YEAR_BARS};
+use bands::Move;
 
-/// What a document is written from: one stored bar and its indicators.
+/// The version of the narrative's wording, in every document's metadata (`narrative_version`).
+/// A run that finds a stored document of another version narrates every documented day of
+/// that security again (like after a rebase), so a change of wording reaches the whole
+/// collection through the normal pending-document path on the next run. Raise it with every
+/// change of [`narrate`]'s output.
+pub const NARRATIVE_VERSION: i64 = 2;
+
+/// Stored days before the first narrated one that its document reads (the 252 closes of the
+/// 52-week low; the 20 returns of the usual move and the 20-day move are within them).
+pub const LOOKBACK_DAYS: u32 = 252;
+
+/// One stored day with its indicators, as the store reads it for this stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Day {
+    pub trade_date: NaiveDate,
+    pub close: Decimal,
+    pub daily_return: Option<Decimal>,
+    pub indicators: Indicators,
+}
+
+/// The security a document is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub db_symbol: &'a str,
+    pub yahoo_symbol: &'a str,
+    pub name: &'a str,
+    pub category: &'a str,
+}
+
+/// What a document is written from: one stored bar, its indicators, and what the days before
+/// it say about it.
 #[derive(Debug, Clone)]
 pub struct DayFacts<'a> {
     pub db_symbol: &'a str,
@@ -28,6 +71,23 @@ pub struct DayFacts<'a> {
     pub close: Decimal,
     pub daily_return: Option<Decimal>,
     pub indicators: &'a Indicators,
+    pub context: Context<'a>,
+}
+
+/// What the stored days before a day (and its corporate actions) say about it. The default:
+/// nothing known.
+#[derive(Debug, Clone, Default)]
+pub struct Context<'a> {
+    /// The previous stored day's indicators and close.
+    pub previous: Option<(&'a Indicators, f64)>,
+    /// The usual daily move ([`bands::usual_daily_move`] of the 20 returns before the day).
+    pub usual_move: Option<f64>,
+    /// Close / the close 20 stored days earlier - 1.
+    pub return_20d: Option<f64>,
+    /// The close is the lowest of the last 252 stored closes (with 252 of them).
+    pub new_52w_low: bool,
+    /// The corporate actions with this ex-date.
+    pub actions: Vec<&'a CorporateAction>,
 }
 
 /// One security's document of one day, as the store writes it into `documents`.
@@ -38,6 +98,66 @@ pub struct Document {
     pub text: String,
     /// The flat scalar metadata ([`metadata`]), a JSON object.
     pub metadata: Value,
+}
+
+/// The documents of the last `days` of `history` (one security's stored days, oldest first,
+/// with up to [`LOOKBACK_DAYS`] more before them), given its corporate `actions`.
+#[must_use]
+pub fn documents(
+    subject: &Subject<'_>,
+    history: &[Day],
+    days: usize,
+    actions: &[CorporateAction],
+) -> Vec<Document> {
+    let first = history.len().saturating_sub(days);
+    (first..history.len())
+        .map(|i| {
+            let day = &history[i];
+            let facts = DayFacts {
+                db_symbol: subject.db_symbol,
+                name: subject.name,
+                category: subject.category,
+                trade_date: day.trade_date,
+                close: day.close,
+                daily_return: day.daily_return,
+                indicators: &day.indicators,
+                context: context(history, i, actions),
+            };
+            document(&facts, subject.yahoo_symbol)
+        })
+        .collect()
+}
+
+/// The [`Context`] of `history[i]` from the days before it.
+fn context<'a>(history: &'a [Day], i: usize, actions: &'a [CorporateAction]) -> Context<'a> {
+    let close = |d: &Day| d.close.to_f64().unwrap_or(f64::NAN);
+    let today = close(&history[i]);
+    let previous = i
+        .checked_sub(1)
+        .map(|j| (&history[j].indicators, close(&history[j])));
+    let returns: Option<Vec<f64>> = history[i.saturating_sub(bands::SIGMA_RETURNS)..i]
+        .iter()
+        .map(|d| d.daily_return.and_then(|r| r.to_f64()))
+        .collect();
+    let usual_move = returns.and_then(|r| bands::usual_daily_move(&r));
+    let return_20d = i
+        .checked_sub(20)
+        .map(|j| today / close(&history[j]) - 1.0)
+        .filter(|r| r.is_finite());
+    let new_52w_low = i + 1 >= YEAR_BARS
+        && history[i + 1 - YEAR_BARS..=i]
+            .iter()
+            .all(|d| today <= close(d));
+    Context {
+        previous,
+        usual_move,
+        return_20d,
+        new_52w_low,
+        actions: actions
+            .iter()
+            .filter(|a| a.ex_date == history[i].trade_date)
+            .collect(),
+    }
 }
 
 /// The document of `facts`: its narrative and its metadata.
@@ -58,12 +178,206 @@ pub const UNUSUAL_VOLUME_Z: f64 = 2.0;
 /// A drawdown deeper than this is mentioned (as a fraction).
 pub const NOTABLE_DRAWDOWN: f64 = -0.10;
 
-/// The document for one security and day.
+/// The day's move for the security (`None` without a daily return).
+fn day_move(facts: &DayFacts<'_>) -> Option<Move> {
+    let r = facts.daily_return.and_then(|r| r.to_f64())?;
+    Some(Move::new(r, 1, facts.context.usual_move))
+}
+
+/// "a calm bull market", "a volatile sideways market", "a bear market", "a calm market".
+fn regime_words(trend: Option<Trend>, vol: Option<VolatilityRegime>) -> Option<String> {
+    let trend = trend.map(|t| match t {
+        Trend::Bull => "bull market",
+        Trend::Bear => "bear market",
+        Trend::Sideways => "sideways market",
+    });
+    // Volatile is said twice and calm not at all: "calm bear" and "volatile bear" read almost
+    // alike to a sentence model otherwise.
+    let turbulent = ", with turbulent, volatile trading";
+    match (vol, trend) {
+        (Some(VolatilityRegime::Volatile), Some(t)) => Some(format!("a volatile {t}{turbulent}")),
+        (Some(VolatilityRegime::Volatile), None) => Some(format!("a volatile market{turbulent}")),
+        (Some(VolatilityRegime::Calm), Some(t)) => Some(format!("a calm, steady {t}")),
+        (None, Some(t)) => Some(format!("a {t}")),
+        (Some(VolatilityRegime::Calm), None) => Some("a calm, steady market".to_owned()),
+        (None, None) => None,
+    }
+}
+
+/// The gist again, last: the day's kind and the regime ("a sell-off in a volatile bear
+/// market"), so that they weigh in the document's vector as much as its numbers do.
+fn keywords(facts: &DayFacts<'_>) -> Option<String> {
+    let ind = facts.indicators;
+    let regime = match (ind.trend, ind.volatility_regime) {
+        (Some(t), Some(VolatilityRegime::Volatile)) => Some(format!("a volatile {t} market")),
+        (Some(t), Some(VolatilityRegime::Calm)) => Some(format!("a calm {t} market")),
+        (Some(t), None) => Some(format!("a {t} market")),
+        (None, Some(v)) => Some(format!("a {v} market")),
+        (None, None) => None,
+    };
+    let day = facts
+        .daily_return
+        .and_then(|r| r.to_f64())
+        .map(bands::day_kind);
+    match (day, regime) {
+        (Some(d), Some(r)) => Some(format!("{d} in {r}")),
+        (Some(d), None) => Some(d.to_owned()),
+        (None, Some(r)) => Some(r),
+        (None, None) => None,
+    }
+}
+
+/// The words of the document: the day's move, the regime, its changes and the day's events,
+/// the 5- and 20-day moves.
+fn headline(facts: &DayFacts<'_>) -> String {
+    let ind = facts.indicators;
+    let ctx = &facts.context;
+    let mut text = String::from(facts.db_symbol);
+    let regime = regime_words(ind.trend, ind.volatility_regime);
+    match (day_move(facts), facts.daily_return.and_then(|r| r.to_f64())) {
+        (Some(m), Some(r)) => {
+            let _ = write!(text, ": {}", bands::day_kind(r));
+            if let Some(regime) = &regime {
+                let _ = write!(text, " in {regime}");
+            }
+            let _ = write!(
+                text,
+                ". It {}, {} on the day.",
+                m.verb(),
+                bands::day_band(r)
+            );
+        }
+        _ => match &regime {
+            Some(regime) => {
+                let _ = write!(text, " was in {regime}.");
+            }
+            None => text.clear(),
+        },
+    }
+
+    let mut events: Vec<String> = Vec::new();
+    if let Some((prev, prev_close)) = ctx.previous {
+        if let (Some(before), Some(now)) = (prev.volatility_regime, ind.volatility_regime)
+            && before != now
+        {
+            events.push(
+                match now {
+                    VolatilityRegime::Volatile => "it turned volatile",
+                    VolatilityRegime::Calm => "it calmed down",
+                }
+                .to_owned(),
+            );
+        }
+        if let (Some(before), Some(now)) = (prev.trend, ind.trend)
+            && before != now
+        {
+            events.push(
+                match now {
+                    Trend::Bull => "it entered a bull trend",
+                    Trend::Bear => "it entered a bear trend",
+                    Trend::Sideways => "it turned sideways",
+                }
+                .to_owned(),
+            );
+        }
+        if let (Some(sma_then), Some(sma_now), Some(close)) =
+            (prev.sma_200, ind.sma_200, facts.close.to_f64())
+        {
+            if prev_close <= sma_then && close > sma_now {
+                events.push("it broke above its 200-day average".to_owned());
+            } else if prev_close >= sma_then && close < sma_now {
+                events.push("it broke below its 200-day average".to_owned());
+            }
+        }
+    }
+    if ind.new_52w_high {
+        events.push("a new 52-week high, its highest close in a year".to_owned());
+    }
+    if ctx.new_52w_low {
+        events.push("a new 52-week low, its lowest close in a year".to_owned());
+    }
+    if let Some(b) = ind.bb_percent_b {
+        let was = ctx.previous.and_then(|(p, _)| p.bb_percent_b);
+        if b > 1.0 {
+            events.push(if was.is_some_and(|w| w > 1.0) {
+                "still above its upper Bollinger band".to_owned()
+            } else {
+                "it broke above its upper Bollinger band".to_owned()
+            });
+        } else if b < 0.0 {
+            events.push(if was.is_some_and(|w| w < 0.0) {
+                "still below its lower Bollinger band".to_owned()
+            } else {
+                "it broke below its lower Bollinger band".to_owned()
+            });
+        }
+    }
+    if let Some(rsi) = ind.rsi_14 {
+        if rsi >= RSI_OVERBOUGHT {
+            events.push("overbought, RSI above 70".to_owned());
+        } else if rsi <= RSI_OVERSOLD {
+            events.push("oversold, RSI below 30".to_owned());
+        }
+    }
+    if !ind.new_52w_high
+        && let Some(words) = ind.drawdown_252d.and_then(bands::drawdown_words)
+    {
+        events.push(words.to_owned());
+    }
+    for action in &ctx.actions {
+        events.push(match action.kind {
+            ActionKind::Split {
+                numerator,
+                denominator,
+            } => format!(
+                "a {}:{} stock split took effect",
+                numerator.normalize(),
+                denominator.normalize()
+            ),
+            ActionKind::Dividend { amount } => {
+                format!("it went ex-dividend ({} a share)", amount.normalize())
+            }
+        });
+    }
+    if !events.is_empty() {
+        let mut sentence = events.join("; ");
+        if let Some(first) = sentence.get(..1) {
+            sentence.replace_range(..1, &first.to_uppercase());
+        }
+        let _ = write!(text, " {sentence}.");
+    }
+
+    let mut periods: Vec<String> = Vec::new();
+    for (days, fraction, edges, period) in [
+        (5, ind.return_5d, bands::WEEK_EDGES, "week"),
+        (20, ctx.return_20d, bands::MONTH_EDGES, "month"),
+    ] {
+        let Some(w) = fraction else { continue };
+        let mut words = format!("over {days} days {}", bands::period_band(w, edges));
+        if let Some(kind) = bands::period_kind(w, edges, period) {
+            let _ = write!(words, ", {kind}");
+        }
+        periods.push(words);
+    }
+    if !periods.is_empty() {
+        let mut sentence = periods.join("; ");
+        sentence.replace_range(..1, "O");
+        let _ = write!(text, " {sentence}.");
+    }
+    text.trim_start().to_owned()
+}
+
+/// The document for one security and day: the words ([`headline`]), then every number.
 #[must_use]
 pub fn narrate(facts: &DayFacts<'_>) -> String {
     let ind = facts.indicators;
-    let mut text = format!(
-        "{} - {} ({}, {}) closed at {}",
+    let mut text = headline(facts);
+    if !text.is_empty() {
+        text.push(' ');
+    }
+    let _ = write!(
+        text,
+        "On {} {} ({}, {}) closed at {}",
         facts.trade_date,
         facts.db_symbol,
         facts.name,
@@ -71,22 +385,28 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
         thousands(facts.close)
     );
     let day = facts.daily_return.and_then(|r| r.to_f64());
-    match (day, ind.return_5d) {
-        (Some(d), Some(w)) => {
-            let _ = write!(
-                text,
-                ", {} on the day and {} over 5 days",
-                movement(d, 2),
-                movement(w, 1)
-            );
+    let mut moves: Vec<String> = Vec::new();
+    if let Some(d) = day {
+        let mut shown = format!("{} on the day", movement(d, 2));
+        if let Some(m) = day_move(facts).filter(|_| facts.context.usual_move.is_some()) {
+            let _ = write!(shown, " ({:.1} times its usual daily move)", m.z.abs());
         }
-        (Some(d), None) => {
-            let _ = write!(text, ", {} on the day", movement(d, 2));
+        moves.push(shown);
+    }
+    if let Some(w) = ind.return_5d {
+        moves.push(format!("{} over 5 days", movement(w, 1)));
+    }
+    if let Some(w) = facts.context.return_20d {
+        moves.push(format!("{} over 20 days", movement(w, 1)));
+    }
+    match moves.len() {
+        0 => {}
+        1 => {
+            let _ = write!(text, ", {}", moves[0]);
         }
-        (None, Some(w)) => {
-            let _ = write!(text, ", {} over 5 days", movement(w, 1));
+        n => {
+            let _ = write!(text, ", {} and {}", moves[..n - 1].join(", "), moves[n - 1]);
         }
-        (None, None) => {}
     }
 
     let mut signals: Vec<String> = Vec::new();
@@ -154,9 +474,16 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
     if ind.new_52w_high {
         text.push_str("; new 52-week high");
     } else if let Some(dd) = ind.drawdown_252d.filter(|dd| *dd <= NOTABLE_DRAWDOWN) {
-        let _ = write!(text, "; {}% below its 52-week high", percent(-dd, 1));
+        let _ = write!(
+            text,
+            "; {}% below its peak of the past year",
+            percent(-dd, 1)
+        );
     }
     text.push('.');
+    if let Some(keywords) = keywords(facts) {
+        let _ = write!(text, " In short: {keywords}.");
+    }
     text
 }
 
@@ -185,7 +512,15 @@ pub fn metadata(facts: &DayFacts<'_>, yahoo_symbol: &str) -> Map<String, Value> 
     for column in FLOAT_COLUMNS {
         float(column.name, (column.get)(ind));
     }
+    let day = day_move(facts);
+    float("move_sigma", day.map(|d| d.z));
+    float("return_20d", facts.context.return_20d);
+    if let Some(day) = day {
+        m.insert("move_band".into(), day.band().into());
+    }
     m.insert("new_52w_high".into(), ind.new_52w_high.into());
+    m.insert("new_52w_low".into(), facts.context.new_52w_low.into());
+    m.insert("narrative_version".into(), NARRATIVE_VERSION.into());
     if let Some(trend) = ind.trend {
         m.insert("trend".into(), trend.as_str().into());
     }
@@ -256,7 +591,7 @@ mod tests {
     use rust_decimal_macros::dec;
 
     use super::*;
-    use crate::job::analyze::{Trend, VolatilityRegime};
+    use crate::job::analyze::{self, PricePoint};
 
     fn full() -> Indicators {
         Indicators {
@@ -285,18 +620,58 @@ mod tests {
             close: dec!(5137.08),
             daily_return: Some(dec!(0.008012)),
             indicators: ind,
+            context: Context::default(),
         }
     }
+
+    /// The numbers part of the document before the words were added: every piece must still
+    /// be there, exactly.
+    const NUMBERS_BEFORE: &str = "SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80% on the day and up 2.1% over 5 days; \
+         RSI 71 (overbought), price 4.2% above its 50-day average, price 11.7% above its 200-day average, \
+         MACD above its signal line, 20-day volatility 11.8% annualized (calm); regime: bull, calm; new 52-week high.";
 
     #[test]
     fn the_issue_example() {
         let ind = full();
+        let text = narrate(&facts(&ind));
         assert_eq!(
-            narrate(&facts(&ind)),
-            "2024-03-01 - SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80% on the day and up 2.1% over 5 days; \
-             RSI 71 (overbought), price 4.2% above its 50-day average, price 11.7% above its 200-day average, \
-             MACD above its signal line, 20-day volatility 11.8% annualized (calm); regime: bull, calm; new 52-week high."
+            text,
+            format!(
+                "SPX: an up day in a calm, steady bull market. It rose, up 0.5 to 1% on the day. \
+                 A new 52-week high, its highest close in a year; overbought, RSI above 70. Over 5 days up 2 to 5%. \
+                 On 2024-03-01 {NUMBERS_BEFORE} In short: an up day in a calm bull market."
+            )
         );
+    }
+
+    #[test]
+    fn the_usual_move_and_the_20_day_move_are_shown_when_known() {
+        let ind = full();
+        let mut f = facts(&ind);
+        f.context.usual_move = Some(0.005);
+        f.context.return_20d = Some(-0.034);
+        let text = narrate(&f);
+        // 0.8012% on a 0.5% usual move: 1.6 sigma, a large move for an index.
+        assert!(
+            text.starts_with(
+                "SPX: an up day in a calm, steady bull market. It rallied strongly, up 0.5 to 1% on the day."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Over 5 days up 2 to 5%; over 20 days down 2 to 5%."),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "closed at 5,137.08, up 0.80% on the day (1.6 times its usual daily move), up 2.1% over 5 days and down 3.4% over 20 days;"
+            ),
+            "{text}"
+        );
+        let m = metadata(&f, "^GSPC");
+        assert_eq!(m["move_band"], "strong rally");
+        assert!((m["move_sigma"].as_f64().unwrap() - 1.6024).abs() < 1e-9);
+        assert_eq!(m["return_20d"], -0.034);
     }
 
     #[test]
@@ -306,7 +681,7 @@ mod tests {
         f.daily_return = None;
         assert_eq!(
             narrate(&f),
-            "2024-03-01 - SPX (S&P 500 Index, indices) closed at 5,137.08."
+            "On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08."
         );
     }
 
@@ -324,9 +699,12 @@ mod tests {
         f.daily_return = Some(dec!(-0.0234));
         assert_eq!(
             narrate(&f),
-            "2024-03-01 - SPX (S&P 500 Index, indices) closed at 5,137.08, down 2.34% on the day and unchanged over 5 days; \
+            "SPX: a sell-off. It fell sharply, down more than 2% on the day. \
+             It broke below its lower Bollinger band; oversold, RSI below 30; in a correction, more than 10% below its peak. \
+             Over 5 days down less than 1%. \
+             On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08, down 2.34% on the day and unchanged over 5 days; \
              RSI 25 (oversold), below the lower Bollinger band, volume 2.4 standard deviations below its 20-day average; \
-             15.3% below its 52-week high."
+             15.3% below its peak of the past year. In short: a sell-off."
         );
     }
 
@@ -349,7 +727,11 @@ mod tests {
         assert_eq!(m["trade_date_int"], 20_240_301);
         assert_eq!(m["regime"], "bull, calm");
         assert_eq!(m["rsi_14"], 71.2);
+        assert_eq!(m["move_band"], "rise");
+        assert_eq!(m["new_52w_low"], false);
+        assert_eq!(m["narrative_version"], NARRATIVE_VERSION);
         assert!(!m.contains_key("atr_14"), "unknown values are left out");
+        assert!(!m.contains_key("return_20d"), "unknown values are left out");
         assert!(
             m.values()
                 .all(|v| v.is_string() || v.is_number() || v.is_boolean())
@@ -360,5 +742,150 @@ mod tests {
     fn the_same_facts_give_the_same_text() {
         let ind = full();
         assert_eq!(narrate(&facts(&ind)), narrate(&facts(&ind)));
+    }
+
+    /// A stored history as the store hands it over: closes, their daily returns (rounded to 12
+    /// places as stored) and the indicators `analyze` computes from them.
+    fn history(closes: &[f64]) -> Vec<Day> {
+        let start = NaiveDate::from_ymd_opt(2023, 1, 2).unwrap();
+        let points: Vec<PricePoint> = closes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| PricePoint {
+                trade_date: start + chrono::Duration::days(i64::try_from(i).unwrap()),
+                open: c,
+                high: c * 1.01,
+                low: c * 0.99,
+                close: c,
+                volume: 1000.0,
+            })
+            .collect();
+        let computed = analyze::compute(&points, 252.0);
+        points
+            .iter()
+            .zip(computed)
+            .enumerate()
+            .map(|(i, (p, indicators))| {
+                let close = Decimal::try_from(p.close).unwrap().round_dp(2);
+                let daily_return = (i > 0).then(|| {
+                    let prev = Decimal::try_from(closes[i - 1]).unwrap().round_dp(2);
+                    (close / prev - Decimal::ONE).round_dp(12)
+                });
+                Day {
+                    trade_date: p.trade_date,
+                    close,
+                    daily_return,
+                    indicators,
+                }
+            })
+            .collect()
+    }
+
+    fn subject() -> Subject<'static> {
+        Subject {
+            db_symbol: "SPY",
+            yahoo_symbol: "SPY",
+            name: "SPDR S&P 500 ETF Trust",
+            category: "etfs",
+        }
+    }
+
+    /// 300 days of a steady rise with a little noise, then a crash on the last day.
+    fn rise_then_crash() -> Vec<f64> {
+        let mut closes: Vec<f64> = (0..300)
+            .map(|i| 100.0 + 0.1 * f64::from(i) + if i % 2 == 0 { 0.3 } else { -0.3 })
+            .collect();
+        closes.push(90.0);
+        closes
+    }
+
+    #[test]
+    fn a_crash_reads_as_one_with_its_regime_change_and_events() {
+        let days = history(&rise_then_crash());
+        let docs = documents(&subject(), &days, 2, &[]);
+        assert_eq!(docs.len(), 2);
+        let (calm, crash) = (&docs[0], &docs[1]);
+        // -0.38% on a usual move of 0.48%: 0.8 sigma.
+        assert!(
+            calm.text.starts_with(
+                "SPY: a down day in a calm, steady bull market. It fell, down less than 0.5% on the day."
+            ),
+            "{}",
+            calm.text
+        );
+        let text = &crash.text;
+        assert!(
+            text.starts_with(
+                "SPY: a crash in a volatile sideways market, with turbulent, volatile trading. \
+                 It plunged, down more than 5% on the day. It turned volatile; it turned sideways; \
+                 it broke below its 200-day average; a new 52-week low, its lowest close in a year; \
+                 it broke below its lower Bollinger band; oversold, RSI below 30; in a deep drawdown, \
+                 more than 20% below its peak. Over 5 days down more than 10%, a losing week; \
+                 over 20 days down more than 20%, a losing month."
+            ),
+            "{text}"
+        );
+        for words in [
+            "On 2023-10-29 SPY (SPDR S&P 500 ETF Trust, etfs) closed at 90, down 30.56% on the day (",
+            "times its usual daily move",
+        ] {
+            assert!(text.contains(words), "{words:?} missing from {text}");
+        }
+        let m = crash.metadata.as_object().unwrap();
+        assert_eq!(m["move_band"], "plunge");
+        assert_eq!(m["new_52w_low"], true);
+        assert_eq!(m["trend"], "sideways");
+        assert!(m["move_sigma"].as_f64().unwrap() < -2.5);
+        assert_eq!(calm.metadata["new_52w_low"], false);
+    }
+
+    #[test]
+    fn a_document_depends_only_on_the_days_up_to_it() {
+        let days = history(&rise_then_crash());
+        let all = documents(&subject(), &days, 30, &[]);
+        // Narrating fewer days, or from only the lookback the store reads, changes nothing.
+        let few = documents(&subject(), &days, 5, &[]);
+        assert_eq!(few[..], all[25..]);
+        let lookback = days.len() - 5 - LOOKBACK_DAYS as usize;
+        let read = documents(&subject(), &days[lookback..], 5, &[]);
+        assert_eq!(read, few);
+        // ...and a later day does not change an earlier document.
+        let before_crash = documents(&subject(), &days[..days.len() - 1], 4, &[]);
+        assert_eq!(before_crash[..], all[25..29]);
+    }
+
+    #[test]
+    fn corporate_actions_of_the_day_are_named() {
+        let days = history(&rise_then_crash());
+        let last = days.last().unwrap().trade_date;
+        let actions = [
+            CorporateAction {
+                ex_date: last,
+                kind: ActionKind::Dividend {
+                    amount: dec!(0.2400),
+                },
+            },
+            CorporateAction {
+                ex_date: last,
+                kind: ActionKind::Split {
+                    numerator: dec!(4),
+                    denominator: dec!(1),
+                },
+            },
+            CorporateAction {
+                ex_date: last.pred_opt().unwrap().pred_opt().unwrap(),
+                kind: ActionKind::Dividend { amount: dec!(9) },
+            },
+        ];
+        let docs = documents(&subject(), &days, 2, &actions);
+        assert!(
+            docs[1]
+                .text
+                .contains("it went ex-dividend (0.24 a share); a 4:1 stock split took effect."),
+            "{}",
+            docs[1].text
+        );
+        assert!(!docs[0].text.contains("dividend"), "{}", docs[0].text);
+        assert!(!docs[0].text.contains("split"), "{}", docs[0].text);
     }
 }

@@ -6,6 +6,7 @@ use chrono::{Datelike, NaiveDate};
 use serde_json::{Value, json};
 
 use crate::job::analyze::FLOAT_COLUMNS;
+use crate::job::index::{Metadata, MetadataValue};
 
 /// Metadata keys with text values (compared with `=` / `!=`).
 const TEXT_KEYS: &[&str] = &[
@@ -17,11 +18,19 @@ const TEXT_KEYS: &[&str] = &[
     "trend",
     "volatility_regime",
     "regime",
+    "move_band",
 ];
 /// Metadata keys with numbers, besides the indicators of `FLOAT_COLUMNS`.
-const NUMBER_KEYS: &[&str] = &["close", "daily_return", "trade_date_int"];
+const NUMBER_KEYS: &[&str] = &[
+    "close",
+    "daily_return",
+    "trade_date_int",
+    "move_sigma",
+    "return_20d",
+    "narrative_version",
+];
 /// Metadata keys with booleans.
-const BOOL_KEYS: &[&str] = &["new_52w_high"];
+const BOOL_KEYS: &[&str] = &["new_52w_high", "new_52w_low"];
 
 /// A comparison Chroma's `where` can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +229,38 @@ impl Condition {
         json!({ self.key.as_str(): { self.op.chroma(): self.value } })
     }
 
+    /// Whether a record's `metadata` meets the condition, as Chroma's `where` decides it: a
+    /// record without the key never does (not even for `!=`), numbers compare as numbers
+    /// whether stored as integers or floats, text and booleans only with `=` and `!=`.
+    #[must_use]
+    pub fn holds(&self, metadata: &Metadata) -> bool {
+        use std::cmp::Ordering;
+        let Some(stored) = metadata.get(&self.key) else {
+            return false;
+        };
+        #[allow(clippy::cast_precision_loss)] // trade_date_int and counts are far below 2^52
+        let ordering = match (stored, &self.value) {
+            (MetadataValue::Str(s), Value::String(v)) => Some(s.as_str().cmp(v.as_str())),
+            (MetadataValue::Bool(b), Value::Bool(v)) => Some(b.cmp(v)),
+            (MetadataValue::Int(i), Value::Number(v)) => {
+                v.as_f64().map(|v| (*i as f64).total_cmp(&v))
+            }
+            (MetadataValue::Float(f), Value::Number(v)) => v.as_f64().map(|v| f.total_cmp(&v)),
+            _ => None,
+        };
+        let Some(ordering) = ordering else {
+            return false;
+        };
+        match self.op {
+            Op::Lt => ordering == Ordering::Less,
+            Op::Le => ordering != Ordering::Greater,
+            Op::Gt => ordering == Ordering::Greater,
+            Op::Ge => ordering != Ordering::Less,
+            Op::Eq => ordering == Ordering::Equal,
+            Op::Ne => ordering != Ordering::Equal,
+        }
+    }
+
     /// `daily_return < -0.02`.
     #[must_use]
     pub fn describe(&self) -> String {
@@ -261,6 +302,35 @@ mod tests {
             d[1].to_where(),
             json!({"trade_date_int": {"$lte": 20_221_231}})
         );
+    }
+
+    #[test]
+    fn conditions_hold_as_chroma_decides() {
+        let m = Metadata::from([
+            ("daily_return".into(), MetadataValue::Float(-0.025)),
+            ("trade_date_int".into(), MetadataValue::Int(20_240_301)),
+            ("regime".into(), "bear, volatile".into()),
+            ("new_52w_high".into(), MetadataValue::Bool(false)),
+        ]);
+        let holds = |s: &str| Condition::parse(s).unwrap().holds(&m);
+        assert!(holds("daily_return < -0.02"));
+        assert!(!holds("daily_return < -0.025"));
+        assert!(holds("daily_return <= -0.025"));
+        assert!(!holds("daily_return > -0.02"));
+        assert!(holds("daily_return >= -0.025"));
+        assert!(holds("trade_date_int >= 20240301"));
+        assert!(!holds("trade_date_int > 20240301"));
+        assert!(holds("regime = bear, volatile"));
+        assert!(!holds("regime != bear, volatile"));
+        assert!(holds("new_52w_high = false"));
+        assert!(holds("new_52w_high != true"));
+        // A key the record lacks never holds, not even with !=.
+        assert!(!holds("rsi_14 < 30"));
+        assert!(!holds("rsi_14 != 30"));
+        assert!(!holds("trend != bull"));
+        // A value of another type than the key's never holds.
+        let odd = Metadata::from([("rsi_14".into(), MetadataValue::Str("low".into()))]);
+        assert!(!Condition::parse("rsi_14 < 30").unwrap().holds(&odd));
     }
 
     #[test]

@@ -835,7 +835,19 @@ async fn indicators_use_the_whole_stored_history_and_reruns_write_none() {
             document.contains(&format!("closed at {quoted}")),
             "{document}"
         );
-        assert!(document.starts_with(metadata["trade_date"].as_str().unwrap()));
+        // Words first ("SPY: an up day in ..."), then the date and every number.
+        assert!(document.starts_with("SPY: "), "{document}");
+        assert!(
+            document.contains(&format!(
+                " On {} SPY (Test SPY, etfs) closed at ",
+                metadata["trade_date"].as_str().unwrap()
+            )),
+            "{document}"
+        );
+        assert_eq!(
+            metadata["narrative_version"],
+            market_encoder::job::narrate::NARRATIVE_VERSION
+        );
         assert_eq!(metadata["symbol"], "SPY");
         assert!(
             metadata
@@ -852,4 +864,55 @@ async fn indicators_use_the_whole_stored_history_and_reruns_write_none() {
     assert_eq!(again.code, 0, "{again:#?}");
     assert_eq!(again.security("SPY")["indicators_written"], 0);
     assert_eq!(again.security("SPY")["documents_written"], 0);
+
+    // A document written by another version of the narrative, even one older than the
+    // window, is narrated again by the next run (with every documented day of its security),
+    // and so becomes pending for the index stage.
+    let oldest: NaiveDate =
+        sqlx::query_scalar("SELECT min(trade_date) FROM documents WHERE symbol = 'SPY'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    sqlx::query(
+        "UPDATE documents SET document = 'old words', metadata = metadata || '{\"narrative_version\": 1}'
+         WHERE symbol = 'SPY' AND trade_date = $1",
+    )
+    .bind(oldest)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // Every stored day since the oldest document is narrated again, as after a rebase: the
+    // outdated document, and the days between the backfill's documents and the daily run's,
+    // which had none.
+    let undocumented: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM market_data m WHERE m.symbol = 'SPY' AND m.trade_date >= $1
+           AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.symbol = m.symbol AND d.trade_date = m.trade_date)",
+    )
+    .bind(oldest)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let renarrated = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(renarrated.code, 0, "{renarrated:#?}");
+    assert_eq!(
+        renarrated.security("SPY")["documents_written"],
+        1 + undocumented
+    );
+    let outdated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM documents WHERE (metadata->>'narrative_version')::bigint IS DISTINCT FROM $1",
+    )
+    .bind(market_encoder::job::narrate::NARRATIVE_VERSION)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(outdated, 0);
+    let (document, version): (String, Value) = sqlx::query_as(
+        "SELECT document, metadata->'narrative_version' FROM documents WHERE symbol = 'SPY' AND trade_date = $1",
+    )
+    .bind(oldest)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(document.starts_with("SPY: "), "{document}");
+    assert_eq!(version, market_encoder::job::narrate::NARRATIVE_VERSION);
 }

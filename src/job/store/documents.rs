@@ -42,6 +42,26 @@ impl Store {
         Ok(u32::try_from(days).unwrap_or(u32::MAX))
     }
 
+    /// Whether `symbol` has a stored document written by another version of the narrative
+    /// than `version` (its metadata's `narrative_version`): then the narrate stage writes every
+    /// documented day of it again.
+    #[tracing::instrument(name = "db.narrative_outdated", skip_all, fields(symbol = %symbol), err(Display))]
+    pub async fn narrative_outdated(
+        &self,
+        symbol: &DbSymbol,
+        version: i64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM documents WHERE symbol = $1
+               AND (metadata->>'narrative_version') IS DISTINCT FROM $2::bigint::text)",
+        )
+        .bind(symbol.as_str())
+        .bind(version)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("checking the narrative version"))
+    }
+
     /// Upserts one security's documents; an unchanged document is not rewritten (and so stays
     /// indexed). Returns the documents inserted or changed.
     #[tracing::instrument(name = "db.write_documents", skip_all, fields(symbol = %symbol, documents = documents.len()), err(Display))]

@@ -10,6 +10,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::{Store, StoreError, query_error};
 use crate::domain::DbSymbol;
 use crate::job::analyze::{FLOAT_COLUMNS, Indicators, PricePoint, Trend, VolatilityRegime};
+use crate::job::narrate::Day;
 
 /// `INSERT .. SELECT FROM UNNEST .. ON CONFLICT DO UPDATE .. WHERE IS DISTINCT FROM` for the
 /// `indicators` table, built once from the constant column list of `analyze::FLOAT_COLUMNS`
@@ -74,15 +75,6 @@ pub struct StoredSeries {
     pub instrument_type: Option<String>,
     /// The first stored date without an indicator row.
     pub first_missing: Option<NaiveDate>,
-}
-
-/// One stored day with its indicators, as the narrate stage reads it.
-#[derive(Debug, Clone)]
-pub struct StoredDay {
-    pub trade_date: NaiveDate,
-    pub close: Decimal,
-    pub daily_return: Option<Decimal>,
-    pub indicators: Indicators,
 }
 
 impl Store {
@@ -182,21 +174,23 @@ impl Store {
         Ok(written)
     }
 
-    /// The last `days` stored trade dates of a security with their indicators, newest first:
-    /// what the narrate stage writes documents from.
+    /// The last `days` stored trade dates of a security with their indicators, oldest first:
+    /// what the narrate stage writes documents from (the days it narrates and the ones before
+    /// them that it reads, `narrate::LOOKBACK_DAYS`).
     #[tracing::instrument(name = "db.days_to_narrate", skip_all, fields(symbol = %symbol), err(Display))]
     pub async fn days_to_narrate(
         &self,
         symbol: &DbSymbol,
         days: u32,
-    ) -> Result<Vec<StoredDay>, StoreError> {
+    ) -> Result<Vec<Day>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(SELECT_DAYS.as_str()))
             .bind(symbol.as_str())
             .bind(i64::from(days))
             .fetch_all(&self.pool)
             .await
             .map_err(query_error("reading days to narrate"))?;
-        rows.iter()
+        let mut days = rows
+            .iter()
             .map(|row| {
                 let mut indicators = Indicators::default();
                 for column in FLOAT_COLUMNS {
@@ -209,13 +203,15 @@ impl Store {
                 indicators.volatility_regime = row
                     .get::<Option<&str>, _>("volatility_regime")
                     .and_then(VolatilityRegime::parse);
-                Ok(StoredDay {
+                Ok(Day {
                     trade_date: row.get(0),
                     close: row.get(1),
                     daily_return: row.get(2),
                     indicators,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<Day>, StoreError>>()?;
+        days.reverse();
+        Ok(days)
     }
 }

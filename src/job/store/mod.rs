@@ -17,7 +17,7 @@ mod runs;
 
 pub use documents::PendingDocument;
 pub use features::{FEATURES_LOCK_KEY, FeatureInputs, FeaturesTx, StoredFeature};
-pub use indicators::{StoredDay, StoredSeries};
+pub use indicators::StoredSeries;
 pub use prices::{CloseWindow, StoredBar, Written, daily_return};
 pub use runs::{RUN_LOCK_KEY, RunLock, RunOutcome, RunRecord, RunRow, RunTotals};
 
