@@ -17,8 +17,9 @@ if [ "$embeddings" = yes ]; then
   ensure_job_model
 fi
 cargo build --release --locked --quiet -p market-encoder -p fake-yahoo
+bin="${CARGO_TARGET_DIR:-target}/release"
 out=$(mktemp)
-target/release/fake-yahoo --bind 127.0.0.1:0 >"$out" &
+"$bin/fake-yahoo" --bind 127.0.0.1:0 >"$out" &
 fake=$!
 trap 'kill $fake 2>/dev/null || true; rm -f "$out"' EXIT
 for _ in $(seq 100); do grep -q '^listening on ' "$out" && break; sleep 0.1; done
@@ -26,7 +27,7 @@ line=$(head -n 1 "$out")          # "listening on http://127.0.0.1:PORT"
 [ -n "$line" ] || { log "the fake Yahoo did not start"; exit 1; }
 export YAHOO_BASE_URL="${line##* }"
 log "fake Yahoo at $YAHOO_BASE_URL"
-target/release/market-encoder "$@"
+"$bin/market-encoder" "$@"
 
 # What the run stored, read back: the first stored security and its last day.
 url="${DATABASE_URL:-}"
@@ -39,7 +40,7 @@ read -r symbol last first < <(psql "$url" -XAtq -F ' ' -c \
 [ -n "${symbol:-}" ] || { log "no stored prices to show"; exit 1; }
 if [ "$embeddings" = yes ]; then
   log "the 5 market days nearest to $symbol on $last:"
-  target/release/market-encoder similar --symbol "$symbol" --date "$last" -k 5
+  "$bin/market-encoder" similar --symbol "$symbol" --date "$last" -k 5
 fi
 log "10 units of $symbol held from $first to $last:"
-target/release/market-encoder pnl --symbol "$symbol" --entry "$first" --exit "$last" --quantity 10
+"$bin/market-encoder" pnl --symbol "$symbol" --entry "$first" --exit "$last" --quantity 10

@@ -16,4 +16,4 @@ if [[ " $* " != *" --no-embeddings "* ]]; then
   ensure_job_model
 fi
 cargo build --release --locked --quiet --bin market-encoder
-exec target/release/market-encoder "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/market-encoder" "$@"
