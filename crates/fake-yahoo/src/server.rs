@@ -254,18 +254,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Logs the request and picks the scenario that answers it (in arrival order, so
     /// `Sequence` steps are handed out one per request).
-    fn record_and_pick(&self, record: RequestRecord) -> Scenario {
+    /// Records a request and picks its answer. Also returns its position among all requests
+    /// received (1 for the first), taken under the log's lock: a second request arriving
+    /// meanwhile must not move this one past [`FakeYahoo::throttle_after`]'s `n`.
+    fn record_and_pick(&self, record: RequestRecord) -> (usize, Scenario) {
         let symbol = record.symbol.clone();
-        lock(&self.log).push(record);
+        let position = {
+            let mut log = lock(&self.log);
+            log.push(record);
+            log.len()
+        };
         *lock(&self.counts).entry(symbol.clone()).or_insert(0) += 1;
-        match lock(&self.scenarios).get_mut(&symbol) {
+        let scenario = match lock(&self.scenarios).get_mut(&symbol) {
             Some(armed) => {
                 let scenario = armed.scenario.for_request(armed.served);
                 armed.served += 1;
                 scenario
             }
             None => Scenario::Synthetic,
-        }
+        };
+        (position, scenario)
     }
 
     /// Sleeps for `d`, or less if the server is shutting down. Never blocks other requests.
@@ -430,7 +438,7 @@ async fn chart(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
-    let scenario = shared.record_and_pick(RequestRecord {
+    let (received, scenario) = shared.record_and_pick(RequestRecord {
         symbol: symbol.clone(),
         raw_path,
         query: query.clone(),
@@ -444,7 +452,6 @@ async fn chart(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) 
             scenario.kind()
         );
     }
-    let received = lock(&shared.log).len();
     let throttling = *lock(&shared.throttle);
     shared.pause(shared.latency).await;
     match throttling {

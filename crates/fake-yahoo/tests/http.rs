@@ -680,3 +680,35 @@ async fn shutdown_and_drop_stop_the_server() {
         "connection must be refused"
     );
 }
+
+/// `throttle_after(n)` lets exactly the first `n` requests through however many arrive at once.
+/// A request's position is taken when it is recorded: it used to be read back a few lines later,
+/// when a request recorded meanwhile on another thread could push it past `n` and throttle it
+/// too (seen once in 15 runs of tests/it/throttle.rs on a loaded machine; this test hits that
+/// window only rarely, the fix holds by construction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttle_after_n_lets_exactly_n_through_under_concurrency() {
+    const THROUGH: usize = 8;
+    const SENT: usize = 48;
+    for _ in 0..5 {
+        let s = server().await;
+        s.throttle_after(THROUGH, fake_yahoo::Throttling::PlainText);
+        let url = chart_url(&s, "SPY", day(2024, 5, 1), day(2024, 6, 1));
+        let replies = join_statuses((0..SENT).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await.status })
+        }))
+        .await;
+        let ok = replies.iter().filter(|&&status| status == 200).count();
+        assert_eq!(ok, THROUGH, "{replies:?}");
+        assert_eq!(s.requests_total(), SENT);
+    }
+}
+
+async fn join_statuses(handles: impl Iterator<Item = tokio::task::JoinHandle<u16>>) -> Vec<u16> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await.unwrap());
+    }
+    out
+}
