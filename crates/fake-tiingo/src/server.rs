@@ -13,9 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use chrono::{NaiveDate, Utc};
-use fake_yahoo::CorporateAction;
+use fake_yahoo::{CorporateAction, Serving};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::prices::prices;
 
@@ -123,16 +122,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A running fake Tiingo. Dropping it (or [`FakeTiingo::shutdown`]) stops it.
 pub struct FakeTiingo {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<io::Result<()>>>,
+    serving: Serving,
 }
 
 impl std::fmt::Debug for FakeTiingo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeTiingo")
-            .field("addr", &self.addr)
+            .field("addr", &self.serving.addr())
             .finish_non_exhaustive()
     }
 }
@@ -144,8 +141,7 @@ impl FakeTiingo {
     /// When the address cannot be bound.
     pub async fn start(opts: Options) -> io::Result<FakeTiingo> {
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
-        let addr = listener.local_addr()?;
-        let (stop, mut stopping) = watch::channel(false);
+        let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             seed: opts.seed,
             token: opts.token,
@@ -157,25 +153,14 @@ impl FakeTiingo {
             .route("/tiingo/daily/{ticker}/prices", get(daily))
             .fallback(not_found)
             .with_state(Arc::clone(&shared));
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopping.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
-        Ok(FakeTiingo {
-            addr,
-            shared,
-            stop,
-            task: Some(task),
-        })
+        let serving = Serving::spawn(listener, app, stop)?;
+        Ok(FakeTiingo { shared, serving })
     }
 
     /// `http://IP:PORT`, no trailing slash.
     #[must_use]
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.serving.base_url()
     }
 
     /// The token the server accepts.
@@ -202,21 +187,8 @@ impl FakeTiingo {
     }
 
     /// Stops accepting connections and waits (up to 5 s) for open ones to finish.
-    pub async fn shutdown(mut self) {
-        self.stop.send_replace(true);
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(5), &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for FakeTiingo {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
+    pub async fn shutdown(self) {
+        self.serving.shutdown().await;
     }
 }
 

@@ -20,10 +20,12 @@
 
 mod actions;
 mod server;
+mod serving;
 mod synthetic;
 
 pub use actions::CorporateAction;
 pub use server::{FakeYahoo, Options, RequestRecord, Scenario, Throttling};
+pub use serving::Serving;
 pub use synthetic::{
     EPOCH, InstrumentType, Profile, actions_chart, actions_chart_as_of, instrument_profile,
     synthetic_chart,

@@ -14,13 +14,12 @@ use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
 use percent_encoding::percent_decode_str;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::actions::CorporateAction;
+use crate::serving::Serving;
 use crate::synthetic::{ChartEnvelope, VALID_RANGES, build_chart_as_of};
 
 /// Exact body of Yahoo's 404 for an unknown or delisted symbol.
@@ -291,16 +290,14 @@ impl Shared {
 
 /// A running fake Yahoo server. Dropping it (or [`FakeYahoo::shutdown`]) stops it.
 pub struct FakeYahoo {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<io::Result<()>>>,
+    serving: Serving,
 }
 
 impl std::fmt::Debug for FakeYahoo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeYahoo")
-            .field("addr", &self.addr)
+            .field("addr", &self.serving.addr())
             .finish_non_exhaustive()
     }
 }
@@ -309,7 +306,6 @@ impl FakeYahoo {
     /// Binds `opts.bind` and starts serving on the current Tokio runtime.
     pub async fn start(opts: Options) -> io::Result<FakeYahoo> {
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
-        let addr = listener.local_addr()?;
         let (stop, stopping) = watch::channel(false);
         let shared = Arc::new(Shared {
             seed: opts.seed,
@@ -319,40 +315,23 @@ impl FakeYahoo {
             counts: Mutex::new(HashMap::new()),
             throttle: Mutex::new(None),
             verbose: AtomicBool::new(false),
-            stopping: stopping.clone(),
+            stopping,
         });
         let app = Router::new()
             .route("/v8/finance/chart/{symbol}", get(chart))
             .fallback(not_found)
             .with_state(Arc::clone(&shared));
-        // Small responses must not wait for Nagle's algorithm.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let mut signal = stopping;
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    // Err means the handle is gone: stop as well.
-                    let _ = signal.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
-        Ok(FakeYahoo {
-            addr,
-            shared,
-            stop,
-            task: Some(task),
-        })
+        let serving = Serving::spawn(listener, app, stop)?;
+        Ok(FakeYahoo { shared, serving })
     }
 
     /// `http://IP:PORT`, no trailing slash.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.serving.base_url()
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.serving.addr()
     }
 
     /// Sets how requests for `yahoo_symbol` (as Yahoo spells it, e.g. `^GSPC`) are answered
@@ -404,22 +383,8 @@ impl FakeYahoo {
 
     /// Stops accepting connections, cuts pending latency/hang sleeps short and waits (up to
     /// 5 s) for open connections to finish.
-    pub async fn shutdown(mut self) {
-        self.stop.send_replace(true);
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(5), &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for FakeYahoo {
-    fn drop(&mut self) {
-        // The server task finishes by itself once it sees the signal.
-        self.stop.send_replace(true);
+    pub async fn shutdown(self) {
+        self.serving.shutdown().await;
     }
 }
 
