@@ -156,7 +156,8 @@ impl OwnPostgres {
 
     /// SIGKILL the postmaster and every backend: the database vanishes as in a node loss.
     pub fn kill(&mut self) {
-        if let Some(pid) = self.postmaster_pid() {
+        let postmaster = self.postmaster_pid();
+        if let Some(pid) = postmaster {
             let _ = Command::new("pkill")
                 .args(["-KILL", "-P", &pid.to_string()])
                 .status();
@@ -175,6 +176,27 @@ impl OwnPostgres {
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // Until the postmaster is gone or a zombie (dead, not yet reaped).
+        if let Some(pid) = postmaster {
+            let stat = format!("/proc/{pid}/stat");
+            while std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            }) && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // The socket's lock file names the killed postmaster, which may linger a while as a
+        // zombie (its parent, runuser, was killed too): a new postmaster would take it for a
+        // live one and refuse to start. It is dead (SIGKILL), so its lock goes too.
+        for name in [
+            format!(".s.PGSQL.{}.lock", self.port),
+            format!(".s.PGSQL.{}", self.port),
+        ] {
+            let _ = std::fs::remove_file(self.dir.path().join(name));
         }
     }
 

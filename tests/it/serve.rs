@@ -89,6 +89,19 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Whether stderr shows `needle` within 10 s: stderr is its own pipe, drained by its own
+    /// task, so a line printed before the first line of stdout may still be on its way.
+    async fn stderr_shows(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }
@@ -559,8 +572,8 @@ async fn without_a_token_collect_is_disabled_and_an_unreachable_database_is_not_
     .await;
     assert!(
         server
-            .stderr()
-            .contains("POST /collect disabled: COLLECT_TOKEN is not set"),
+            .stderr_shows("POST /collect disabled: COLLECT_TOKEN is not set")
+            .await,
         "{}",
         server.stderr()
     );
