@@ -114,25 +114,31 @@ impl Store {
         let new_actions =
             super::actions::insert_new(&mut tx, symbol, meta.currency.as_deref(), &series.actions)
                 .await?;
-        // A rebase: the stored bars of the range that the fresh history no longer has go (their
-        // indicators and documents with them, by the foreign keys' cascade).
+        // A rebase: the stored bars of the range that the fresh history no longer has go, with
+        // their indicator rows (in the same statement: indicators have no foreign key, see
+        // migrations/20261201000009) and their documents (by the foreign key's cascade).
         let mut removed = 0;
         if let Some(range) = replace {
             let dates: Vec<NaiveDate> = series.bars.iter().map(|b| b.trade_date).collect();
-            removed = sqlx::query(
-                "DELETE FROM market_data WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3
-                   AND trade_date <> ALL($4::date[])",
+            let gone: i64 = sqlx::query_scalar(
+                "WITH bars AS (
+                     DELETE FROM market_data WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3
+                       AND trade_date <> ALL($4::date[]) RETURNING 1),
+                 indicators AS (
+                     DELETE FROM indicators WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3
+                       AND trade_date <> ALL($4::date[]) RETURNING 1)
+                 SELECT count(*) FROM bars",
             )
             .bind(symbol)
             .bind(range.from())
             .bind(range.to())
             .bind(&dates)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(query_error(
                 "removing bars the rebased history no longer has",
-            ))?
-            .rows_affected();
+            ))?;
+            removed = u64::try_from(gone).unwrap_or(0);
         }
 
         let (Some(first), Some(last)) = (series.bars.first(), series.bars.last()) else {
