@@ -11,27 +11,36 @@
 # once with the sentence-transformers venv's torch, cached under ~/.cache/market-encoder/onnx).
 # It first checks the release binary's kernels (scripts/check-kernels.sh) and names the kernel
 # path (AVX-512 / AVX2+FMA / NEON / baseline) the encoder takes on this CPU.
+# With --python-stack (phase E) it also runs the Python stack a user would pick instead
+# (crates/bench/python_stack.py: yfinance, pandas, psycopg2, chromadb; a venv created once by
+# scripts/lib/pystack.sh) on the first and the next daily run with embeddings and on phase A's
+# backfill, back to back with the release binary; it needs what --memory needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_postgres
-memory=false st_given=false ort_given=false
+memory=false st_given=false ort_given=false pystack=false
+args=()
 for arg in "$@"; do
   case "$arg" in
     --memory) memory=true ;;
+    --python-stack) pystack=true && continue ;;
     --st-python | --st-python=*) st_given=true ;;
     --ort-python | --ort-python=*) ort_given=true ;;
   esac
+  args+=("$arg")
 done
+set -- "${args[@]}"
 cargo build --release --locked --quiet -p market-encoder -p market-encoder-bench
 release="${CARGO_TARGET_DIR:-target}/release"
-if [ "$memory" = false ]; then
+if [ "$memory" = false ] && [ "$pystack" = false ]; then
   exec "$release/market-encoder-bench" --binary "$release/market-encoder" "$@"
 fi
 source scripts/lib/model.sh
 source scripts/lib/chroma.sh
 source scripts/lib/st.sh
 source scripts/lib/ort.sh
+source scripts/lib/pystack.sh
 scripts/check-kernels.sh "$release/market-encoder"
 ensure_model # exports EMBEDDING_MODEL_DIR
 ensure_chroma # exports CHROMA_URL; our own server stops when this script exits
@@ -47,5 +56,15 @@ if [ "$ort_given" = false ]; then
     ort=(--ort-python "$ORT_PYTHON" --onnx-model "$ONNX_MODEL")
   fi
 fi
+py=()
+if [ "$pystack" = true ]; then
+  ensure_pystack # exports PYSTACK_PYTHON
+  [ -n "${ONNX_MODEL:-}" ] || { ensure_st && ensure_onnx_model; } || {
+    log "--python-stack needs the model in ONNX (sentence-transformers' torch exports it)"
+    exit 1
+  }
+  py=(--python-stack "$PYSTACK_PYTHON")
+  [ ${#ort[@]} -gt 0 ] || py+=(--onnx-model "$ONNX_MODEL")
+fi
 # Not exec: the EXIT trap has to stop Chroma after the benchmark.
-"$release/market-encoder-bench" --binary "$release/market-encoder" "${st[@]}" "${ort[@]}" "$@"
+"$release/market-encoder-bench" --binary "$release/market-encoder" "${st[@]}" "${ort[@]}" "${py[@]}" "$@"

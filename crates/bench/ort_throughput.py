@@ -69,16 +69,12 @@ def export(model_dir: str, out: str) -> None:
     os.replace(tmp, out)
 
 
-def run(model_dir: str, onnx_path: str, texts_path: str, repetitions: int, threads: int) -> None:
-    import numpy as np
+def load(model_dir: str, onnx_path: str, threads: int):
+    """One onnxruntime session (all graph optimisations, `threads` intra-op threads) and the
+    tokenizer of MODEL_DIR (truncation at 256, no padding): onnxruntime "used well"."""
     import onnxruntime as ort
-    import tokenizers
     from tokenizers import Tokenizer
 
-    with open(texts_path, encoding="utf-8") as f:
-        texts = json.load(f)
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
-        sys.exit(f"{texts_path}: expected a non-empty JSON list of strings")
     tokenizer = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     tokenizer.enable_truncation(MAX_SEQ)
     tokenizer.no_padding()
@@ -87,29 +83,50 @@ def run(model_dir: str, onnx_path: str, texts_path: str, repetitions: int, threa
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    return session, tokenizer
+
+
+def embed(session, tokenizer, texts):
+    """The normalised mean-pooled vectors of `texts` (an N x 384 float32 array), longest first
+    in batches of 32, each padded to its longest text."""
+    import numpy as np
+
+    encodings = tokenizer.encode_batch(texts)
+    order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+    out = np.zeros((len(encodings), 384), dtype=np.float32)
+    for start in range(0, len(order), BATCH):
+        chunk = order[start : start + BATCH]
+        longest = max(len(encodings[i].ids) for i in chunk)
+        ids = np.zeros((len(chunk), longest), dtype=np.int64)
+        mask = np.zeros((len(chunk), longest), dtype=np.int64)
+        for row, i in enumerate(chunk):
+            n = len(encodings[i].ids)
+            ids[row, :n] = encodings[i].ids
+            mask[row, :n] = 1
+        (hidden,) = session.run(
+            None,
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+        )
+        m = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        out[chunk] = pooled
+    return out
+
+
+def run(model_dir: str, onnx_path: str, texts_path: str, repetitions: int, threads: int) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import tokenizers
+
+    with open(texts_path, encoding="utf-8") as f:
+        texts = json.load(f)
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
+        sys.exit(f"{texts_path}: expected a non-empty JSON list of strings")
+    session, tokenizer = load(model_dir, onnx_path, threads)
 
     def encode(batch_texts):
-        encodings = tokenizer.encode_batch(batch_texts)
-        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
-        out = np.zeros((len(encodings), 384), dtype=np.float32)
-        for start in range(0, len(order), BATCH):
-            chunk = order[start : start + BATCH]
-            longest = max(len(encodings[i].ids) for i in chunk)
-            ids = np.zeros((len(chunk), longest), dtype=np.int64)
-            mask = np.zeros((len(chunk), longest), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                n = len(encodings[i].ids)
-                ids[row, :n] = encodings[i].ids
-                mask[row, :n] = 1
-            (hidden,) = session.run(
-                None,
-                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
-            )
-            m = mask[:, :, None].astype(np.float32)
-            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-            pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-            out[chunk] = pooled
-        return out
+        return embed(session, tokenizer, batch_texts)
 
     encode(texts[:64])
     seconds = []

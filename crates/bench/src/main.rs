@@ -25,8 +25,13 @@
 //!
 //! Phase D, with `--rebase`: a 10:1 split met by the daily run on one security with `--years`
 //! of history, timed next to the daily run after it (`rebase.rs`).
+//!
+//! Phase E, with `--python-stack PYTHON`: the first and the next daily run with embeddings,
+//! and phase A's backfill, next to the Python stack a user would pick instead (yfinance,
+//! pandas, psycopg2, chromadb; `python_stack.py`), back to back (`pystack.rs`).
 
 mod memory;
+mod pystack;
 mod rebase;
 
 use std::fmt::Write as _;
@@ -92,8 +97,15 @@ struct Args {
     #[arg(long, requires = "onnx_model")]
     ort_python: Option<PathBuf>,
     /// The model exported to ONNX (scripts/lib/ort.sh's ensure_onnx_model).
-    #[arg(long, requires = "ort_python")]
+    #[arg(long)]
     onnx_model: Option<PathBuf>,
+    /// Run phase E with this python (yfinance, pandas, psycopg2, chromadb, PyYAML:
+    /// scripts/lib/pystack.sh); needs Chroma, the model and --onnx-model.
+    #[arg(long, requires = "onnx_model")]
+    python_stack: Option<PathBuf>,
+    /// Securities of phase E's daily runs.
+    #[arg(long, default_value_t = 40)]
+    daily_securities: usize,
 }
 
 /// Trade dates per security that get a document (the job's default, written out): phase C
@@ -103,7 +115,7 @@ const EMBEDDING_DAYS: u32 = 30;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let memory_needs = if args.memory {
+    let memory_needs = if args.memory || args.python_stack.is_some() {
         Some((
             args.chroma_url
                 .as_deref()
@@ -199,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     // Phase C runs now, on phase A's database (printed after phase B); phase B then has the
     // server to itself, as without --memory.
-    let memory = match memory_needs {
+    let memory = match memory_needs.filter(|_| args.memory) {
         None => None,
         Some((chroma_url, model_dir)) => Some(
             memory::run(&memory::Inputs {
@@ -255,6 +267,34 @@ async fn main() -> anyhow::Result<()> {
         writeln!(report, "README, Performance table rows (phase C):")?;
         report.push_str(&memory.readme_rows());
     }
+    let python_stack = match (&args.python_stack, memory_needs, &args.onnx_model) {
+        (Some(python), Some((chroma_url, model_dir)), Some(onnx_model)) => Some(
+            pystack::phase(
+                &mut report,
+                &pystack::Inputs {
+                    binary: &args.binary,
+                    admin_url: &args.database_url,
+                    chroma_url,
+                    model_dir,
+                    onnx_model,
+                    python,
+                    work_dir: &dir,
+                    latency: Duration::from_millis(args.latency_ms),
+                    batch_size: args.batch_size,
+                    daily_securities: args.daily_securities,
+                    to,
+                    backfill: Some(pystack::Backfill {
+                        config: &config_path,
+                        from,
+                        to,
+                        ours: (wall, peak_rss_kib),
+                    }),
+                },
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     if args.rebase {
         rebase::phase(
             &mut report,
@@ -277,6 +317,9 @@ async fn main() -> anyhow::Result<()> {
     });
     if let Some(memory) = &memory {
         json["memory"] = memory.json();
+    }
+    if let Some(python_stack) = python_stack {
+        json["python_stack"] = python_stack;
     }
     println!("{json}");
     std::fs::remove_dir_all(&dir)?;
