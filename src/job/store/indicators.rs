@@ -16,18 +16,7 @@ use crate::job::narrate::Day;
 /// `indicators` table, built once from the constant column list of `analyze::FLOAT_COLUMNS`
 /// (identifiers only; every value is a bind parameter).
 static UPSERT_INDICATORS: LazyLock<String> = LazyLock::new(|| {
-    let floats: Vec<&str> = FLOAT_COLUMNS.iter().map(|c| c.name).collect();
-    let columns = [
-        floats.as_slice(),
-        &["new_52w_high", "trend", "volatility_regime"],
-    ]
-    .concat();
-    let n = floats.len();
-    let mut casts: Vec<String> = (0..n).map(|i| format!("${}::float8[]", i + 3)).collect();
-    casts.push(format!("${}::bool[]", n + 3));
-    casts.push(format!("${}::text[]", n + 4));
-    casts.push(format!("${}::text[]", n + 5));
-    let list = columns.join(", ");
+    let columns = columns();
     let excluded = columns
         .iter()
         .map(|c| format!("EXCLUDED.{c}"))
@@ -44,13 +33,41 @@ static UPSERT_INDICATORS: LazyLock<String> = LazyLock::new(|| {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "INSERT INTO indicators (symbol, trade_date, {list})
-         SELECT $1, * FROM UNNEST($2::date[], {casts})
+        "{insert}
          ON CONFLICT (symbol, trade_date) DO UPDATE SET {set}, updated_at = now()
          WHERE ({current}) IS DISTINCT FROM ({excluded})",
-        casts = casts.join(", ")
+        insert = insert_statement()
     )
 });
+
+/// `INSERT .. SELECT FROM UNNEST` without `ON CONFLICT`, for dates with no indicator row yet (a
+/// first history): the upsert's speculative insertion cost 1.6x a plain insert there.
+static INSERT_INDICATORS: LazyLock<String> = LazyLock::new(insert_statement);
+
+/// The columns of the indicator statements after `symbol, trade_date`, in bind order.
+fn columns() -> Vec<&'static str> {
+    let floats: Vec<&'static str> = FLOAT_COLUMNS.iter().map(|c| c.name).collect();
+    [
+        floats.as_slice(),
+        &["new_52w_high", "trend", "volatility_regime"],
+    ]
+    .concat()
+}
+
+/// `INSERT .. SELECT $1, * FROM UNNEST($2::date[], one array per column)`.
+fn insert_statement() -> String {
+    let n = FLOAT_COLUMNS.len();
+    let mut casts: Vec<String> = (0..n).map(|i| format!("${}::float8[]", i + 3)).collect();
+    casts.push(format!("${}::bool[]", n + 3));
+    casts.push(format!("${}::text[]", n + 4));
+    casts.push(format!("${}::text[]", n + 5));
+    format!(
+        "INSERT INTO indicators (symbol, trade_date, {})
+         SELECT $1, * FROM UNNEST($2::date[], {})",
+        columns().join(", "),
+        casts.join(", ")
+    )
+}
 
 /// The last N stored days of a security with their indicators, for the narrate stage.
 static SELECT_DAYS: LazyLock<String> = LazyLock::new(|| {
@@ -146,7 +163,23 @@ impl Store {
             return Ok(0);
         }
         let dates: Vec<NaiveDate> = keep.iter().map(|&i| points[i].trade_date).collect();
-        let mut query = sqlx::query(AssertSqlSafe(UPSERT_INDICATORS.as_str()))
+        // None stored from `from` on (a first history): a plain insert (see
+        // `INSERT_INDICATORS`). The run lock makes this security's rows ours alone; were one
+        // there after all, the statement fails whole.
+        let none_stored: bool = sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM indicators WHERE symbol = $1 AND trade_date >= $2)",
+        )
+        .bind(symbol.as_str())
+        .bind(from)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("checking for stored indicators"))?;
+        let statement = if none_stored {
+            &INSERT_INDICATORS
+        } else {
+            &UPSERT_INDICATORS
+        };
+        let mut query = sqlx::query(AssertSqlSafe(statement.as_str()))
             .bind(symbol.as_str())
             .bind(dates);
         for column in FLOAT_COLUMNS {
