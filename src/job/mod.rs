@@ -72,6 +72,17 @@ pub struct JobOptions {
     /// The shard this run is (`--shard`); `securities` already holds only its part. A sharded
     /// run takes its own run lock, so the shards of one job run in parallel.
     pub shard: Option<Shard>,
+    /// The context securities whose day the narratives tell (`features.roles` vix and dxy).
+    pub context: ContextSymbols,
+}
+
+/// The securities whose daily move every narrative of the same date mentions (the day's
+/// cross-asset context, ARCHITECTURE.md, Narratives): `features.roles.vix` and `.dxy`, whether
+/// or not the features are enabled. `None`: not told.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContextSymbols {
+    pub vix: Option<DbSymbol>,
+    pub dollar: Option<DbSymbol>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +220,7 @@ async fn stages(
         .buffer_unordered(width)
         .map(|fetched| {
             let symbol = fetched.report().db_symbol.clone();
-            store_security(&store, &sources, fetched, options, &lost)
+            store_security(&store, &sources, fetched, &lost)
                 .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
@@ -261,6 +272,23 @@ async fn stages(
             .copied()
             .unwrap_or(usize::MAX)
     });
+
+    // The narratives, once every security of the run is stored: a document tells the day of
+    // the context securities too (VIX, the dollar), so it must not depend on which of them was
+    // fetched first. Run even when told to stop: it finishes the stored securities' units of
+    // work (a rebased security's documents must all be narrated again), and takes a moment.
+    let narrated = narrate_stage(&store, options, &mut reports, &lost)
+        .instrument(info_span!(parent: &span, "narrate"))
+        .await;
+    if let Some(source) = lost.take() {
+        return Err(JobError::Lost {
+            source: Box::new(source),
+            stored: count(&reports, SecurityOutcome::Succeeded),
+            total: reports.len(),
+            run_id,
+        });
+    }
+    info!(parent: &span, documents_written = narrated, "narrated");
 
     // The cross-asset features, once, from the stored closes of every input (whichever
     // securities this run selected). A failure costs no prices: it is reported, the run is
@@ -535,14 +563,13 @@ async fn fetch_security<'a>(
 
 /// Store one fetched series in its own transaction (after a rebase of the whole stored
 /// history when Yahoo's basis changed, see [`history`]), then analyze the security (indicators
-/// from its whole stored series) and narrate its last `embedding_days`. A series already
+/// from its whole stored series); the narrate stage runs once every security is stored. A series already
 /// fetched when the run is told to stop is still stored: the transaction is short and commits
 /// or rolls back whole.
 async fn store_security(
     store: &Store,
     sources: &Sources,
     fetched: Fetched<'_>,
-    options: &JobOptions,
     lost: &Lost,
 ) -> SecurityReport {
     let (security, mut report, series, planned) = match fetched {
@@ -615,18 +642,12 @@ async fn store_security(
             Ok(written) => written,
             Err(e) => return store_failed(report, store, lost, e).await,
         };
-    report.documents_written =
-        match narrate_security(store, security, options.embedding_days, replace.is_some()).await {
-            Ok(written) => written,
-            Err(e) => return store_failed(report, store, lost, e).await,
-        };
     report.store_ms = millis(started.elapsed());
     report.outcome = SecurityOutcome::Succeeded;
     info!(
         rows_fetched = report.rows_fetched,
         rows_written = report.rows_written,
         indicators_written = report.indicators_written,
-        documents_written = report.documents_written,
         first = report.first_date.map(tracing::field::display),
         last = report.last_date.map(tracing::field::display),
         window = %report.window,
@@ -676,14 +697,78 @@ async fn analyze_security(
         .await
 }
 
+/// The narrate stage: every security this run stored is narrated ([`narrate_security`]), a
+/// few at a time. A store failure fails that security (or, if the database is gone, the run
+/// through `lost`). Returns the documents written.
+async fn narrate_stage(
+    store: &Store,
+    options: &JobOptions,
+    reports: &mut [SecurityReport],
+    lost: &Lost,
+) -> u64 {
+    let securities: HashMap<&str, &Security> = options
+        .securities
+        .iter()
+        .map(|s| (s.db_symbol.as_str(), s))
+        .collect();
+    let work: Vec<(usize, &Security, bool)> = reports
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.outcome == SecurityOutcome::Succeeded)
+        .filter_map(|(i, r)| {
+            let security = securities.get(r.db_symbol.as_str())?;
+            Some((i, *security, r.rebased.is_some()))
+        })
+        .collect();
+    let results: Vec<(usize, Duration, Result<u64, StoreError>)> = futures::stream::iter(work)
+        .map(|(i, security, rebased)| async move {
+            let started = Instant::now();
+            if lost.token.is_cancelled() {
+                return (i, started.elapsed(), Ok(0));
+            }
+            let written = narrate_security(
+                store,
+                security,
+                options.embedding_days,
+                rebased,
+                &options.context,
+            )
+            .instrument(info_span!("narrate", symbol = %security.db_symbol))
+            .await;
+            (i, started.elapsed(), written)
+        })
+        .buffer_unordered(options.batch_size.max(1))
+        // Boxed for the same reason as the store stream's (rust-lang/rust#102211).
+        .boxed()
+        .collect()
+        .await;
+    let mut total = 0;
+    for (i, took, result) in results {
+        let report = &mut reports[i];
+        report.store_ms += millis(took);
+        match result {
+            Ok(written) => {
+                report.documents_written = written;
+                total += written;
+            }
+            Err(e) => {
+                let failed = store_failed(report.clone(), store, lost, e).await;
+                *report = failed;
+            }
+        }
+    }
+    total
+}
+
 /// The narrate stage for one security: documents and their metadata for its last `days`
-/// stored trade dates, from the stored prices and indicators. Returns the documents inserted
-/// or changed.
+/// stored trade dates, from the stored prices and indicators and the context securities'
+/// bars of the same dates. Returns the documents inserted or changed.
 async fn narrate_security(
     store: &Store,
     security: &Security,
     days: u32,
     every_documented: bool,
+    context: &ContextSymbols,
 ) -> Result<u64, StoreError> {
     // After a rebase every stored document's numbers changed, after a change of the
     // narrative its words: write them all again.
@@ -691,11 +776,23 @@ async fn narrate_security(
         || store
             .narrative_outdated(&security.db_symbol, narrate::NARRATIVE_VERSION)
             .await?;
-    let days = if every_documented {
+    let mut days = if every_documented {
         days.max(store.documented_days(&security.db_symbol).await?)
     } else {
         days
     };
+    // A document written while a context security's bar of its date was missing (it failed,
+    // or another shard stores it) tells another day than a backfill would: narrate it again.
+    if let Some(stale) = store
+        .first_stale_context(
+            &security.db_symbol,
+            context.vix.as_ref(),
+            context.dollar.as_ref(),
+        )
+        .await?
+    {
+        days = days.max(store.stored_days_since(&security.db_symbol, stale).await?);
+    }
     // The narrated days and the ones before them that their documents read.
     let history = store
         .days_to_narrate(
@@ -717,16 +814,27 @@ async fn narrate_security(
         }
         None => Vec::new(),
     };
+    let mut markets = narrate::Markets::default();
+    if let Some(first) = first {
+        if let Some(vix) = &context.vix {
+            markets.vix = Some(store.context_series(vix, first).await?);
+        }
+        if let Some(dollar) = &context.dollar {
+            markets.dollar = Some(store.context_series(dollar, first).await?);
+        }
+    }
     let documents = narrate::documents(
         &narrate::Subject {
             db_symbol: security.db_symbol.as_str(),
             yahoo_symbol: security.yahoo_symbol.as_str(),
             name: &security.name,
             category: security.category.as_str(),
+            sector: security.sector.as_ref().map(crate::domain::Sector::as_str),
         },
         &history,
         narrated,
         &actions,
+        &markets,
     );
     store.write_documents(&security.db_symbol, &documents).await
 }
