@@ -253,15 +253,16 @@ fn regime_words(trend: Option<Trend>, vol: Option<VolatilityRegime>) -> Option<S
         Trend::Bear => "bear market",
         Trend::Sideways => "sideways market",
     });
-    // Volatile is said twice and calm not at all: "calm bear" and "volatile bear" read almost
-    // alike to a sentence model otherwise.
-    let turbulent = ", with turbulent, volatile trading";
+    // Each volatility regime is said twice, in words of its own: "calm bear" and "volatile
+    // bear" read almost alike to a sentence model otherwise.
+    let turbulent = ", with turbulent, volatile trading and elevated volatility";
+    let quiet = ", with quiet, steady trading";
     match (vol, trend) {
         (Some(VolatilityRegime::Volatile), Some(t)) => Some(format!("a volatile {t}{turbulent}")),
         (Some(VolatilityRegime::Volatile), None) => Some(format!("a volatile market{turbulent}")),
-        (Some(VolatilityRegime::Calm), Some(t)) => Some(format!("a calm, steady {t}")),
+        (Some(VolatilityRegime::Calm), Some(t)) => Some(format!("a calm {t}{quiet}")),
         (None, Some(t)) => Some(format!("a {t}")),
-        (Some(VolatilityRegime::Calm), None) => Some("a calm, steady market".to_owned()),
+        (Some(VolatilityRegime::Calm), None) => Some(format!("a calm market{quiet}")),
         (None, None) => None,
     }
 }
@@ -303,9 +304,11 @@ fn closing(fraction: f64) -> &'static str {
     }
 }
 
-/// The gist again, last: the day's kind and direction, the regime and the strongest readings of
-/// the day ("a sell-off, closing lower, in a volatile bear market; a losing week; a deep
-/// drawdown"), so that they weigh in the document's vector as much as its numbers do.
+/// The gist again, last: the day's kind and direction, the regime, a new high, a winning or
+/// losing week and a deep drawdown ("a sell-off, closing lower, in a volatile bear market; a
+/// losing week; a deep drawdown"), so that they weigh in the document's vector as much as its
+/// numbers do. A new low is not repeated: "52-week low" twice makes the day a match for "a new
+/// 52-week high" too.
 fn keywords(facts: &DayFacts<'_>) -> Option<String> {
     let ind = facts.indicators;
     let regime = match (ind.trend, ind.volatility_regime) {
@@ -315,20 +318,19 @@ fn keywords(facts: &DayFacts<'_>) -> Option<String> {
         (None, Some(v)) => Some(format!("a {v} market")),
         (None, None) => None,
     };
-    let day = facts.daily_return.and_then(|r| r.to_f64()).map(|r| {
-        let sector = facts
-            .sector
-            .filter(|_| facts.category.ends_with("stocks"))
-            .map(|s| format!(" for a {} stock", s.replace('_', " ")))
-            .unwrap_or_default();
-        format!("{}{sector}, {}", bands::day_kind(r), closing(r))
-    });
+    let day = facts
+        .daily_return
+        .and_then(|r| r.to_f64())
+        .map(|r| format!("{}, {}", bands::day_kind(r), closing(r)));
     let mut gist = match (day, regime) {
         (Some(d), Some(r)) => format!("{d}, in {r}"),
         (Some(d), None) => d,
         (None, Some(r)) => r,
         (None, None) => return None,
     };
+    if ind.new_52w_high {
+        gist.push_str("; a new 52-week high");
+    }
     if let Some(kind) = ind
         .return_5d
         .and_then(|w| bands::period_kind(w, bands::WEEK_EDGES, "week"))
@@ -471,7 +473,11 @@ fn headline(facts: &DayFacts<'_>) -> String {
         (5, ind.return_5d, bands::WEEK_EDGES, "week"),
         (20, ctx.return_20d, bands::MONTH_EDGES, "month"),
     ] {
-        let Some(w) = fraction else { continue };
+        // Said in words from the third edge (5% over 5 days, 10% over 20: "a losing week"):
+        // smaller moves are in the numbers, and their direction words would outweigh the day's.
+        let Some(w) = fraction.filter(|w| w.abs() >= edges[2]) else {
+            continue;
+        };
         let mut words = format!("over {days} days {}", bands::period_band(w, edges));
         if let Some(kind) = bands::period_kind(w, edges, period) {
             let _ = write!(words, ", {kind}");
@@ -489,26 +495,31 @@ fn headline(facts: &DayFacts<'_>) -> String {
     text.trim_start().to_owned()
 }
 
-/// The day's cross-asset context in words, with the stored numbers: "Across markets, VIX jumped
-/// 12.3% to 24.51 and the dollar strengthened 0.52%"; `None` when neither is stored.
+/// The day's cross-asset context in words, with the stored numbers, when it is news (VIX moved
+/// at least [`bands::VIX_NOTABLE`], the dollar at least [`bands::DOLLAR_NOTABLE`]): "Across
+/// markets, VIX jumped 12.3% to 24.51 and the dollar strengthened sharply 0.82%"; `None`
+/// otherwise. Said every day, the same sentence in every document of a date would make days of
+/// unrelated securities alike; the metadata keeps the context of every day.
 fn market_words(market: &Market) -> Option<String> {
     let vix = market.vix.and_then(|bar| {
         let r = bar.daily_return.to_f64()?;
-        let verb = bands::vix_verb(r);
-        let close = thousands(bar.close);
-        Some(if r.abs() < bands::VIX_EDGES[0] {
-            format!("VIX {verb} at {close} ({})", movement(r, 1))
-        } else {
-            format!("VIX {verb} {}% to {close}", percent(r.abs(), 1))
+        (r.abs() >= bands::VIX_NOTABLE).then(|| {
+            format!(
+                "VIX {} {}% to {}",
+                bands::vix_verb(r),
+                percent(r.abs(), 1),
+                thousands(bar.close)
+            )
         })
     });
     let dollar = market.dollar.and_then(|bar| {
         let r = bar.daily_return.to_f64()?;
-        let verb = bands::dollar_verb(r);
-        Some(if r.abs() < bands::DOLLAR_EDGES[0] {
-            format!("the dollar {verb} ({})", movement(r, 2))
-        } else {
-            format!("the dollar {verb} {}%", percent(r.abs(), 2))
+        (r.abs() >= bands::DOLLAR_NOTABLE).then(|| {
+            format!(
+                "the dollar {} {}%",
+                bands::dollar_verb(r),
+                percent(r.abs(), 2)
+            )
         })
     });
     match (vix, dollar) {
@@ -545,10 +556,10 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
         moves.push(shown);
     }
     if let Some(w) = ind.return_5d {
-        moves.push(format!("{} over 5 days", movement(w, 1)));
+        moves.push(format!("{} over 5 days", signed(w, 1)));
     }
     if let Some(w) = facts.context.return_20d {
-        moves.push(format!("{} over 20 days", movement(w, 1)));
+        moves.push(format!("{} over 20 days", signed(w, 1)));
     }
     match moves.len() {
         0 => {}
@@ -709,6 +720,20 @@ fn movement(fraction: f64, decimals: usize) -> String {
     }
 }
 
+/// "+2.1%", "-0.4%", "0.0%" (when it rounds to zero at `decimals`): the 5- and 20-day moves
+/// among the numbers, signed rather than "up"/"down", so that the day's own direction words
+/// outweigh theirs in the document's vector.
+fn signed(fraction: f64, decimals: usize) -> String {
+    let shown = percent(fraction.abs(), decimals);
+    if shown.trim_start_matches(['0', '.']).is_empty() {
+        format!("{shown}%")
+    } else if fraction > 0.0 {
+        format!("+{shown}%")
+    } else {
+        format!("-{shown}%")
+    }
+}
+
 /// "price 4.2% above its 50-day average".
 fn relative_to(fraction: f64, what: &str) -> String {
     let shown = percent(fraction.abs(), 1);
@@ -789,9 +814,9 @@ mod tests {
         }
     }
 
-    /// The numbers part of the document before the words were added: every piece must still
-    /// be there, exactly.
-    const NUMBERS_BEFORE: &str = "SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80% on the day and up 2.1% over 5 days; \
+    /// The numbers part of the document: every number exactly as before the words were added
+    /// (the 5- and 20-day moves signed since version 3).
+    const NUMBERS_BEFORE: &str = "SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80% on the day and +2.1% over 5 days; \
          RSI 71 (overbought), price 4.2% above its 50-day average, price 11.7% above its 200-day average, \
          MACD above its signal line, 20-day volatility 11.8% annualized (calm); regime: bull, calm; new 52-week high.";
 
@@ -802,9 +827,9 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "SPX: an up day in a calm, steady bull market. It rose, up 0.5 to 1% on the day, closing higher. \
-                 A new 52-week high, its highest close in a year; overbought, RSI above 70. Over 5 days up 2 to 5%. \
-                 On 2024-03-01 {NUMBERS_BEFORE} In short: an up day, closing higher, in a calm bull market."
+                "SPX: an up day in a calm bull market, with quiet, steady trading. It rose, up 0.5 to 1% on the day, closing higher. \
+                 A new 52-week high, its highest close in a year; overbought, RSI above 70. \
+                 On 2024-03-01 {NUMBERS_BEFORE} In short: an up day, closing higher, in a calm bull market; a new 52-week high."
             )
         );
     }
@@ -814,29 +839,29 @@ mod tests {
         let ind = full();
         let mut f = facts(&ind);
         f.context.usual_move = Some(0.005);
-        f.context.return_20d = Some(-0.034);
+        f.context.return_20d = Some(-0.124);
         let text = narrate(&f);
         // 0.8012% on a 0.5% usual move: 1.6 sigma, a large move for an index.
         assert!(
             text.starts_with(
-                "SPX: an up day in a calm, steady bull market. It rallied strongly, up 0.5 to 1% on the day, closing higher."
+                "SPX: an up day in a calm bull market, with quiet, steady trading. It rallied strongly, up 0.5 to 1% on the day, closing higher."
             ),
             "{text}"
         );
         assert!(
-            text.contains("Over 5 days up 2 to 5%; over 20 days down 2 to 5%."),
+            text.contains("RSI above 70. Over 20 days down more than 10%, a losing month."),
             "{text}"
         );
         assert!(
             text.contains(
-                "closed at 5,137.08, up 0.80% on the day (1.6 times its usual daily move), up 2.1% over 5 days and down 3.4% over 20 days;"
+                "closed at 5,137.08, up 0.80% on the day (1.6 times its usual daily move), +2.1% over 5 days and -12.4% over 20 days;"
             ),
             "{text}"
         );
         let m = metadata(&f, "^GSPC");
         assert_eq!(m["move_band"], "strong rally");
         assert!((m["move_sigma"].as_f64().unwrap() - 1.6024).abs() < 1e-9);
-        assert_eq!(m["return_20d"], -0.034);
+        assert_eq!(m["return_20d"], -0.124);
     }
 
     #[test]
@@ -866,8 +891,7 @@ mod tests {
             narrate(&f),
             "SPX: a sell-off. It fell sharply, down more than 2% on the day, closing lower. \
              It broke below its lower Bollinger band; oversold, RSI below 30; in a correction. \
-             Over 5 days down less than 1%. \
-             On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08, down 2.34% on the day and unchanged over 5 days; \
+             On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08, down 2.34% on the day and 0.0% over 5 days; \
              RSI 25 (oversold), below the lower Bollinger band, volume 2.4 standard deviations below its 20-day average; \
              15.3% below its peak of the past year. In short: a sell-off, closing lower."
         );
@@ -974,7 +998,7 @@ mod tests {
         // -0.38% on a usual move of 0.48%: 0.8 sigma.
         assert!(
             calm.text.starts_with(
-                "SPY: a down day in a calm, steady bull market. It fell, down less than 0.5% on the day, closing lower."
+                "SPY: a down day in a calm bull market, with quiet, steady trading. It fell, down less than 0.5% on the day, closing lower."
             ),
             "{}",
             calm.text
@@ -982,7 +1006,7 @@ mod tests {
         let text = &crash.text;
         assert!(
             text.starts_with(
-                "SPY: a crash in a volatile sideways market, with turbulent, volatile trading. \
+                "SPY: a crash in a volatile sideways market, with turbulent, volatile trading and elevated volatility. \
                  It plunged, down more than 5% on the day, closing lower. It turned volatile; it turned sideways; \
                  it broke below its 200-day average; a new 52-week low, its lowest close in a year; \
                  it broke below its lower Bollinger band; oversold, RSI below 30; in a deep drawdown, \
@@ -1071,12 +1095,12 @@ mod tests {
         f.daily_return = Some(dec!(-0.0234));
         let text = narrate(&f);
         assert!(
-            text.starts_with("AAPL, a technology stock: a sell-off in a calm, steady bull market."),
+            text.starts_with("AAPL, a technology stock: a sell-off in a calm bull market, with quiet, steady trading."),
             "{text}"
         );
         assert!(
             text.ends_with(
-                "In short: a sell-off for a technology stock, closing lower, in a calm bull market."
+                "In short: a sell-off, closing lower, in a calm bull market; a new 52-week high."
             ),
             "{text}"
         );
@@ -1135,7 +1159,7 @@ mod tests {
     }
 
     #[test]
-    fn a_losing_week_and_a_deep_drawdown_are_in_the_gist() {
+    fn a_losing_week_and_a_deep_drawdown_are_said_smaller_ones_only_in_numbers() {
         let ind = Indicators {
             return_5d: Some(-0.061),
             drawdown_252d: Some(-0.213),
@@ -1148,7 +1172,7 @@ mod tests {
         let text = narrate(&f);
         assert!(
             text.starts_with(
-                "SPX: a down day in a volatile bear market, with turbulent, volatile trading. \
+                "SPX: a down day in a volatile bear market, with turbulent, volatile trading and elevated volatility. \
                  It fell, down 1 to 2% on the day, closing lower. \
                  In a deep drawdown, more than 20% below its peak. Over 5 days down more than 5%, a losing week."
             ),
@@ -1168,9 +1192,10 @@ mod tests {
         };
         let text = narrate(&facts(&ind));
         assert!(
-            text.contains("In a correction. Over 5 days down 2 to 5%."),
+            text.contains("In a correction. On 2024-03-01 SPX"),
             "{text}"
         );
+        assert!(text.contains(" and -4.9% over 5 days;"), "{text}");
         assert!(
             text.ends_with("In short: an up day, closing higher, in a volatile bear market."),
             "{text}"
@@ -1190,30 +1215,26 @@ mod tests {
         let mut f = facts(&ind);
         f.context.market = Market {
             vix: Some(bar(dec!(24.51), dec!(0.1234))),
-            dollar: Some(bar(dec!(104.2), dec!(0.0052))),
+            dollar: Some(bar(dec!(104.2), dec!(0.0082))),
         };
         let text = narrate(&f);
         assert!(
             text.contains(
-                "closing higher. Across markets, VIX jumped 12.3% to 24.51 and the dollar strengthened 0.52%. On 2024-03-01"
+                "closing higher. Across markets, VIX jumped 12.3% to 24.51 and the dollar strengthened sharply 0.82%. On 2024-03-01"
             ),
             "{text}"
         );
         let m = metadata(&f, "^GSPC");
         assert_eq!(m["vix_return"], 0.1234);
         assert_eq!(m["vix_close"], 24.51);
-        assert_eq!(m["dollar_return"], 0.0052);
+        assert_eq!(m["dollar_return"], 0.0082);
+        // Moves that are not news are in the metadata only.
         f.context.market = Market {
-            vix: Some(bar(dec!(15.02), dec!(-0.008))),
-            dollar: Some(bar(dec!(101), dec!(-0.0004))),
+            vix: Some(bar(dec!(15.02), dec!(-0.0999))),
+            dollar: Some(bar(dec!(101), dec!(-0.0069))),
         };
-        assert!(
-            narrate(&f).contains(
-                "Across markets, VIX was little changed at 15.02 (down 0.8%) and the dollar was steady (down 0.04%)."
-            ),
-            "{}",
-            narrate(&f)
-        );
+        assert!(!narrate(&f).contains("Across markets"), "{}", narrate(&f));
+        assert_eq!(metadata(&f, "^GSPC")["vix_return"], -0.0999);
         f.context.market = Market {
             vix: None,
             dollar: Some(bar(dec!(101), dec!(-0.0081))),

@@ -55,6 +55,10 @@ pub const DEEP_DRAWDOWN: f64 = 0.20;
 pub const VIX_EDGES: [f64; 4] = [0.02, 0.05, 0.10, 0.20];
 /// Edges of the dollar index's daily move: steady, a small, a clear and a sharp move.
 pub const DOLLAR_EDGES: [f64; 3] = [0.001, 0.003, 0.007];
+/// VIX moves at least this large (either way) are told in the narrative: "jumped" and beyond.
+pub const VIX_NOTABLE: f64 = VIX_EDGES[2];
+/// Dollar moves at least this large are told in the narrative: "strengthened sharply".
+pub const DOLLAR_NOTABLE: f64 = DOLLAR_EDGES[2];
 
 /// VIX's daily move in words, on [`VIX_EDGES`]: "was little changed", "edged up", "eased",
 /// "rose", "fell", "jumped", "dropped", "spiked", "plunged".
