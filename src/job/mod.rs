@@ -563,9 +563,9 @@ async fn fetch_security<'a>(
 
 /// Store one fetched series in its own transaction (after a rebase of the whole stored
 /// history when Yahoo's basis changed, see [`history`]), then analyze the security (indicators
-/// from its whole stored series); the narrate stage runs once every security is stored. A series already
-/// fetched when the run is told to stop is still stored: the transaction is short and commits
-/// or rolls back whole.
+/// from its whole stored series); the narrate stage runs once every security is stored. A
+/// series already fetched when the run is told to stop is still stored: the transaction is
+/// short and commits or rolls back whole.
 async fn store_security(
     store: &Store,
     sources: &Sources,
