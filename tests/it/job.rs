@@ -956,13 +956,9 @@ async fn a_narrative_written_without_the_vix_bar_is_narrated_again_when_it_arriv
     assert_eq!(later.code, 0, "{later:#?}");
     let after = spy_documents(&db).await;
     let oldest = without[0].0;
+    // (The words tell VIX's move only when it is news; the metadata records it every day.)
     let renarrated = after.iter().find(|d| d.0 == oldest).unwrap();
-    assert!(
-        renarrated.1.contains("Across markets, VIX "),
-        "{}",
-        renarrated.1
-    );
-    assert!(renarrated.2.get("vix_return").is_some());
+    assert!(renarrated.2.get("vix_return").is_some(), "{}", renarrated.2);
 
     // B: a fresh backfill of the first window, VIX answering: the same documents.
     let fresh_db = TestDb::new().await;
