@@ -68,6 +68,10 @@ struct Args {
     /// Also write the report here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// For every query below this precision, print its neighbours (id, whether they meet the
+    /// condition, the document's start) on stderr: what to look at when a class is weak.
+    #[arg(long)]
+    explain_below: Option<f64>,
 }
 
 struct Query {
@@ -302,6 +306,20 @@ async fn main() -> anyhow::Result<()> {
         #[allow(clippy::cast_precision_loss)]
         let precision = hits as f64 / answer.neighbours.len().max(1) as f64;
         worst = worst.min(precision);
+        if args.explain_below.is_some_and(|below| precision < below) {
+            eprintln!("{} ({precision:.1}): \"{}\"", q.class, q.text);
+            for n in &answer.neighbours {
+                let meets = q.conditions.iter().all(|c| c.holds(&n.metadata));
+                let doc = n.document.as_deref().unwrap_or("");
+                eprintln!(
+                    "  {} {:.3} {}: {}",
+                    if meets { "+" } else { "-" },
+                    n.distance,
+                    n.id,
+                    doc.chars().take(400).collect::<String>()
+                );
+            }
+        }
         #[allow(clippy::cast_precision_loss)]
         let base_rate = base as f64 / total as f64;
         let _ = writeln!(

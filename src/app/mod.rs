@@ -20,7 +20,7 @@ use crate::config::env::{
 use crate::config::{Config, ConfigError, EmbeddingSettings, FeatureSettings};
 use std::collections::BTreeMap;
 
-use crate::domain::{DateWindow, DomainError};
+use crate::domain::{DateWindow, DomainError, Role};
 use crate::domain::{Security, SecurityWindow, Source};
 use crate::job::embed::{EmbedError, EmbedderSource, ModelSource, OpenAiSettings};
 use crate::job::features::{Plan, PlanSettings};
@@ -28,7 +28,7 @@ use crate::job::fetch::tiingo::TiingoOptions;
 use crate::job::fetch::{ClientOptions, RetryPolicy, ThrottleSettings};
 use crate::job::index::{ChromaSettings, IndexError};
 use crate::job::store::{RunOutcome, Store, StoreError};
-use crate::job::{self, JobError, JobOptions, MemoryOptions};
+use crate::job::{self, ContextSymbols, JobError, JobOptions, MemoryOptions};
 use crate::read::features::{self, FeaturesError};
 use crate::read::pnl::{self, PnlError};
 use crate::read::similar::{self, Condition, Filter, SearchError, Target};
@@ -321,6 +321,10 @@ fn job_plan(
             .enabled
             .then(|| feature_plan(&config.features)),
         shard,
+        context: ContextSymbols {
+            vix: config.features.symbol(Role::Vix).cloned(),
+            dollar: config.features.symbol(Role::Dxy).cloned(),
+        },
     };
     if check_api_key {
         require_tiingo_key(&options)?;

@@ -69,6 +69,7 @@ pub const SECURITY_KEYS: &[&str] = &[
     "db_symbol",
     "source",
     "enabled",
+    "sector",
 ];
 
 /// The whole file.

@@ -6,7 +6,7 @@ use serde_saphyr::Spanned;
 
 use crate::domain::Security;
 use crate::domain::{
-    Category, DbSymbol, DomainError, SOURCE_NAMES, Source, TiingoTicker, YahooSymbol,
+    Category, DbSymbol, DomainError, SOURCE_NAMES, Sector, Source, TiingoTicker, YahooSymbol,
 };
 
 use crate::config::ConfigError;
@@ -211,6 +211,23 @@ pub(super) fn read_security(
     )?;
     let (db_symbol, db) = symbol_value(doc, &fields, SymbolField::Db, symbol_at, DbSymbol::parse)?;
 
+    let sector = match fields.get("sector") {
+        None => None,
+        Some(node) => {
+            let field = fields.field("sector");
+            let text = doc.string(node, &field, "a sector name")?;
+            Some(
+                Sector::parse(&text).map_err(|error| ConfigError::InvalidValue {
+                    path: doc.path.to_path_buf(),
+                    line: line_of(node),
+                    field,
+                    error: Box::new(error),
+                    note: "; sectors are lowercase, like technology or consumer_discretionary",
+                })?,
+            )
+        }
+    };
+
     let enabled = match fields.get("enabled") {
         None => true,
         Some(n) => doc.boolean(n, &fields.field("enabled"))?,
@@ -243,6 +260,7 @@ pub(super) fn read_security(
         category: category.clone(),
         symbol,
         name,
+        sector,
         yahoo_symbol,
         db_symbol,
         source,

@@ -459,7 +459,7 @@ fn crlf_and_bom_files_parse_with_correct_lines() {
     assert_eq!(got, [("SPY", "SPDR", 4), ("QQQ", "Invesco", 7)]);
     assert_eq!(
         err("securities:\r\n  etfs:\r\n    - symbol: SPY\r\n      nam: x\r\n"),
-        "config/securities.yaml:4: securities.etfs[0].nam: unknown key; allowed keys here: symbol, name, yahoo_symbol, db_symbol, source, enabled"
+        "config/securities.yaml:4: securities.etfs[0].nam: unknown key; allowed keys here: symbol, name, yahoo_symbol, db_symbol, source, enabled, sector"
     );
 }
 
@@ -549,7 +549,7 @@ fn unknown_keys_name_line_field_and_allowed_keys() {
         err(
             "securities:\n  etfs:\n    - symbol: SPY\n      name: x\n    - symbol: QQQ\n      name: y\n      dbsymbol: Q\n"
         ),
-        "config/securities.yaml:7: securities.etfs[1].dbsymbol: unknown key; allowed keys here: symbol, name, yahoo_symbol, db_symbol, source, enabled"
+        "config/securities.yaml:7: securities.etfs[1].dbsymbol: unknown key; allowed keys here: symbol, name, yahoo_symbol, db_symbol, source, enabled, sector"
     );
     assert_eq!(
         err(&format!(
@@ -807,6 +807,45 @@ fn invalid_category_key_is_named() {
     assert_eq!(
         err("securities:\n  [a, b]: [{symbol: A, name: a}]\n"),
         "config/securities.yaml:2: securities: expected a plain key name, found a list"
+    );
+}
+
+#[test]
+fn a_sector_is_read_where_written_and_checked() {
+    let cfg = parse(
+        "securities:\n  stocks:\n    - {symbol: AAPL, name: Apple, sector: technology}\n    - {symbol: JPM, name: JPMorgan}\n",
+    )
+    .unwrap();
+    let sectors: Vec<Option<&str>> = cfg
+        .securities
+        .iter()
+        .map(|s| s.sector.as_ref().map(crate::domain::Sector::as_str))
+        .collect();
+    assert_eq!(sectors, [Some("technology"), None]);
+    assert_eq!(
+        cfg.securities[0]
+            .sector
+            .as_ref()
+            .map(crate::domain::Sector::words),
+        Some("technology".to_owned())
+    );
+    assert_eq!(
+        err("securities:\n  stocks:\n    - {symbol: AAPL, name: Apple, sector: Technology}\n"),
+        r#"config/securities.yaml:3: securities.stocks[0].sector: sector "Technology" has a character outside a-z 0-9 _ (found 'T' at position 1); sectors are lowercase, like technology or consumer_discretionary"#
+    );
+    assert_eq!(
+        err(
+            "securities:\n  stocks:\n    - {symbol: AMZN, name: Amazon, sector: consumer discretionary}\n"
+        ),
+        r#"config/securities.yaml:3: securities.stocks[0].sector: sector "consumer discretionary" has a character outside a-z 0-9 _ (found ' ' at position 9); sectors are lowercase, like technology or consumer_discretionary"#
+    );
+    assert_eq!(
+        err("securities:\n  stocks:\n    - {symbol: AAPL, name: Apple, sector: }\n"),
+        "config/securities.yaml:3: securities.stocks[0].sector: sector is empty; sectors are lowercase, like technology or consumer_discretionary"
+    );
+    assert_eq!(
+        err("securities:\n  stocks:\n    - {symbol: AAPL, name: Apple, sector: 7}\n"),
+        r#"config/securities.yaml:3: securities.stocks[0].sector: expected a sector name as a YAML string (quote it: "7"), found 7"#
     );
 }
 
@@ -1289,6 +1328,7 @@ mod props {
                     category: Category::parse(cat).unwrap(),
                     symbol: symbol.clone(),
                     name: e.name.clone(),
+                    sector: None,
                     yahoo_symbol: YahooSymbol::parse(yahoo.as_deref().unwrap_or(&symbol)).unwrap(),
                     db_symbol: DbSymbol::parse(db.as_deref().unwrap_or(&symbol)).unwrap(),
                     source: crate::domain::Source::Yahoo,

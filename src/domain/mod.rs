@@ -3,6 +3,7 @@
 //! * [`YahooSymbol`]: the ticker as Yahoo Finance spells it (`^GSPC`, `EURUSD=X`, `BTC-USD`).
 //! * [`DbSymbol`]: the symbol stored in PostgreSQL (`VARCHAR(32)`).
 //! * [`Category`]: a group of securities in the config file (`indices`, `etfs`, ...).
+//! * [`Sector`]: the sector of a stock or ETF (`technology`, `financials`, ...).
 //! * [`DateWindow`]: an inclusive range of calendar dates.
 //! * [`Shard`]: one of `n` disjoint parts of a run's selected securities (`--shard i/n`).
 //!
@@ -257,6 +258,32 @@ impl Category {
     }
 }
 string_newtype!(Category);
+
+/// The sector (or industry, or theme) of a stock or ETF, as the config names it (`sector:
+/// technology`): 1..=32 characters of `a-z 0-9 _`, like a [`Category`]. The narrative says it
+/// in words (underscores as spaces: "a consumer discretionary stock"), the metadata keeps it as
+/// written (`sector`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sector(String);
+
+impl Sector {
+    /// Parses a sector name such as `technology` or `consumer_discretionary`.
+    ///
+    /// # Errors
+    /// [`DomainError`] if the input is empty, has surrounding whitespace, is longer than 32
+    /// characters, or has a character outside `a-z 0-9 _`.
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        check_token("sector", s, CATEGORY_CHARSET, is_category_char)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The sector in words: `consumer_discretionary` -> "consumer discretionary".
+    #[must_use]
+    pub fn words(&self) -> String {
+        self.0.replace('_', " ")
+    }
+}
+string_newtype!(Sector);
 
 /// An inclusive range of calendar dates, `from <= to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,6 +1,6 @@
 //! A configured security, as every stage after `config` sees it.
 
-use super::{Category, DbSymbol, Source, YahooSymbol};
+use super::{Category, DbSymbol, Sector, Source, YahooSymbol};
 
 /// One configured security.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +11,8 @@ pub struct Security {
     pub symbol: String,
     /// Human-readable name.
     pub name: String,
+    /// Its sector (`sector:`), where the config says it: a stock's or an ETF's.
+    pub sector: Option<Sector>,
     /// Ticker to ask Yahoo Finance for.
     pub yahoo_symbol: YahooSymbol,
     /// Symbol stored in the database.

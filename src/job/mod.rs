@@ -14,6 +14,7 @@ pub mod index;
 mod lost;
 mod memory;
 pub mod narrate;
+mod narration;
 mod outcome;
 pub mod source;
 pub mod store;
@@ -22,6 +23,8 @@ pub mod validate;
 use lost::Lost;
 use memory::index_documents;
 pub use memory::{MemoryError, MemoryOptions, chroma_metadata, record};
+pub use narration::ContextSymbols;
+use narration::narrate_stage;
 pub use outcome::{FeaturesReport, IndexReport, RunReport, SecurityOutcome, SecurityReport};
 
 use std::collections::{BTreeMap, HashMap};
@@ -72,6 +75,8 @@ pub struct JobOptions {
     /// The shard this run is (`--shard`); `securities` already holds only its part. A sharded
     /// run takes its own run lock, so the shards of one job run in parallel.
     pub shard: Option<Shard>,
+    /// The context securities whose day the narratives tell (`features.roles` vix and dxy).
+    pub context: ContextSymbols,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +214,7 @@ async fn stages(
         .buffer_unordered(width)
         .map(|fetched| {
             let symbol = fetched.report().db_symbol.clone();
-            store_security(&store, &sources, fetched, options, &lost)
+            store_security(&store, &sources, fetched, &lost)
                 .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
@@ -261,6 +266,23 @@ async fn stages(
             .copied()
             .unwrap_or(usize::MAX)
     });
+
+    // The narratives, once every security of the run is stored: a document tells the day of
+    // the context securities too (VIX, the dollar), so it must not depend on which of them was
+    // fetched first. Run even when told to stop: it finishes the stored securities' units of
+    // work (a rebased security's documents must all be narrated again), and takes a moment.
+    let narrated = narrate_stage(&store, options, &mut reports, &lost)
+        .instrument(info_span!(parent: &span, "narrate"))
+        .await;
+    if let Some(source) = lost.take() {
+        return Err(JobError::Lost {
+            source: Box::new(source),
+            stored: count(&reports, SecurityOutcome::Succeeded),
+            total: reports.len(),
+            run_id,
+        });
+    }
+    info!(parent: &span, documents_written = narrated, "narrated");
 
     // The cross-asset features, once, from the stored closes of every input (whichever
     // securities this run selected). A failure costs no prices: it is reported, the run is
@@ -535,14 +557,13 @@ async fn fetch_security<'a>(
 
 /// Store one fetched series in its own transaction (after a rebase of the whole stored
 /// history when Yahoo's basis changed, see [`history`]), then analyze the security (indicators
-/// from its whole stored series) and narrate its last `embedding_days`. A series already
-/// fetched when the run is told to stop is still stored: the transaction is short and commits
-/// or rolls back whole.
+/// from its whole stored series); the narrate stage runs once every security is stored. A
+/// series already fetched when the run is told to stop is still stored: the transaction is
+/// short and commits or rolls back whole.
 async fn store_security(
     store: &Store,
     sources: &Sources,
     fetched: Fetched<'_>,
-    options: &JobOptions,
     lost: &Lost,
 ) -> SecurityReport {
     let (security, mut report, series, planned) = match fetched {
@@ -615,18 +636,12 @@ async fn store_security(
             Ok(written) => written,
             Err(e) => return store_failed(report, store, lost, e).await,
         };
-    report.documents_written =
-        match narrate_security(store, security, options.embedding_days, replace.is_some()).await {
-            Ok(written) => written,
-            Err(e) => return store_failed(report, store, lost, e).await,
-        };
     report.store_ms = millis(started.elapsed());
     report.outcome = SecurityOutcome::Succeeded;
     info!(
         rows_fetched = report.rows_fetched,
         rows_written = report.rows_written,
         indicators_written = report.indicators_written,
-        documents_written = report.documents_written,
         first = report.first_date.map(tracing::field::display),
         last = report.last_date.map(tracing::field::display),
         window = %report.window,
@@ -674,61 +689,6 @@ async fn analyze_security(
     store
         .write_indicators(symbol, &stored.points, &computed, from)
         .await
-}
-
-/// The narrate stage for one security: documents and their metadata for its last `days`
-/// stored trade dates, from the stored prices and indicators. Returns the documents inserted
-/// or changed.
-async fn narrate_security(
-    store: &Store,
-    security: &Security,
-    days: u32,
-    every_documented: bool,
-) -> Result<u64, StoreError> {
-    // After a rebase every stored document's numbers changed, after a change of the
-    // narrative its words: write them all again.
-    let every_documented = every_documented
-        || store
-            .narrative_outdated(&security.db_symbol, narrate::NARRATIVE_VERSION)
-            .await?;
-    let days = if every_documented {
-        days.max(store.documented_days(&security.db_symbol).await?)
-    } else {
-        days
-    };
-    // The narrated days and the ones before them that their documents read.
-    let history = store
-        .days_to_narrate(
-            &security.db_symbol,
-            days.saturating_add(narrate::LOOKBACK_DAYS),
-        )
-        .await?;
-    let narrated = history.len().min(days as usize);
-    let first = history
-        .len()
-        .checked_sub(narrated)
-        .and_then(|i| history.get(i))
-        .map(|d| d.trade_date);
-    let actions = match first {
-        Some(first) => {
-            store
-                .actions_between(&security.db_symbol, first.pred_opt(), None)
-                .await?
-        }
-        None => Vec::new(),
-    };
-    let documents = narrate::documents(
-        &narrate::Subject {
-            db_symbol: security.db_symbol.as_str(),
-            yahoo_symbol: security.yahoo_symbol.as_str(),
-            name: &security.name,
-            category: security.category.as_str(),
-        },
-        &history,
-        narrated,
-        &actions,
-    );
-    store.write_documents(&security.db_symbol, &documents).await
 }
 
 /// What the features stage wrote.

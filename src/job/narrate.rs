@@ -20,6 +20,7 @@
 
 pub mod bands;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{Datelike, NaiveDate};
@@ -36,7 +37,7 @@ use bands::Move;
 /// that security again (like after a rebase), so a change of wording reaches the whole
 /// collection through the normal pending-document path on the next run. Raise it with every
 /// change of [`narrate`]'s output.
-pub const NARRATIVE_VERSION: i64 = 2;
+pub const NARRATIVE_VERSION: i64 = 3;
 
 /// Stored days before the first narrated one that its document reads (the 252 closes of the
 /// 52-week low; the 20 returns of the usual move and the 20-day move are within them).
@@ -58,6 +59,8 @@ pub struct Subject<'a> {
     pub yahoo_symbol: &'a str,
     pub name: &'a str,
     pub category: &'a str,
+    /// The configured sector (`sector:`), as written (`consumer_discretionary`).
+    pub sector: Option<&'a str>,
 }
 
 /// What a document is written from: one stored bar, its indicators, and what the days before
@@ -67,6 +70,7 @@ pub struct DayFacts<'a> {
     pub db_symbol: &'a str,
     pub name: &'a str,
     pub category: &'a str,
+    pub sector: Option<&'a str>,
     pub trade_date: NaiveDate,
     pub close: Decimal,
     pub daily_return: Option<Decimal>,
@@ -88,6 +92,57 @@ pub struct Context<'a> {
     pub new_52w_low: bool,
     /// The corporate actions with this ex-date.
     pub actions: Vec<&'a CorporateAction>,
+    /// The day's cross-asset context: the context securities' moves of the same date.
+    pub market: Market,
+}
+
+/// The day's cross-asset context: the stored bars of the context securities (the `vix` and
+/// `dxy` roles of `features.roles`) on the document's own trade date. A security is not its
+/// own context (VIX's document does not repeat VIX's move).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Market {
+    pub vix: Option<ContextBar>,
+    pub dollar: Option<ContextBar>,
+}
+
+/// One stored bar of a context security: its close and daily return.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContextBar {
+    pub close: Decimal,
+    pub daily_return: Decimal,
+}
+
+/// A context security's stored bars with a daily return, by trade date.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContextSeries {
+    pub db_symbol: String,
+    pub bars: BTreeMap<NaiveDate, ContextBar>,
+}
+
+/// The context securities' stored bars over the narrated dates, as the store reads them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Markets {
+    /// The fear gauge (`features.roles.vix`).
+    pub vix: Option<ContextSeries>,
+    /// The dollar index (`features.roles.dxy`).
+    pub dollar: Option<ContextSeries>,
+}
+
+impl Markets {
+    /// The context of `date` for the security `db_symbol`.
+    #[must_use]
+    pub fn on(&self, date: NaiveDate, db_symbol: &str) -> Market {
+        let bar = |series: &Option<ContextSeries>| {
+            series
+                .as_ref()
+                .filter(|s| s.db_symbol != db_symbol)
+                .and_then(|s| s.bars.get(&date).copied())
+        };
+        Market {
+            vix: bar(&self.vix),
+            dollar: bar(&self.dollar),
+        }
+    }
 }
 
 /// One security's document of one day, as the store writes it into `documents`.
@@ -101,13 +156,15 @@ pub struct Document {
 }
 
 /// The documents of the last `days` of `history` (one security's stored days, oldest first,
-/// with up to [`LOOKBACK_DAYS`] more before them), given its corporate `actions`.
+/// with up to [`LOOKBACK_DAYS`] more before them), given its corporate `actions` and the
+/// context securities' bars (`markets`).
 #[must_use]
 pub fn documents(
     subject: &Subject<'_>,
     history: &[Day],
     days: usize,
     actions: &[CorporateAction],
+    markets: &Markets,
 ) -> Vec<Document> {
     let first = history.len().saturating_sub(days);
     (first..history.len())
@@ -117,11 +174,15 @@ pub fn documents(
                 db_symbol: subject.db_symbol,
                 name: subject.name,
                 category: subject.category,
+                sector: subject.sector,
                 trade_date: day.trade_date,
                 close: day.close,
                 daily_return: day.daily_return,
                 indicators: &day.indicators,
-                context: context(history, i, actions),
+                context: Context {
+                    market: markets.on(day.trade_date, subject.db_symbol),
+                    ..context(history, i, actions)
+                },
             };
             document(&facts, subject.yahoo_symbol)
         })
@@ -157,6 +218,7 @@ fn context<'a>(history: &'a [Day], i: usize, actions: &'a [CorporateAction]) -> 
             .iter()
             .filter(|a| a.ex_date == history[i].trade_date)
             .collect(),
+        market: Market::default(),
     }
 }
 
@@ -191,21 +253,62 @@ fn regime_words(trend: Option<Trend>, vol: Option<VolatilityRegime>) -> Option<S
         Trend::Bear => "bear market",
         Trend::Sideways => "sideways market",
     });
-    // Volatile is said twice and calm not at all: "calm bear" and "volatile bear" read almost
-    // alike to a sentence model otherwise.
-    let turbulent = ", with turbulent, volatile trading";
+    // Each volatility regime is said twice, in words of its own: "calm bear" and "volatile
+    // bear" read almost alike to a sentence model otherwise.
+    let turbulent = ", with turbulent, volatile trading and elevated volatility";
+    let quiet = ", with quiet, steady trading";
     match (vol, trend) {
         (Some(VolatilityRegime::Volatile), Some(t)) => Some(format!("a volatile {t}{turbulent}")),
         (Some(VolatilityRegime::Volatile), None) => Some(format!("a volatile market{turbulent}")),
-        (Some(VolatilityRegime::Calm), Some(t)) => Some(format!("a calm, steady {t}")),
+        (Some(VolatilityRegime::Calm), Some(t)) => Some(format!("a calm {t}{quiet}")),
         (None, Some(t)) => Some(format!("a {t}")),
-        (Some(VolatilityRegime::Calm), None) => Some("a calm, steady market".to_owned()),
+        (Some(VolatilityRegime::Calm), None) => Some(format!("a calm market{quiet}")),
         (None, None) => None,
     }
 }
 
-/// The gist again, last: the day's kind and the regime ("a sell-off in a volatile bear
-/// market"), so that they weigh in the document's vector as much as its numbers do.
+/// The security in words after its symbol: ", a technology stock", ", an energy ETF", " (the
+/// financials sector)" for a security with a sector in another category; empty without one.
+fn who(facts: &DayFacts<'_>) -> String {
+    let Some(sector) = facts.sector else {
+        return String::new();
+    };
+    let sector = sector.replace('_', " ");
+    let noun = if facts.category.ends_with("stocks") {
+        "stock"
+    } else if facts.category.ends_with("etfs") {
+        "ETF"
+    } else {
+        return format!(" (the {sector} sector)");
+    };
+    format!(", {} {sector} {noun}", article(&sector))
+}
+
+/// "a" or "an" before `word`, by its first letter.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// Where the day closed, in words: "closing higher", "closing lower", "closing unchanged".
+fn closing(fraction: f64) -> &'static str {
+    if fraction > 0.0 {
+        "closing higher"
+    } else if fraction < 0.0 {
+        "closing lower"
+    } else {
+        "closing unchanged"
+    }
+}
+
+/// The gist again, last: the day's kind and direction, the regime, a new high, a winning or
+/// losing week and a deep drawdown ("a sell-off, closing lower, in a volatile bear market; a
+/// losing week; a deep drawdown"), so that they weigh in the document's vector as much as its
+/// numbers do. A new low is not repeated: "52-week low" twice makes the day a match for "a new
+/// 52-week high" too.
 fn keywords(facts: &DayFacts<'_>) -> Option<String> {
     let ind = facts.indicators;
     let regime = match (ind.trend, ind.volatility_regime) {
@@ -218,21 +321,38 @@ fn keywords(facts: &DayFacts<'_>) -> Option<String> {
     let day = facts
         .daily_return
         .and_then(|r| r.to_f64())
-        .map(bands::day_kind);
-    match (day, regime) {
-        (Some(d), Some(r)) => Some(format!("{d} in {r}")),
-        (Some(d), None) => Some(d.to_owned()),
-        (None, Some(r)) => Some(r),
-        (None, None) => None,
+        .map(|r| format!("{}, {}", bands::day_kind(r), closing(r)));
+    let mut gist = match (day, regime) {
+        (Some(d), Some(r)) => format!("{d}, in {r}"),
+        (Some(d), None) => d,
+        (None, Some(r)) => r,
+        (None, None) => return None,
+    };
+    if ind.new_52w_high {
+        gist.push_str("; a new 52-week high");
     }
+    if let Some(kind) = ind
+        .return_5d
+        .and_then(|w| bands::period_kind(w, bands::WEEK_EDGES, "week"))
+    {
+        let _ = write!(gist, "; {kind}");
+    }
+    if !ind.new_52w_high
+        && ind
+            .drawdown_252d
+            .is_some_and(|dd| -dd >= bands::DEEP_DRAWDOWN)
+    {
+        gist.push_str("; a deep drawdown");
+    }
+    Some(gist)
 }
 
 /// The words of the document: the day's move, the regime, its changes and the day's events,
-/// the 5- and 20-day moves.
+/// the 5- and 20-day moves, the day's cross-asset context.
 fn headline(facts: &DayFacts<'_>) -> String {
     let ind = facts.indicators;
     let ctx = &facts.context;
-    let mut text = String::from(facts.db_symbol);
+    let mut text = format!("{}{}", facts.db_symbol, who(facts));
     let regime = regime_words(ind.trend, ind.volatility_regime);
     match (day_move(facts), facts.daily_return.and_then(|r| r.to_f64())) {
         (Some(m), Some(r)) => {
@@ -242,9 +362,10 @@ fn headline(facts: &DayFacts<'_>) -> String {
             }
             let _ = write!(
                 text,
-                ". It {}, {} on the day.",
+                ". It {}, {} on the day, {}.",
                 m.verb(),
-                bands::day_band(r)
+                bands::day_band(r),
+                closing(r)
             );
         }
         _ => match &regime {
@@ -352,7 +473,11 @@ fn headline(facts: &DayFacts<'_>) -> String {
         (5, ind.return_5d, bands::WEEK_EDGES, "week"),
         (20, ctx.return_20d, bands::MONTH_EDGES, "month"),
     ] {
-        let Some(w) = fraction else { continue };
+        // Said in words from the third edge (5% over 5 days, 10% over 20: "a losing week"):
+        // smaller moves are in the numbers, and their direction words would outweigh the day's.
+        let Some(w) = fraction.filter(|w| w.abs() >= edges[2]) else {
+            continue;
+        };
         let mut words = format!("over {days} days {}", bands::period_band(w, edges));
         if let Some(kind) = bands::period_kind(w, edges, period) {
             let _ = write!(words, ", {kind}");
@@ -364,7 +489,44 @@ fn headline(facts: &DayFacts<'_>) -> String {
         sentence.replace_range(..1, "O");
         let _ = write!(text, " {sentence}.");
     }
+    if let Some(markets) = market_words(&ctx.market) {
+        let _ = write!(text, " {markets}.");
+    }
     text.trim_start().to_owned()
+}
+
+/// The day's cross-asset context in words, with the stored numbers, when it is news (VIX moved
+/// at least [`bands::VIX_NOTABLE`], the dollar at least [`bands::DOLLAR_NOTABLE`]): "Across
+/// markets, VIX jumped 12.3% to 24.51 and the dollar strengthened sharply 0.82%"; `None`
+/// otherwise. Said every day, the same sentence in every document of a date would make days of
+/// unrelated securities alike; the metadata keeps the context of every day.
+fn market_words(market: &Market) -> Option<String> {
+    let vix = market.vix.and_then(|bar| {
+        let r = bar.daily_return.to_f64()?;
+        (r.abs() >= bands::VIX_NOTABLE).then(|| {
+            format!(
+                "VIX {} {}% to {}",
+                bands::vix_verb(r),
+                percent(r.abs(), 1),
+                thousands(bar.close)
+            )
+        })
+    });
+    let dollar = market.dollar.and_then(|bar| {
+        let r = bar.daily_return.to_f64()?;
+        (r.abs() >= bands::DOLLAR_NOTABLE).then(|| {
+            format!(
+                "the dollar {} {}%",
+                bands::dollar_verb(r),
+                percent(r.abs(), 2)
+            )
+        })
+    });
+    match (vix, dollar) {
+        (Some(v), Some(d)) => Some(format!("Across markets, {v} and {d}")),
+        (Some(one), None) | (None, Some(one)) => Some(format!("Across markets, {one}")),
+        (None, None) => None,
+    }
 }
 
 /// The document for one security and day: the words ([`headline`]), then every number.
@@ -394,10 +556,10 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
         moves.push(shown);
     }
     if let Some(w) = ind.return_5d {
-        moves.push(format!("{} over 5 days", movement(w, 1)));
+        moves.push(format!("{} over 5 days", signed(w, 1)));
     }
     if let Some(w) = facts.context.return_20d {
-        moves.push(format!("{} over 20 days", movement(w, 1)));
+        moves.push(format!("{} over 20 days", signed(w, 1)));
     }
     match moves.len() {
         0 => {}
@@ -498,6 +660,9 @@ pub fn metadata(facts: &DayFacts<'_>, yahoo_symbol: &str) -> Map<String, Value> 
     m.insert("yahoo_symbol".into(), yahoo_symbol.into());
     m.insert("name".into(), facts.name.into());
     m.insert("category".into(), facts.category.into());
+    if let Some(sector) = facts.sector {
+        m.insert("sector".into(), sector.into());
+    }
     m.insert("trade_date".into(), facts.trade_date.to_string().into());
     let yyyymmdd = facts.trade_date.year() * 10_000
         + i32::try_from(facts.trade_date.month() * 100 + facts.trade_date.day()).unwrap_or(0);
@@ -515,6 +680,16 @@ pub fn metadata(facts: &DayFacts<'_>, yahoo_symbol: &str) -> Map<String, Value> 
     let day = day_move(facts);
     float("move_sigma", day.map(|d| d.z));
     float("return_20d", facts.context.return_20d);
+    let market = &facts.context.market;
+    float(
+        "vix_return",
+        market.vix.and_then(|b| b.daily_return.to_f64()),
+    );
+    float("vix_close", market.vix.and_then(|b| b.close.to_f64()));
+    float(
+        "dollar_return",
+        market.dollar.and_then(|b| b.daily_return.to_f64()),
+    );
     if let Some(day) = day {
         m.insert("move_band".into(), day.band().into());
     }
@@ -542,6 +717,20 @@ fn movement(fraction: f64, decimals: usize) -> String {
         format!("up {shown}%")
     } else {
         format!("down {shown}%")
+    }
+}
+
+/// "+2.1%", "-0.4%", "0.0%" (when it rounds to zero at `decimals`): the 5- and 20-day moves
+/// among the numbers, signed rather than "up"/"down", so that the day's own direction words
+/// outweigh theirs in the document's vector.
+fn signed(fraction: f64, decimals: usize) -> String {
+    let shown = percent(fraction.abs(), decimals);
+    if shown.trim_start_matches(['0', '.']).is_empty() {
+        format!("{shown}%")
+    } else if fraction > 0.0 {
+        format!("+{shown}%")
+    } else {
+        format!("-{shown}%")
     }
 }
 
@@ -616,6 +805,7 @@ mod tests {
             db_symbol: "SPX",
             name: "S&P 500 Index",
             category: "indices",
+            sector: None,
             trade_date: NaiveDate::from_ymd_opt(2024, 3, 1).unwrap(),
             close: dec!(5137.08),
             daily_return: Some(dec!(0.008012)),
@@ -624,9 +814,9 @@ mod tests {
         }
     }
 
-    /// The numbers part of the document before the words were added: every piece must still
-    /// be there, exactly.
-    const NUMBERS_BEFORE: &str = "SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80% on the day and up 2.1% over 5 days; \
+    /// The numbers part of the document: every number exactly as before the words were added
+    /// (the 5- and 20-day moves signed since version 3).
+    const NUMBERS_BEFORE: &str = "SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80% on the day and +2.1% over 5 days; \
          RSI 71 (overbought), price 4.2% above its 50-day average, price 11.7% above its 200-day average, \
          MACD above its signal line, 20-day volatility 11.8% annualized (calm); regime: bull, calm; new 52-week high.";
 
@@ -637,9 +827,9 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "SPX: an up day in a calm, steady bull market. It rose, up 0.5 to 1% on the day. \
-                 A new 52-week high, its highest close in a year; overbought, RSI above 70. Over 5 days up 2 to 5%. \
-                 On 2024-03-01 {NUMBERS_BEFORE} In short: an up day in a calm bull market."
+                "SPX: an up day in a calm bull market, with quiet, steady trading. It rose, up 0.5 to 1% on the day, closing higher. \
+                 A new 52-week high, its highest close in a year; overbought, RSI above 70. \
+                 On 2024-03-01 {NUMBERS_BEFORE} In short: an up day, closing higher, in a calm bull market; a new 52-week high."
             )
         );
     }
@@ -649,29 +839,29 @@ mod tests {
         let ind = full();
         let mut f = facts(&ind);
         f.context.usual_move = Some(0.005);
-        f.context.return_20d = Some(-0.034);
+        f.context.return_20d = Some(-0.124);
         let text = narrate(&f);
         // 0.8012% on a 0.5% usual move: 1.6 sigma, a large move for an index.
         assert!(
             text.starts_with(
-                "SPX: an up day in a calm, steady bull market. It rallied strongly, up 0.5 to 1% on the day."
+                "SPX: an up day in a calm bull market, with quiet, steady trading. It rallied strongly, up 0.5 to 1% on the day, closing higher."
             ),
             "{text}"
         );
         assert!(
-            text.contains("Over 5 days up 2 to 5%; over 20 days down 2 to 5%."),
+            text.contains("RSI above 70. Over 20 days down more than 10%, a losing month."),
             "{text}"
         );
         assert!(
             text.contains(
-                "closed at 5,137.08, up 0.80% on the day (1.6 times its usual daily move), up 2.1% over 5 days and down 3.4% over 20 days;"
+                "closed at 5,137.08, up 0.80% on the day (1.6 times its usual daily move), +2.1% over 5 days and -12.4% over 20 days;"
             ),
             "{text}"
         );
         let m = metadata(&f, "^GSPC");
         assert_eq!(m["move_band"], "strong rally");
         assert!((m["move_sigma"].as_f64().unwrap() - 1.6024).abs() < 1e-9);
-        assert_eq!(m["return_20d"], -0.034);
+        assert_eq!(m["return_20d"], -0.124);
     }
 
     #[test]
@@ -699,12 +889,11 @@ mod tests {
         f.daily_return = Some(dec!(-0.0234));
         assert_eq!(
             narrate(&f),
-            "SPX: a sell-off. It fell sharply, down more than 2% on the day. \
-             It broke below its lower Bollinger band; oversold, RSI below 30; in a correction, more than 10% below its peak. \
-             Over 5 days down less than 1%. \
-             On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08, down 2.34% on the day and unchanged over 5 days; \
+            "SPX: a sell-off. It fell sharply, down more than 2% on the day, closing lower. \
+             It broke below its lower Bollinger band; oversold, RSI below 30; in a correction. \
+             On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08, down 2.34% on the day and 0.0% over 5 days; \
              RSI 25 (oversold), below the lower Bollinger band, volume 2.4 standard deviations below its 20-day average; \
-             15.3% below its peak of the past year. In short: a sell-off."
+             15.3% below its peak of the past year. In short: a sell-off, closing lower."
         );
     }
 
@@ -787,6 +976,7 @@ mod tests {
             yahoo_symbol: "SPY",
             name: "SPDR S&P 500 ETF Trust",
             category: "etfs",
+            sector: None,
         }
     }
 
@@ -802,13 +992,13 @@ mod tests {
     #[test]
     fn a_crash_reads_as_one_with_its_regime_change_and_events() {
         let days = history(&rise_then_crash());
-        let docs = documents(&subject(), &days, 2, &[]);
+        let docs = documents(&subject(), &days, 2, &[], &Markets::default());
         assert_eq!(docs.len(), 2);
         let (calm, crash) = (&docs[0], &docs[1]);
         // -0.38% on a usual move of 0.48%: 0.8 sigma.
         assert!(
             calm.text.starts_with(
-                "SPY: a down day in a calm, steady bull market. It fell, down less than 0.5% on the day."
+                "SPY: a down day in a calm bull market, with quiet, steady trading. It fell, down less than 0.5% on the day, closing lower."
             ),
             "{}",
             calm.text
@@ -816,8 +1006,8 @@ mod tests {
         let text = &crash.text;
         assert!(
             text.starts_with(
-                "SPY: a crash in a volatile sideways market, with turbulent, volatile trading. \
-                 It plunged, down more than 5% on the day. It turned volatile; it turned sideways; \
+                "SPY: a crash in a volatile sideways market, with turbulent, volatile trading and elevated volatility. \
+                 It plunged, down more than 5% on the day, closing lower. It turned volatile; it turned sideways; \
                  it broke below its 200-day average; a new 52-week low, its lowest close in a year; \
                  it broke below its lower Bollinger band; oversold, RSI below 30; in a deep drawdown, \
                  more than 20% below its peak. Over 5 days down more than 10%, a losing week; \
@@ -842,15 +1032,21 @@ mod tests {
     #[test]
     fn a_document_depends_only_on_the_days_up_to_it() {
         let days = history(&rise_then_crash());
-        let all = documents(&subject(), &days, 30, &[]);
+        let all = documents(&subject(), &days, 30, &[], &Markets::default());
         // Narrating fewer days, or from only the lookback the store reads, changes nothing.
-        let few = documents(&subject(), &days, 5, &[]);
+        let few = documents(&subject(), &days, 5, &[], &Markets::default());
         assert_eq!(few[..], all[25..]);
         let lookback = days.len() - 5 - LOOKBACK_DAYS as usize;
-        let read = documents(&subject(), &days[lookback..], 5, &[]);
+        let read = documents(&subject(), &days[lookback..], 5, &[], &Markets::default());
         assert_eq!(read, few);
         // ...and a later day does not change an earlier document.
-        let before_crash = documents(&subject(), &days[..days.len() - 1], 4, &[]);
+        let before_crash = documents(
+            &subject(),
+            &days[..days.len() - 1],
+            4,
+            &[],
+            &Markets::default(),
+        );
         assert_eq!(before_crash[..], all[25..29]);
     }
 
@@ -877,7 +1073,7 @@ mod tests {
                 kind: ActionKind::Dividend { amount: dec!(9) },
             },
         ];
-        let docs = documents(&subject(), &days, 2, &actions);
+        let docs = documents(&subject(), &days, 2, &actions, &Markets::default());
         assert!(
             docs[1]
                 .text
@@ -887,5 +1083,203 @@ mod tests {
         );
         assert!(!docs[0].text.contains("dividend"), "{}", docs[0].text);
         assert!(!docs[0].text.contains("split"), "{}", docs[0].text);
+    }
+
+    #[test]
+    fn a_sector_is_said_and_kept_in_the_metadata() {
+        let ind = full();
+        let mut f = facts(&ind);
+        f.db_symbol = "AAPL";
+        f.category = "stocks";
+        f.sector = Some("technology");
+        f.daily_return = Some(dec!(-0.0234));
+        let text = narrate(&f);
+        assert!(
+            text.starts_with("AAPL, a technology stock: a sell-off in a calm bull market, with quiet, steady trading."),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "In short: a sell-off, closing lower, in a calm bull market; a new 52-week high."
+            ),
+            "{text}"
+        );
+        let m = metadata(&f, "AAPL");
+        assert_eq!(m["sector"], "technology");
+        // An ETF is an ETF, "an" before a vowel, underscores are spaces; another category
+        // names the sector.
+        f.category = "etfs";
+        f.sector = Some("energy");
+        assert!(
+            narrate(&f).starts_with("AAPL, an energy ETF: "),
+            "{}",
+            narrate(&f)
+        );
+        f.category = "indices";
+        f.sector = Some("consumer_discretionary");
+        assert!(
+            narrate(&f).starts_with("AAPL (the consumer discretionary sector): "),
+            "{}",
+            narrate(&f)
+        );
+        f.sector = None;
+        assert!(
+            narrate(&f).starts_with("AAPL: a sell-off"),
+            "{}",
+            narrate(&f)
+        );
+        assert!(!metadata(&f, "AAPL").contains_key("sector"));
+    }
+
+    #[test]
+    fn the_days_direction_is_said_in_words_even_when_flat() {
+        let ind = Indicators::default();
+        let mut f = facts(&ind);
+        for (r, words) in [
+            (
+                dec!(0.0004),
+                "It was flat, almost unchanged on the day, closing higher.",
+            ),
+            (
+                dec!(-0.0004),
+                "It was flat, almost unchanged on the day, closing lower.",
+            ),
+            (
+                dec!(0),
+                "It was flat, almost unchanged on the day, closing unchanged.",
+            ),
+        ] {
+            f.daily_return = Some(r);
+            let text = narrate(&f);
+            assert!(
+                text.starts_with(&format!("SPX: a quiet day. {words}")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_losing_week_and_a_deep_drawdown_are_said_smaller_ones_only_in_numbers() {
+        let ind = Indicators {
+            return_5d: Some(-0.061),
+            drawdown_252d: Some(-0.213),
+            trend: Some(Trend::Bear),
+            volatility_regime: Some(VolatilityRegime::Volatile),
+            ..Indicators::default()
+        };
+        let mut f = facts(&ind);
+        f.daily_return = Some(dec!(-0.012));
+        let text = narrate(&f);
+        assert!(
+            text.starts_with(
+                "SPX: a down day in a volatile bear market, with turbulent, volatile trading and elevated volatility. \
+                 It fell, down 1 to 2% on the day, closing lower. \
+                 In a deep drawdown, more than 20% below its peak. Over 5 days down more than 5%, a losing week."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "In short: a down day, closing lower, in a volatile bear market; a losing week; a deep drawdown."
+            ),
+            "{text}"
+        );
+        // A correction is not a deep drawdown, a 4.9% loss not a losing week.
+        let ind = Indicators {
+            return_5d: Some(-0.049),
+            drawdown_252d: Some(-0.199),
+            ..ind
+        };
+        let text = narrate(&facts(&ind));
+        assert!(
+            text.contains("In a correction. On 2024-03-01 SPX"),
+            "{text}"
+        );
+        assert!(text.contains(" and -4.9% over 5 days;"), "{text}");
+        assert!(
+            text.ends_with("In short: an up day, closing higher, in a volatile bear market."),
+            "{text}"
+        );
+    }
+
+    fn bar(close: Decimal, daily_return: Decimal) -> ContextBar {
+        ContextBar {
+            close,
+            daily_return,
+        }
+    }
+
+    #[test]
+    fn the_days_cross_asset_context_is_told_with_its_numbers() {
+        let ind = Indicators::default();
+        let mut f = facts(&ind);
+        f.context.market = Market {
+            vix: Some(bar(dec!(24.51), dec!(0.1234))),
+            dollar: Some(bar(dec!(104.2), dec!(0.0082))),
+        };
+        let text = narrate(&f);
+        assert!(
+            text.contains(
+                "closing higher. Across markets, VIX jumped 12.3% to 24.51 and the dollar strengthened sharply 0.82%. On 2024-03-01"
+            ),
+            "{text}"
+        );
+        let m = metadata(&f, "^GSPC");
+        assert_eq!(m["vix_return"], 0.1234);
+        assert_eq!(m["vix_close"], 24.51);
+        assert_eq!(m["dollar_return"], 0.0082);
+        // Moves that are not news are in the metadata only.
+        f.context.market = Market {
+            vix: Some(bar(dec!(15.02), dec!(-0.0999))),
+            dollar: Some(bar(dec!(101), dec!(-0.0069))),
+        };
+        assert!(!narrate(&f).contains("Across markets"), "{}", narrate(&f));
+        assert_eq!(metadata(&f, "^GSPC")["vix_return"], -0.0999);
+        f.context.market = Market {
+            vix: None,
+            dollar: Some(bar(dec!(101), dec!(-0.0081))),
+        };
+        assert!(
+            narrate(&f).contains("Across markets, the dollar weakened sharply 0.81%."),
+            "{}",
+            narrate(&f)
+        );
+        f.context.market = Market::default();
+        assert!(!narrate(&f).contains("Across markets"), "{}", narrate(&f));
+        let m = metadata(&f, "^GSPC");
+        assert!(!m.contains_key("vix_return") && !m.contains_key("dollar_return"));
+    }
+
+    #[test]
+    fn the_context_is_that_of_the_same_date_and_never_the_security_itself() {
+        let days = history(&rise_then_crash());
+        let last = days.last().unwrap().trade_date;
+        let series = |symbol: &str| ContextSeries {
+            db_symbol: symbol.to_owned(),
+            bars: [(last, bar(dec!(30.5), dec!(0.25)))].into_iter().collect(),
+        };
+        let markets = Markets {
+            vix: Some(series("VIX")),
+            dollar: None,
+        };
+        let docs = documents(&subject(), &days, 2, &[], &markets);
+        assert!(!docs[0].text.contains("VIX"), "{}", docs[0].text);
+        assert!(
+            docs[1]
+                .text
+                .contains("Across markets, VIX spiked 25.0% to 30.5."),
+            "{}",
+            docs[1].text
+        );
+        // VIX's own documents do not tell VIX's move twice.
+        let vix = Subject {
+            db_symbol: "VIX",
+            ..subject()
+        };
+        let own = documents(&vix, &days, 1, &[], &markets);
+        assert!(!own[0].text.contains("Across markets"), "{}", own[0].text);
+        // Without the context bar the document differs: it is narrated again when it arrives.
+        let without = documents(&subject(), &days, 1, &[], &Markets::default());
+        assert_ne!(without[0], docs[1]);
     }
 }

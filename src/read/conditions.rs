@@ -14,6 +14,7 @@ const TEXT_KEYS: &[&str] = &[
     "yahoo_symbol",
     "name",
     "category",
+    "sector",
     "trade_date",
     "trend",
     "volatility_regime",
@@ -27,6 +28,9 @@ const NUMBER_KEYS: &[&str] = &[
     "trade_date_int",
     "move_sigma",
     "return_20d",
+    "vix_return",
+    "vix_close",
+    "dollar_return",
     "narrative_version",
 ];
 /// Metadata keys with booleans.

@@ -916,3 +916,61 @@ async fn indicators_use_the_whole_stored_history_and_reruns_write_none() {
     assert!(document.starts_with("SPY: "), "{document}");
     assert_eq!(version, market_encoder::job::narrate::NARRATIVE_VERSION);
 }
+
+/// SPY's documents of `db`, by date: text and metadata.
+async fn spy_documents(db: &TestDb) -> Vec<(NaiveDate, String, Value)> {
+    sqlx::query_as(
+        "SELECT trade_date, document, metadata FROM documents WHERE symbol = 'SPY' ORDER BY trade_date",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Stored history must equal a fresh backfill: a document narrated while the context VIX bar
+/// of its date was missing (VIX failed that run) is narrated again once the bar is stored, even
+/// a day older than the run's `embedding_days`, and then reads as the backfill's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_narrative_written_without_the_vix_bar_is_narrated_again_when_it_arrives() {
+    let securities = [("etfs", "SPY", "SPY"), ("volatility", "^VIX", "VIX")];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &securities, "");
+
+    // A: VIX fails on the first run; SPY's documents have no context.
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    yahoo.set_scenario("^VIX", Scenario::Delisted);
+    let first = run_job(&cfg, &db, &yahoo, &WINDOW).await;
+    assert_eq!(first.security("VIX")["outcome"], "failed", "{first:#?}");
+    assert_eq!(first.security("SPY")["outcome"], "succeeded", "{first:#?}");
+    let without = spy_documents(&db).await;
+    assert_eq!(without.len(), 30);
+    for (_, text, metadata) in &without {
+        assert!(!text.contains("VIX"), "{text}");
+        assert!(metadata.get("vix_return").is_none(), "{metadata}");
+    }
+    // The next run, a month later, stores VIX: its last 30 days cover only part of the first
+    // run's documents, the others are narrated again because their context changed.
+    yahoo.set_scenario("^VIX", Scenario::Synthetic);
+    let later = run_job(&cfg, &db, &yahoo, &["--from", FROM, "--to", "2024-08-30"]).await;
+    assert_eq!(later.code, 0, "{later:#?}");
+    let after = spy_documents(&db).await;
+    let oldest = without[0].0;
+    // (The words tell VIX's move only when it is news; the metadata records it every day.)
+    let renarrated = after.iter().find(|d| d.0 == oldest).unwrap();
+    assert!(renarrated.2.get("vix_return").is_some(), "{}", renarrated.2);
+
+    // B: a fresh backfill of the first window, VIX answering: the same documents.
+    let fresh_db = TestDb::new().await;
+    let fresh = run_job(&cfg, &fresh_db, &yahoo, &WINDOW).await;
+    assert_eq!(fresh.code, 0, "{fresh:#?}");
+    let backfilled = spy_documents(&fresh_db).await;
+    assert_eq!(backfilled.len(), 30);
+    for doc in &backfilled {
+        let stored = after.iter().find(|d| d.0 == doc.0).unwrap();
+        assert_eq!(stored, doc, "stored history differs from a fresh backfill");
+    }
+    // ...and a run that finds every context in place narrates nothing again.
+    let again = run_job(&cfg, &db, &yahoo, &["--from", FROM, "--to", "2024-08-30"]).await;
+    assert_eq!(again.security("SPY")["documents_written"], 0, "{again:#?}");
+}

@@ -15,6 +15,11 @@
 //! - **5-day and 20-day moves in absolute terms**: edges [`WEEK_EDGES`] (1%, 2%, 5%, 10%) and
 //!   [`MONTH_EDGES`] (2%, 5%, 10%, 20%); from the third edge "a losing week" and the like.
 //! - **Distance below the 52-week high**: [`CORRECTION`] (10%) and [`DEEP_DRAWDOWN`] (20%).
+//! - **The day's cross-asset context**, absolute: VIX's daily move on [`VIX_EDGES`] (2%, 5%,
+//!   10%, 20%: "was little changed", "edged up" / "eased", "rose" / "fell", "jumped" /
+//!   "dropped", "spiked" / "plunged") and the dollar index's on [`DOLLAR_EDGES`] (0.1%, 0.3%,
+//!   0.7%: "was steady", "edged higher" / "edged lower", "strengthened" / "weakened",
+//!   "strengthened sharply" / "weakened sharply").
 
 use std::fmt;
 
@@ -44,6 +49,58 @@ pub const MONTH_EDGES: [f64; 4] = [0.02, 0.05, 0.10, 0.20];
 pub const CORRECTION: f64 = 0.10;
 /// A drawdown at least this deep is a deep drawdown.
 pub const DEEP_DRAWDOWN: f64 = 0.20;
+
+/// Edges of VIX's daily move (as fractions of its level): little changed, a small, a moderate,
+/// a large and an extreme move.
+pub const VIX_EDGES: [f64; 4] = [0.02, 0.05, 0.10, 0.20];
+/// Edges of the dollar index's daily move: steady, a small, a clear and a sharp move.
+pub const DOLLAR_EDGES: [f64; 3] = [0.001, 0.003, 0.007];
+/// VIX moves at least this large (either way) are told in the narrative: "jumped" and beyond.
+pub const VIX_NOTABLE: f64 = VIX_EDGES[2];
+/// Dollar moves at least this large are told in the narrative: "strengthened sharply".
+pub const DOLLAR_NOTABLE: f64 = DOLLAR_EDGES[2];
+
+/// VIX's daily move in words, on [`VIX_EDGES`]: "was little changed", "edged up", "eased",
+/// "rose", "fell", "jumped", "dropped", "spiked", "plunged".
+#[must_use]
+pub fn vix_verb(fraction: f64) -> &'static str {
+    let a = fraction.abs();
+    let up = fraction > 0.0;
+    let [little, small, moderate, large] = VIX_EDGES;
+    if a < little {
+        "was little changed"
+    } else if a < small {
+        if up { "edged up" } else { "eased" }
+    } else if a < moderate {
+        if up { "rose" } else { "fell" }
+    } else if a < large {
+        if up { "jumped" } else { "dropped" }
+    } else if up {
+        "spiked"
+    } else {
+        "plunged"
+    }
+}
+
+/// The dollar index's daily move in words, on [`DOLLAR_EDGES`]: "was steady", "edged higher",
+/// "edged lower", "strengthened", "weakened", "strengthened sharply", "weakened sharply".
+#[must_use]
+pub fn dollar_verb(fraction: f64) -> &'static str {
+    let a = fraction.abs();
+    let up = fraction > 0.0;
+    let [steady, small, clear] = DOLLAR_EDGES;
+    if a < steady {
+        "was steady"
+    } else if a < small {
+        if up { "edged higher" } else { "edged lower" }
+    } else if a < clear {
+        if up { "strengthened" } else { "weakened" }
+    } else if up {
+        "strengthened sharply"
+    } else {
+        "weakened sharply"
+    }
+}
 
 /// How large a move is for the security that made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -220,7 +277,7 @@ pub fn drawdown_words(drawdown: f64) -> Option<&'static str> {
     if below >= DEEP_DRAWDOWN {
         Some("in a deep drawdown, more than 20% below its peak")
     } else if below >= CORRECTION {
-        Some("in a correction, more than 10% below its peak")
+        Some("in a correction")
     } else {
         None
     }
@@ -357,13 +414,31 @@ mod tests {
     }
 
     #[test]
+    fn context_moves_change_at_their_edges() {
+        assert_eq!(vix_verb(0.0199), "was little changed");
+        assert_eq!(vix_verb(-0.0199), "was little changed");
+        assert_eq!(vix_verb(0.02), "edged up");
+        assert_eq!(vix_verb(-0.02), "eased");
+        assert_eq!(vix_verb(0.05), "rose");
+        assert_eq!(vix_verb(-0.0999), "fell");
+        assert_eq!(vix_verb(0.10), "jumped");
+        assert_eq!(vix_verb(-0.10), "dropped");
+        assert_eq!(vix_verb(0.20), "spiked");
+        assert_eq!(vix_verb(-0.25), "plunged");
+        assert_eq!(dollar_verb(0.0009), "was steady");
+        assert_eq!(dollar_verb(0.001), "edged higher");
+        assert_eq!(dollar_verb(-0.001), "edged lower");
+        assert_eq!(dollar_verb(0.003), "strengthened");
+        assert_eq!(dollar_verb(-0.0069), "weakened");
+        assert_eq!(dollar_verb(0.007), "strengthened sharply");
+        assert_eq!(dollar_verb(-0.01), "weakened sharply");
+    }
+
+    #[test]
     fn drawdowns_are_named_from_their_edges() {
         assert_eq!(drawdown_words(-0.0999), None);
-        assert!(
-            drawdown_words(-0.10)
-                .unwrap()
-                .starts_with("in a correction")
-        );
+        assert_eq!(drawdown_words(-0.10), Some("in a correction"));
+        assert_eq!(drawdown_words(-0.1999), Some("in a correction"));
         assert!(
             drawdown_words(-0.20)
                 .unwrap()

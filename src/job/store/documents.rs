@@ -1,12 +1,15 @@
 //! `documents`: the narratives and their metadata, and which version of each Chroma holds
 //! (`content_hash` against `indexed_hash`).
 
+use std::collections::BTreeMap;
+
 use chrono::NaiveDate;
+use rust_decimal::Decimal;
 use sqlx::Row;
 
 use super::{Store, StoreError, query_error};
 use crate::domain::DbSymbol;
-use crate::job::narrate::Document;
+use crate::job::narrate::{ContextBar, ContextSeries, Document};
 
 /// A narrative document not yet in Chroma in its current version.
 #[derive(Debug, Clone)]
@@ -40,6 +43,93 @@ impl Store {
         .await
         .map_err(query_error("counting documented days"))?;
         Ok(u32::try_from(days).unwrap_or(u32::MAX))
+    }
+
+    /// How many stored trade dates of `symbol` lie on or after `from`.
+    #[tracing::instrument(name = "db.stored_days_since", skip_all, fields(symbol = %symbol), err(Display))]
+    pub async fn stored_days_since(
+        &self,
+        symbol: &DbSymbol,
+        from: NaiveDate,
+    ) -> Result<u32, StoreError> {
+        let days: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM market_data WHERE symbol = $1 AND trade_date >= $2",
+        )
+        .bind(symbol.as_str())
+        .bind(from)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("counting stored days"))?;
+        Ok(u32::try_from(days).unwrap_or(u32::MAX))
+    }
+
+    /// The oldest document of `symbol` whose cross-asset context is not the stored one: it
+    /// has no `vix_return` (`dollar_return`) although the context security `vix` (`dollar`)
+    /// now has a bar with a daily return on its date, or has one although that bar is gone.
+    /// A security is not its own context. `None`: every document reads the stored context.
+    #[tracing::instrument(name = "db.first_stale_context", skip_all, fields(symbol = %symbol), err(Display))]
+    pub async fn first_stale_context(
+        &self,
+        symbol: &DbSymbol,
+        vix: Option<&DbSymbol>,
+        dollar: Option<&DbSymbol>,
+    ) -> Result<Option<NaiveDate>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT min(d.trade_date) FROM documents d
+             LEFT JOIN market_data v ON v.symbol = $2 AND v.trade_date = d.trade_date
+                                    AND v.daily_return IS NOT NULL
+             LEFT JOIN market_data x ON x.symbol = $3 AND x.trade_date = d.trade_date
+                                    AND x.daily_return IS NOT NULL
+             WHERE d.symbol = $1
+               AND (($2::text IS NOT NULL AND $2 <> $1
+                     AND (d.metadata ? 'vix_return') <> (v.symbol IS NOT NULL))
+                 OR ($3::text IS NOT NULL AND $3 <> $1
+                     AND (d.metadata ? 'dollar_return') <> (x.symbol IS NOT NULL)))",
+        )
+        .bind(symbol.as_str())
+        .bind(vix.map(DbSymbol::as_str))
+        .bind(dollar.map(DbSymbol::as_str))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("checking the documents' cross-asset context"))
+    }
+
+    /// The stored bars with a daily return of the context security `symbol` from `from` on:
+    /// the narrate stage's cross-asset context.
+    #[tracing::instrument(name = "db.context_series", skip_all, fields(symbol = %symbol), err(Display))]
+    pub async fn context_series(
+        &self,
+        symbol: &DbSymbol,
+        from: NaiveDate,
+    ) -> Result<ContextSeries, StoreError> {
+        let rows = sqlx::query(
+            "SELECT trade_date, close_price, daily_return FROM market_data
+             WHERE symbol = $1 AND trade_date >= $2 AND daily_return IS NOT NULL
+             ORDER BY trade_date",
+        )
+        .bind(symbol.as_str())
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading the cross-asset context"))?;
+        let bars: BTreeMap<NaiveDate, ContextBar> = rows
+            .iter()
+            .map(|r| {
+                let close: Decimal = r.get(1);
+                let daily_return: Decimal = r.get(2);
+                (
+                    r.get(0),
+                    ContextBar {
+                        close,
+                        daily_return,
+                    },
+                )
+            })
+            .collect();
+        Ok(ContextSeries {
+            db_symbol: symbol.as_str().to_owned(),
+            bars,
+        })
     }
 
     /// Whether `symbol` has a stored document written by another version of the narrative
