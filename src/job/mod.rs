@@ -245,12 +245,7 @@ async fn stages(
     stop_on_loss.abort();
     if let Some(source) = lost.take() {
         // The row cannot be written now; the next run marks it abandoned. Do not wait for it.
-        return Err(JobError::Lost {
-            source: Box::new(source),
-            stored: count(&reports, SecurityOutcome::Succeeded),
-            total: reports.len(),
-            run_id,
-        });
+        return Err(lost_run(source, &reports, run_id));
     }
     let mut reports = reports;
     // Config order, not completion order: the summary reads the same every day.
@@ -275,12 +270,7 @@ async fn stages(
         .instrument(info_span!(parent: &span, "narrate"))
         .await;
     if let Some(source) = lost.take() {
-        return Err(JobError::Lost {
-            source: Box::new(source),
-            stored: count(&reports, SecurityOutcome::Succeeded),
-            total: reports.len(),
-            run_id,
-        });
+        return Err(lost_run(source, &reports, run_id));
     }
     info!(parent: &span, documents_written = narrated, "narrated");
 
@@ -392,12 +382,7 @@ async fn stages(
                 .confirms(&store, &e, "recording the end of the run")
                 .await
             {
-                JobError::Lost {
-                    source: Box::new(lost.take().unwrap_or(e)),
-                    stored: ok,
-                    total: reports.len(),
-                    run_id,
-                }
+                lost_run(lost.take().unwrap_or(e), &reports, run_id)
             } else {
                 JobError::Store(e)
             },
@@ -774,6 +759,16 @@ async fn compute_features(store: &Store, plan: &Plan, from: NaiveDate) -> Featur
     }
     report.elapsed_ms = millis(started.elapsed());
     report
+}
+
+/// The run ended by a lost database (`source`): how far it got, for the exit-3 line.
+fn lost_run(source: StoreError, reports: &[SecurityReport], run_id: Uuid) -> JobError {
+    JobError::Lost {
+        source: Box::new(source),
+        stored: count(reports, SecurityOutcome::Succeeded),
+        total: reports.len(),
+        run_id,
+    }
 }
 
 fn count(reports: &[SecurityReport], outcome: SecurityOutcome) -> usize {
