@@ -49,9 +49,42 @@ const EMBED_CHUNK: usize = 32;
 /// Embedding goes a chunk at a time ([`EMBED_CHUNK`]) so that the blocking thread computing
 /// an abandoned chunk is done within a second or two. On error, returns how many were
 /// indexed before.
+/// The embedding model, loading in the background from the start of the run: the ~0.3 s of CPU
+/// it takes overlaps the fetch stage's network waits instead of delaying the index stage (10%
+/// of a daily run; README, Performance). Dropped unused (a stopped run), the load is aborted.
+pub(super) struct ModelLoad(Option<tokio::task::JoinHandle<Result<Embedder, EmbedError>>>);
+
+impl ModelLoad {
+    pub(super) fn start(source: &EmbedderSource) -> Self {
+        let source = source.clone();
+        Self(Some(tokio::spawn(
+            async move { Embedder::load(&source).await },
+        )))
+    }
+
+    async fn finish(mut self) -> Result<Embedder, EmbedError> {
+        let handle = self
+            .0
+            .take()
+            .ok_or_else(|| EmbedError::Worker("the model load was already awaited".to_owned()))?;
+        handle
+            .await
+            .map_err(|e| EmbedError::Worker(e.to_string()))?
+    }
+}
+
+impl Drop for ModelLoad {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
 pub(super) async fn index_documents(
     store: &Store,
     memory: &MemoryOptions,
+    model: ModelLoad,
     cancel: &CancellationToken,
 ) -> Result<u64, (u64, MemoryError)> {
     let indexed = AtomicU64::new(0);
@@ -62,7 +95,7 @@ pub(super) async fn index_documents(
             info!(documents_indexed = n, "stopped: the round in flight stays pending");
             Ok(n)
         }
-        result = index_all(store, memory, &indexed) => {
+        result = index_all(store, memory, model, &indexed) => {
             result.map_err(|e| (indexed.load(Ordering::Relaxed), e))
         }
     }
@@ -71,6 +104,7 @@ pub(super) async fn index_documents(
 async fn index_all(
     store: &Store,
     memory: &MemoryOptions,
+    model: ModelLoad,
     indexed: &AtomicU64,
 ) -> Result<u64, MemoryError> {
     // Chroma first: if it is down, or its collection holds another model's vectors, fail
@@ -80,7 +114,7 @@ async fn index_all(
         .collection_for_model(memory.chroma.collection(), &memory.embedder.model_id())
         .await?;
     reconcile(store, &chroma, &collection).await?;
-    let embedder = Embedder::load(&memory.embedder).await?;
+    let embedder = model.finish().await?;
 
     info!(model = %memory.embedder, "embedding the pending documents");
     let mut after: Option<(String, NaiveDate)> = None;

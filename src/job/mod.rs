@@ -21,8 +21,8 @@ pub mod store;
 pub mod validate;
 
 use lost::Lost;
-use memory::index_documents;
 pub use memory::{MemoryError, MemoryOptions, chroma_metadata, record};
+use memory::{ModelLoad, index_documents};
 pub use narration::ContextSymbols;
 use narration::narrate_stage;
 pub use outcome::{FeaturesReport, IndexReport, RunReport, SecurityOutcome, SecurityReport};
@@ -204,6 +204,11 @@ async fn stages(
             stop.cancel();
         })
     };
+    // The model loads while the securities are fetched (see `memory::ModelLoad`).
+    let model = options
+        .memory
+        .as_ref()
+        .map(|m| ModelLoad::start(&m.embedder));
     let mut lock = lock;
     let work = futures::stream::iter(&options.securities)
         .map(|security| {
@@ -297,10 +302,10 @@ async fn stages(
 
     // Embed and index what is new or changed (and whatever an earlier run left pending). It
     // runs after every price is stored: Chroma being down never costs prices or indicators.
-    let index = match &options.memory {
-        Some(memory) if !cancel.is_cancelled() => {
+    let index = match (&options.memory, model) {
+        (Some(memory), Some(model)) if !cancel.is_cancelled() => {
             let started = Instant::now();
-            let result = index_documents(&store, memory, cancel)
+            let result = index_documents(&store, memory, model, cancel)
                 .instrument(
                     info_span!(parent: &span, "index", collection = memory.chroma.collection()),
                 )
