@@ -4,7 +4,7 @@
 //!
 //! > An up day in a bull market for SPX. The trend is bullish. It rallied strongly, up 0.5 to
 //! > 1% on the day, closing higher. A new 52-week high, its highest close in a year;
-//! > overbought, RSI above 70. On 2024-03-01 it closed at 5,137.08, up 0.80% on the day (1.6
+//! > overbought, RSI above 70. On 2024-03-01 it closed higher at 5,137.08, up 0.80% on the day (1.6
 //! > times its usual move) and +2.1% over 5 days; RSI 71 (overbought), 4.2% above its 50-day
 //! > and 11.7% above its 200-day average, MACD above its signal line, 20-day volatility 11.8%
 //! > annualized; new 52-week high. In short: an up day, closing higher, in a bull market; a new
@@ -633,13 +633,20 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
         text.push(' ');
         "it"
     };
+    let day = facts.daily_return.and_then(|r| r.to_f64());
+    // "closed lower at": the day's direction once more, where the numbers begin.
+    let closed = match day {
+        Some(r) if r > 0.0 => "closed higher",
+        Some(r) if r < 0.0 => "closed lower",
+        Some(_) => "closed unchanged",
+        None => "closed",
+    };
     let _ = write!(
         text,
-        "On {} {subject} closed at {}",
+        "On {} {subject} {closed} at {}",
         facts.trade_date,
         thousands(facts.close)
     );
-    let day = facts.daily_return.and_then(|r| r.to_f64());
     let mut moves: Vec<String> = Vec::new();
     if let Some(d) = day {
         let mut shown = format!("{} on the day", movement(d, 2));
@@ -907,7 +914,7 @@ mod tests {
     /// (the 5- and 20-day moves signed since version 3; since version 4 without the name, the
     /// category, the regime and the labels "neutral" and "calm", which the words say or leave
     /// to the metadata).
-    const NUMBERS_BEFORE: &str = "it closed at 5,137.08, up 0.80% on the day and +2.1% over 5 days; \
+    const NUMBERS_BEFORE: &str = "it closed higher at 5,137.08, up 0.80% on the day and +2.1% over 5 days; \
          RSI 71 (overbought), 4.2% above its 50-day and 11.7% above its 200-day average, \
          MACD above its signal line, 20-day volatility 11.8% annualized; new 52-week high.";
 
@@ -945,7 +952,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "it closed at 5,137.08, up 0.80% on the day (1.6 times its usual move), +2.1% over 5 days and -12.4% over 20 days;"
+                "it closed higher at 5,137.08, up 0.80% on the day (1.6 times its usual move), +2.1% over 5 days and -12.4% over 20 days;"
             ),
             "{text}"
         );
@@ -979,7 +986,7 @@ mod tests {
             narrate(&f),
             "A sell-off for SPX. It fell sharply, down more than 2% on the day, closing lower. \
              It broke below its lower Bollinger band; oversold, RSI below 30; in a correction. \
-             On 2024-03-01 it closed at 5,137.08, down 2.34% on the day and 0.0% over 5 days; \
+             On 2024-03-01 it closed lower at 5,137.08, down 2.34% on the day and 0.0% over 5 days; \
              RSI 25 (oversold), below the lower Bollinger band, volume 2.4 standard deviations below its 20-day average; \
              15.3% below its one-year peak. In short: a sell-off, closing lower."
         );
@@ -1105,7 +1112,7 @@ mod tests {
             "{text}"
         );
         for words in [
-            "On 2023-10-29 it closed at 90, down 30.56% on the day (",
+            "On 2023-10-29 it closed lower at 90, down 30.56% on the day (",
             "times its usual move), ",
             "20-day volatility ",
             "% annualized (volatile);",
@@ -1256,6 +1263,21 @@ mod tests {
             let text = narrate(&f);
             assert!(text.starts_with(words), "{text}");
         }
+        // ...and once more where the numbers begin.
+        f.daily_return = Some(dec!(-0.0004));
+        assert!(
+            narrate(&f)
+                .contains("On 2024-03-01 it closed lower at 5,137.08, down 0.04% on the day."),
+            "{}",
+            narrate(&f)
+        );
+        f.daily_return = Some(dec!(0));
+        assert!(
+            narrate(&f)
+                .contains("On 2024-03-01 it closed unchanged at 5,137.08, unchanged on the day."),
+            "{}",
+            narrate(&f)
+        );
     }
 
     #[test]
@@ -1293,7 +1315,7 @@ mod tests {
         };
         let text = narrate(&facts(&ind));
         assert!(
-            text.contains("In a correction. On 2024-03-01 it closed"),
+            text.contains("In a correction. On 2024-03-01 it closed higher at 5,137.08"),
             "{text}"
         );
         assert!(text.contains(" and -4.9% over 5 days;"), "{text}");

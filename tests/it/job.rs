@@ -832,7 +832,9 @@ async fn indicators_use_the_whole_stored_history_and_reruns_write_none() {
     for (document, close, metadata, pending) in &docs {
         let quoted = market_encoder::job::narrate::thousands(*close);
         assert!(
-            document.contains(&format!("closed at {quoted}")),
+            ["higher", "lower", "unchanged"]
+                .iter()
+                .any(|way| document.contains(&format!(" closed {way} at {quoted}, "))),
             "{document}"
         );
         // Words first ("An up day in a bull market for SPY."), then the date and every number.
@@ -842,7 +844,7 @@ async fn indicators_use_the_whole_stored_history_and_reruns_write_none() {
         assert!(first.contains(" for SPY"), "{document}");
         assert!(
             document.contains(&format!(
-                " On {} it closed at ",
+                " On {} it closed ",
                 metadata["trade_date"].as_str().unwrap()
             )),
             "{document}"
