@@ -2,20 +2,20 @@
 //! people and embedding models to search ("days like today"). It reads first as a commentator
 //! would say it, in words on fixed bands ([`bands`]), then gives every number:
 //!
-//! > An up day in a bull market for SPX. The trend is bullish. It rallied strongly, up 0.5 to
-//! > 1% on the day, closing higher. A new 52-week high, its highest close in a year;
-//! > overbought, RSI above 70. On 2024-03-01 it closed higher at 5,137.08, up 0.80% on the day (1.6
-//! > times its usual move) and +2.1% over 5 days; RSI 71 (overbought), 4.2% above its 50-day
-//! > and 11.7% above its 200-day average, MACD above its signal line, 20-day volatility 11.8%
-//! > annualized; new 52-week high. In short: an up day, closing higher, in a bull market; a new
-//! > 52-week high.
+//! > An up day in a bull market. The trend is bullish. SPX rallied strongly, up 0.5 to 1% on
+//! > the day, closing higher. A new 52-week high, its highest close in a year; overbought, RSI
+//! > above 70. On 2024-03-01 it closed higher at 5,137.08, up 0.80% on the day (1.6 times its
+//! > usual move) and +2.1% over 5 days; RSI 71 (overbought), 4.2% above its 50-day and 11.7%
+//! > above its 200-day average, MACD above its signal line, 20-day volatility 11.8% annualized;
+//! > new 52-week high. In short: an up day, closing higher, in a bull market; a new 52-week
+//! > high.
 //!
 //! The words come first because a sentence model barely tells "down 1.65%" from "up 1.65%":
 //! the direction, the size of the move for this security, the regime and its changes and the
 //! day's events are what make two days alike. The first sentence is the day's direction and
 //! the regime, said again in other words and last ("In short: ..."), so that they outweigh the
-//! numbers in the mean of ~130 word pieces the model's vector is; the security is named once
-//! (its name and category are in the metadata), and a calm regime, the usual state, is not
+//! numbers in the mean of ~130 word pieces the model's vector is; the security is named once,
+//! after them (its name and category are in the metadata), and a calm regime, the usual state, is not
 //! said at all (a volatile one is). Every number is formatted from the stored value:
 //! the close exactly as stored (with thousands separators), percentages and ratios rounded for
 //! reading. What is unknown (not enough history) is left out, never guessed. A document depends
@@ -363,10 +363,10 @@ fn volatility_rose(facts: &DayFacts<'_>, daily: f64) -> bool {
             .is_some_and(|v| v >= bands::VIX_RISING)
 }
 
-/// The first sentence: the kind of day, the regime and the security, in that order ("A down
-/// day in a volatile bear market for AMD, a technology stock."); a big day of a stock or ETF
-/// with a sector says the sector with the move ("A technology stock sell-off in a bear market
-/// for AMD, while volatility rose."). Without a daily return: "AMD, a technology stock: in a
+/// The first sentence: the kind of day and the regime ("A down day in a volatile bear
+/// market."); a big day of a stock or ETF with a sector says the sector with the move ("A
+/// technology stock sell-off in a bear market, while volatility rose."). The security is named
+/// in the next sentence ([`headline`]). Without a daily return: "AMD, a technology stock: in a
 /// bear market." (empty when the regime is unknown too).
 fn lead(facts: &DayFacts<'_>) -> String {
     let ind = facts.indicators;
@@ -392,10 +392,6 @@ fn lead(facts: &DayFacts<'_>) -> String {
     };
     if let Some(regime) = &regime {
         let _ = write!(text, " in {regime}");
-    }
-    let _ = write!(text, " for {}", facts.db_symbol);
-    if sector_move.is_none() {
-        text.push_str(&who(facts));
     }
     if volatility_rose(facts, r) {
         text.push_str(", while volatility rose");
@@ -453,9 +449,20 @@ fn headline(facts: &DayFacts<'_>) -> String {
         let _ = write!(text, " {sentence}");
     }
     if let (Some(m), Some(r)) = (day_move(facts), facts.daily_return.and_then(|r| r.to_f64())) {
+        // The security is named here, not in the first sentence: there its symbol and sector
+        // made its own days one another's neighbours whatever their direction.
+        let subject = match who(facts) {
+            who if who.is_empty()
+                || r.abs() >= bands::BIG_DAY && noun(facts.category).is_some() =>
+            {
+                facts.db_symbol.to_owned()
+            }
+            who if who.starts_with(',') => format!("{}{who},", facts.db_symbol),
+            who => format!("{}{who}", facts.db_symbol),
+        };
         let _ = write!(
             text,
-            " It {}, {} on the day, {}.",
+            " {subject} {}, {} on the day, {}.",
             m.verb(),
             bands::day_band(r),
             closing(r)
@@ -925,7 +932,7 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "An up day in a bull market for SPX. The trend is bullish. It rose, up 0.5 to 1% on the day, closing higher. \
+                "An up day in a bull market. The trend is bullish. SPX rose, up 0.5 to 1% on the day, closing higher. \
                  A new 52-week high, its highest close in a year; overbought, RSI above 70. \
                  On 2024-03-01 {NUMBERS_BEFORE} In short: an up day, closing higher, in a bull market; a new 52-week high."
             )
@@ -942,7 +949,7 @@ mod tests {
         // 0.8012% on a 0.5% usual move: 1.6 sigma, a large move for an index.
         assert!(
             text.starts_with(
-                "An up day in a bull market for SPX. The trend is bullish. It rallied strongly, up 0.5 to 1% on the day, closing higher."
+                "An up day in a bull market. The trend is bullish. SPX rallied strongly, up 0.5 to 1% on the day, closing higher."
             ),
             "{text}"
         );
@@ -984,7 +991,7 @@ mod tests {
         f.daily_return = Some(dec!(-0.0234));
         assert_eq!(
             narrate(&f),
-            "A sell-off for SPX. It fell sharply, down more than 2% on the day, closing lower. \
+            "A sell-off. SPX fell sharply, down more than 2% on the day, closing lower. \
              It broke below its lower Bollinger band; oversold, RSI below 30; in a correction. \
              On 2024-03-01 it closed lower at 5,137.08, down 2.34% on the day and 0.0% over 5 days; \
              RSI 25 (oversold), below the lower Bollinger band, volume 2.4 standard deviations below its 20-day average; \
@@ -1093,7 +1100,7 @@ mod tests {
         // -0.38% on a usual move of 0.48%: 0.8 sigma.
         assert!(
             calm.text.starts_with(
-                "A down day in a bull market for SPY. The trend is bullish. It fell, down less than 0.5% on the day, closing lower."
+                "A down day in a bull market. The trend is bullish. SPY fell, down less than 0.5% on the day, closing lower."
             ),
             "{}",
             calm.text
@@ -1101,9 +1108,9 @@ mod tests {
         let text = &crash.text;
         assert!(
             text.starts_with(
-                "A crash in a volatile sideways market for SPY. \
+                "A crash in a volatile sideways market. \
                  The trend is sideways and trading is volatile: a volatile sideways market. \
-                 It plunged, down more than 5% on the day, closing lower. It turned volatile; it turned sideways; \
+                 SPY plunged, down more than 5% on the day, closing lower. It turned volatile; it turned sideways; \
                  it broke below its 200-day average; a new 52-week low, its lowest close in a year; \
                  it broke below its lower Bollinger band; oversold, RSI below 30; in a deep drawdown, \
                  more than 20% below its peak. Over 5 days down more than 10%, a losing week; \
@@ -1194,7 +1201,7 @@ mod tests {
         let text = narrate(&f);
         assert!(
             text.starts_with(
-                "A technology stock sell-off in a bull market for AAPL. The trend is bullish. It fell sharply,"
+                "A technology stock sell-off in a bull market. The trend is bullish. AAPL fell sharply,"
             ),
             "{text}"
         );
@@ -1209,7 +1216,9 @@ mod tests {
         // A smaller day names the sector after the symbol.
         f.daily_return = Some(dec!(-0.0199));
         assert!(
-            narrate(&f).starts_with("A down day in a bull market for AAPL, a technology stock. "),
+            narrate(&f).starts_with(
+                "A down day in a bull market. The trend is bullish. AAPL, a technology stock, fell sharply,"
+            ),
             "{}",
             narrate(&f)
         );
@@ -1219,7 +1228,9 @@ mod tests {
         f.category = "etfs";
         f.sector = Some("energy");
         assert!(
-            narrate(&f).starts_with("An energy ETF rally in a bull market for AAPL. "),
+            narrate(&f).starts_with(
+                "An energy ETF rally in a bull market. The trend is bullish. AAPL rallied strongly,"
+            ),
             "{}",
             narrate(&f)
         );
@@ -1227,14 +1238,14 @@ mod tests {
         f.sector = Some("consumer_discretionary");
         assert!(
             narrate(&f).starts_with(
-                "A rally in a bull market for AAPL (the consumer discretionary sector). "
+                "A rally in a bull market. The trend is bullish. AAPL (the consumer discretionary sector) rallied"
             ),
             "{}",
             narrate(&f)
         );
         f.sector = None;
         assert!(
-            narrate(&f).starts_with("A rally in a bull market for AAPL. "),
+            narrate(&f).starts_with("A rally in a bull market. The trend is bullish. AAPL rallied"),
             "{}",
             narrate(&f)
         );
@@ -1248,15 +1259,15 @@ mod tests {
         for (r, words) in [
             (
                 dec!(0.0004),
-                "A quiet up day for SPX. It was flat, almost unchanged on the day, closing higher.",
+                "A quiet up day. SPX was flat, almost unchanged on the day, closing higher.",
             ),
             (
                 dec!(-0.0004),
-                "A quiet down day for SPX. It was flat, almost unchanged on the day, closing lower.",
+                "A quiet down day. SPX was flat, almost unchanged on the day, closing lower.",
             ),
             (
                 dec!(0),
-                "A quiet day for SPX. It was flat, almost unchanged on the day, closing unchanged.",
+                "A quiet day. SPX was flat, almost unchanged on the day, closing unchanged.",
             ),
         ] {
             f.daily_return = Some(r);
@@ -1294,9 +1305,9 @@ mod tests {
         let text = narrate(&f);
         assert!(
             text.starts_with(
-                "A down day in a volatile bear market for SPX. \
+                "A down day in a volatile bear market. \
                  The trend is bearish and trading is volatile: a volatile bear market. \
-                 It fell, down 1 to 2% on the day, closing lower. \
+                 SPX fell, down 1 to 2% on the day, closing lower. \
                  In a deep drawdown, more than 20% below its peak. Over 5 days down more than 5%, a losing week."
             ),
             "{text}"
@@ -1419,8 +1430,8 @@ mod tests {
         let text = narrate(&f);
         assert!(
             text.starts_with(
-                "A technology stock sell-off in a volatile bear market for AMD, while volatility rose. \
-                 The trend is bearish and trading is volatile: a volatile bear market. It plunged,"
+                "A technology stock sell-off in a volatile bear market, while volatility rose. \
+                 The trend is bearish and trading is volatile: a volatile bear market. AMD plunged,"
             ),
             "{text}"
         );
@@ -1449,7 +1460,7 @@ mod tests {
         f.context.market.vix = Some(bar(dec!(18.2), dec!(0.02)));
         assert!(
             narrate(&f).starts_with(
-                "A technology stock surge in a volatile bear market for AMD, while volatility rose."
+                "A technology stock surge in a volatile bear market, while volatility rose. "
             ),
             "{}",
             narrate(&f)
@@ -1478,9 +1489,9 @@ mod tests {
             docs[1].text
         );
         assert!(
-            docs[1].text.starts_with(
-                "A crash in a volatile sideways market for SPY, while volatility rose."
-            ),
+            docs[1]
+                .text
+                .starts_with("A crash in a volatile sideways market, while volatility rose. "),
             "{}",
             docs[1].text
         );
