@@ -2,16 +2,21 @@
 //! people and embedding models to search ("days like today"). It reads first as a commentator
 //! would say it, in words on fixed bands ([`bands`]), then gives every number:
 //!
-//! > SPX: an up day in a calm, steady bull market. It rallied strongly, up 0.5 to 1% on the
-//! > day. A new 52-week high, its highest close in a year; overbought, RSI above 70. Over 5
-//! > days up 2 to 5%. On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80%
-//! > on the day (1.6 times its usual daily move) and up 2.1% over 5 days; RSI 71 (overbought),
-//! > price 4.2% above its 50-day average, 20-day volatility 11.8% annualized (calm); regime:
-//! > bull, calm; new 52-week high. In short: an up day in a calm bull market.
+//! > An up day in a bull market. The trend is bullish. SPX rallied strongly, up 0.5 to 1% on
+//! > the day, closing higher. A new 52-week high, its highest close in a year; overbought, RSI
+//! > above 70. On 2024-03-01 it closed higher at 5,137.08, up 0.80% on the day (1.6 times its
+//! > usual move) and +2.1% over 5 days; RSI 71 (overbought), 4.2% above its 50-day and 11.7%
+//! > above its 200-day average, MACD above its signal line, 20-day volatility 11.8% annualized;
+//! > new 52-week high. In short: an up day, closing higher, in a bull market; a new 52-week
+//! > high.
 //!
 //! The words come first because a sentence model barely tells "down 1.65%" from "up 1.65%":
 //! the direction, the size of the move for this security, the regime and its changes and the
-//! day's events are what make two days alike. Every number is formatted from the stored value:
+//! day's events are what make two days alike. The first sentence is the day's direction and
+//! the regime, said again in other words and last ("In short: ..."), so that they outweigh the
+//! numbers in the mean of ~130 word pieces the model's vector is; the security is named once,
+//! after them (its name and category are in the metadata), and a calm regime, the usual state, is not
+//! said at all (a volatile one is). Every number is formatted from the stored value:
 //! the close exactly as stored (with thousands separators), percentages and ratios rounded for
 //! reading. What is unknown (not enough history) is left out, never guessed. A document depends
 //! only on the stored days up to its own (the previous day's regime, the 20 returns before it,
@@ -37,7 +42,7 @@ use bands::Move;
 /// that security again (like after a rebase), so a change of wording reaches the whole
 /// collection through the normal pending-document path on the next run. Raise it with every
 /// change of [`narrate`]'s output.
-pub const NARRATIVE_VERSION: i64 = 3;
+pub const NARRATIVE_VERSION: i64 = 4;
 
 /// Stored days before the first narrated one that its document reads (the 252 closes of the
 /// 52-week low; the 20 returns of the usual move and the 20-day move are within them).
@@ -246,25 +251,59 @@ fn day_move(facts: &DayFacts<'_>) -> Option<Move> {
     Some(Move::new(r, 1, facts.context.usual_move))
 }
 
-/// "a calm bull market", "a volatile sideways market", "a bear market", "a calm market".
+/// The regime in words: "a volatile bear market", "a bull market", "a volatile market";
+/// `None` when neither is known. The calm regime is not said: it is the usual state (nine
+/// documents in ten), and "calm" and "volatile" read almost alike to a sentence model, so
+/// "a calm bear market" was as near "a volatile bear market" as a volatile one. What is news,
+/// the volatile regime, is said in words of its own; the absence of them is the calm.
 fn regime_words(trend: Option<Trend>, vol: Option<VolatilityRegime>) -> Option<String> {
     let trend = trend.map(|t| match t {
         Trend::Bull => "bull market",
         Trend::Bear => "bear market",
         Trend::Sideways => "sideways market",
     });
-    // Each volatility regime is said twice, in words of its own: "calm bear" and "volatile
-    // bear" read almost alike to a sentence model otherwise.
-    let turbulent = ", with turbulent, volatile trading and elevated volatility";
-    let quiet = ", with quiet, steady trading";
     match (vol, trend) {
-        (Some(VolatilityRegime::Volatile), Some(t)) => Some(format!("a volatile {t}{turbulent}")),
-        (Some(VolatilityRegime::Volatile), None) => Some(format!("a volatile market{turbulent}")),
-        (Some(VolatilityRegime::Calm), Some(t)) => Some(format!("a calm {t}{quiet}")),
-        (None, Some(t)) => Some(format!("a {t}")),
-        (Some(VolatilityRegime::Calm), None) => Some(format!("a calm market{quiet}")),
-        (None, None) => None,
+        (Some(VolatilityRegime::Volatile), Some(t)) => Some(format!("a volatile {t}")),
+        (Some(VolatilityRegime::Volatile), None) => Some("a volatile market".to_owned()),
+        (_, Some(t)) => Some(format!("a {t}")),
+        (_, None) => None,
     }
+}
+
+/// The regime again in other words, for the trend and the volatility to weigh as much as the
+/// day's move: "The trend is bullish.", and for a volatile regime its name once more, "The trend
+/// is bearish and trading is volatile: a volatile bear market.", "Trading is volatile: a
+/// volatile market."; `None` when neither is known or the regime is calm without a trend. The
+/// volatile regime's name three times in a document (first sentence, here, the gist) is what
+/// made "a volatile bear market" find volatile rather than calm bear days (README, Search
+/// quality).
+fn regime_sentence(trend: Option<Trend>, vol: Option<VolatilityRegime>) -> Option<String> {
+    let trend_words = trend.map(|t| match t {
+        Trend::Bull => "the trend is bullish",
+        Trend::Bear => "the trend is bearish",
+        Trend::Sideways => "the trend is sideways",
+    });
+    let volatile = vol == Some(VolatilityRegime::Volatile);
+    let sentence = match (trend_words, volatile) {
+        (Some(t), true) => format!("{t} and trading is volatile"),
+        (Some(t), false) => t.to_owned(),
+        (None, true) => "trading is volatile".to_owned(),
+        (None, false) => return None,
+    };
+    let name = volatile
+        .then(|| regime_words(trend, vol))
+        .flatten()
+        .map(|name| format!(": {name}"))
+        .unwrap_or_default();
+    Some(format!("{}{name}.", capitalized(&sentence)))
+}
+
+/// `text` with its first letter in upper case.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }
 
 /// The security in words after its symbol: ", a technology stock", ", an energy ETF", " (the
@@ -274,14 +313,21 @@ fn who(facts: &DayFacts<'_>) -> String {
         return String::new();
     };
     let sector = sector.replace('_', " ");
-    let noun = if facts.category.ends_with("stocks") {
-        "stock"
-    } else if facts.category.ends_with("etfs") {
-        "ETF"
+    match noun(facts.category) {
+        Some(noun) => format!(", {} {sector} {noun}", article(&sector)),
+        None => format!(" (the {sector} sector)"),
+    }
+}
+
+/// "stock" for a stocks category, "ETF" for an ETFs one, `None` for others.
+fn noun(category: &str) -> Option<&'static str> {
+    if category.ends_with("stocks") {
+        Some("stock")
+    } else if category.ends_with("etfs") {
+        Some("ETF")
     } else {
-        return format!(" (the {sector} sector)");
-    };
-    format!(", {} {sector} {noun}", article(&sector))
+        None
+    }
 }
 
 /// "a" or "an" before `word`, by its first letter.
@@ -304,6 +350,55 @@ fn closing(fraction: f64) -> &'static str {
     }
 }
 
+/// A big day (a rally or a sell-off and beyond, 2% or more) on which VIX rose at least
+/// [`bands::VIX_RISING`]: the fear that goes with the move, said in the first sentence ("while
+/// volatility rose") and with its numbers among the day's cross-asset context.
+fn volatility_rose(facts: &DayFacts<'_>, daily: f64) -> bool {
+    daily.abs() >= bands::BIG_DAY
+        && facts
+            .context
+            .market
+            .vix
+            .and_then(|bar| bar.daily_return.to_f64())
+            .is_some_and(|v| v >= bands::VIX_RISING)
+}
+
+/// The first sentence: the kind of day and the regime ("A down day in a volatile bear
+/// market."); a big day of a stock or ETF with a sector says the sector with the move ("A
+/// technology stock sell-off in a bear market, while volatility rose."). The security is named
+/// in the next sentence ([`headline`]). Without a daily return: "AMD, a technology stock: in a
+/// bear market." (empty when the regime is unknown too).
+fn lead(facts: &DayFacts<'_>) -> String {
+    let ind = facts.indicators;
+    let regime = regime_words(ind.trend, ind.volatility_regime);
+    let Some(r) = facts.daily_return.and_then(|r| r.to_f64()) else {
+        return regime.map_or_else(String::new, |regime| {
+            format!("{}{}: in {regime}.", facts.db_symbol, who(facts))
+        });
+    };
+    let kind = bands::day_kind(r);
+    let sector_move = facts
+        .sector
+        .zip(noun(facts.category))
+        .filter(|_| r.abs() >= bands::BIG_DAY);
+    let mut text = match sector_move {
+        Some((sector, noun)) => {
+            let sector = sector.replace('_', " ");
+            // "a sell-off" -> "a technology stock sell-off"
+            let bare = kind.split_once(' ').map_or(kind, |(_, k)| k);
+            format!("{} {sector} {noun} {bare}", article(&sector))
+        }
+        None => kind.to_owned(),
+    };
+    if let Some(regime) = &regime {
+        let _ = write!(text, " in {regime}");
+    }
+    if volatility_rose(facts, r) {
+        text.push_str(", while volatility rose");
+    }
+    format!("{}.", capitalized(&text))
+}
+
 /// The gist again, last: the day's kind and direction, the regime, a new high, a winning or
 /// losing week and a deep drawdown ("a sell-off, closing lower, in a volatile bear market; a
 /// losing week; a deep drawdown"), so that they weigh in the document's vector as much as its
@@ -311,13 +406,7 @@ fn closing(fraction: f64) -> &'static str {
 /// 52-week high" too.
 fn keywords(facts: &DayFacts<'_>) -> Option<String> {
     let ind = facts.indicators;
-    let regime = match (ind.trend, ind.volatility_regime) {
-        (Some(t), Some(VolatilityRegime::Volatile)) => Some(format!("a volatile {t} market")),
-        (Some(t), Some(VolatilityRegime::Calm)) => Some(format!("a calm {t} market")),
-        (Some(t), None) => Some(format!("a {t} market")),
-        (None, Some(v)) => Some(format!("a {v} market")),
-        (None, None) => None,
-    };
+    let regime = regime_words(ind.trend, ind.volatility_regime);
     let day = facts
         .daily_return
         .and_then(|r| r.to_f64())
@@ -347,33 +436,37 @@ fn keywords(facts: &DayFacts<'_>) -> Option<String> {
     Some(gist)
 }
 
-/// The words of the document: the day's move, the regime, its changes and the day's events,
-/// the 5- and 20-day moves, the day's cross-asset context.
+/// The words of the document: the first sentence ([`lead`]), the regime again, the day's move,
+/// the regime's changes and the day's events, the 5- and 20-day moves, the day's cross-asset
+/// context.
 fn headline(facts: &DayFacts<'_>) -> String {
     let ind = facts.indicators;
     let ctx = &facts.context;
-    let mut text = format!("{}{}", facts.db_symbol, who(facts));
-    let regime = regime_words(ind.trend, ind.volatility_regime);
-    match (day_move(facts), facts.daily_return.and_then(|r| r.to_f64())) {
-        (Some(m), Some(r)) => {
-            let _ = write!(text, ": {}", bands::day_kind(r));
-            if let Some(regime) = &regime {
-                let _ = write!(text, " in {regime}");
+    let mut text = lead(facts);
+    if let Some(sentence) = regime_sentence(ind.trend, ind.volatility_regime)
+        && !text.is_empty()
+    {
+        let _ = write!(text, " {sentence}");
+    }
+    if let (Some(m), Some(r)) = (day_move(facts), facts.daily_return.and_then(|r| r.to_f64())) {
+        // The security is named here, not in the first sentence: there its symbol and sector
+        // made its own days one another's neighbours whatever their direction.
+        let subject = match who(facts) {
+            who if who.is_empty()
+                || r.abs() >= bands::BIG_DAY && noun(facts.category).is_some() =>
+            {
+                facts.db_symbol.to_owned()
             }
-            let _ = write!(
-                text,
-                ". It {}, {} on the day, {}.",
-                m.verb(),
-                bands::day_band(r),
-                closing(r)
-            );
-        }
-        _ => match &regime {
-            Some(regime) => {
-                let _ = write!(text, " was in {regime}.");
-            }
-            None => text.clear(),
-        },
+            who if who.starts_with(',') => format!("{}{who},", facts.db_symbol),
+            who => format!("{}{who}", facts.db_symbol),
+        };
+        let _ = write!(
+            text,
+            " {subject} {}, {} on the day, {}.",
+            m.verb(),
+            bands::day_band(r),
+            closing(r)
+        );
     }
 
     let mut events: Vec<String> = Vec::new();
@@ -489,21 +582,26 @@ fn headline(facts: &DayFacts<'_>) -> String {
         sentence.replace_range(..1, "O");
         let _ = write!(text, " {sentence}.");
     }
-    if let Some(markets) = market_words(&ctx.market) {
+    let vix_rose = facts
+        .daily_return
+        .and_then(|r| r.to_f64())
+        .is_some_and(|r| volatility_rose(facts, r));
+    if let Some(markets) = market_words(&ctx.market, vix_rose) {
         let _ = write!(text, " {markets}.");
     }
     text.trim_start().to_owned()
 }
 
 /// The day's cross-asset context in words, with the stored numbers, when it is news (VIX moved
-/// at least [`bands::VIX_NOTABLE`], the dollar at least [`bands::DOLLAR_NOTABLE`]): "Across
-/// markets, VIX jumped 12.3% to 24.51 and the dollar strengthened sharply 0.82%"; `None`
-/// otherwise. Said every day, the same sentence in every document of a date would make days of
-/// unrelated securities alike; the metadata keeps the context of every day.
-fn market_words(market: &Market) -> Option<String> {
+/// at least [`bands::VIX_NOTABLE`], or `vix_rose`: the first sentence said volatility rose; the
+/// dollar at least [`bands::DOLLAR_NOTABLE`]): "Across markets, VIX jumped 12.3% to 24.51 and
+/// the dollar strengthened sharply 0.82%"; `None` otherwise. Said every day, the same sentence
+/// in every document of a date would make days of unrelated securities alike; the metadata
+/// keeps the context of every day.
+fn market_words(market: &Market, vix_rose: bool) -> Option<String> {
     let vix = market.vix.and_then(|bar| {
         let r = bar.daily_return.to_f64()?;
-        (r.abs() >= bands::VIX_NOTABLE).then(|| {
+        (vix_rose || r.abs() >= bands::VIX_NOTABLE).then(|| {
             format!(
                 "VIX {} {}% to {}",
                 bands::vix_verb(r),
@@ -534,24 +632,33 @@ fn market_words(market: &Market) -> Option<String> {
 pub fn narrate(facts: &DayFacts<'_>) -> String {
     let ind = facts.indicators;
     let mut text = headline(facts);
-    if !text.is_empty() {
+    // The words name the security; its name and category are in the metadata: said in every
+    // document of the security, they made its days one another's neighbours whatever the day.
+    let subject = if text.is_empty() {
+        facts.db_symbol
+    } else {
         text.push(' ');
-    }
+        "it"
+    };
+    let day = facts.daily_return.and_then(|r| r.to_f64());
+    // "closed lower at": the day's direction once more, where the numbers begin.
+    let closed = match day {
+        Some(r) if r > 0.0 => "closed higher",
+        Some(r) if r < 0.0 => "closed lower",
+        Some(_) => "closed unchanged",
+        None => "closed",
+    };
     let _ = write!(
         text,
-        "On {} {} ({}, {}) closed at {}",
+        "On {} {subject} {closed} at {}",
         facts.trade_date,
-        facts.db_symbol,
-        facts.name,
-        facts.category,
         thousands(facts.close)
     );
-    let day = facts.daily_return.and_then(|r| r.to_f64());
     let mut moves: Vec<String> = Vec::new();
     if let Some(d) = day {
         let mut shown = format!("{} on the day", movement(d, 2));
         if let Some(m) = day_move(facts).filter(|_| facts.context.usual_move.is_some()) {
-            let _ = write!(shown, " ({:.1} times its usual daily move)", m.z.abs());
+            let _ = write!(shown, " ({:.1} times its usual move)", m.z.abs());
         }
         moves.push(shown);
     }
@@ -572,21 +679,25 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
     }
 
     let mut signals: Vec<String> = Vec::new();
+    // A neutral RSI, a calm volatility and the regime are not labelled among the numbers: the
+    // same words in every document only make them alike (the regime is in the words above).
     if let Some(rsi) = ind.rsi_14 {
-        let label = if rsi >= RSI_OVERBOUGHT {
-            "overbought"
+        if rsi >= RSI_OVERBOUGHT {
+            signals.push(format!("RSI {rsi:.0} (overbought)"));
         } else if rsi <= RSI_OVERSOLD {
-            "oversold"
+            signals.push(format!("RSI {rsi:.0} (oversold)"));
         } else {
-            "neutral"
-        };
-        signals.push(format!("RSI {rsi:.0} ({label})"));
+            signals.push(format!("RSI {rsi:.0}"));
+        }
     }
-    if let (Some(sma), Some(close)) = (ind.sma_50, facts.close.to_f64()) {
-        signals.push(relative_to(close / sma - 1.0, "its 50-day average"));
-    }
-    if let (Some(sma), Some(close)) = (ind.sma_200, facts.close.to_f64()) {
-        signals.push(relative_to(close / sma - 1.0, "its 200-day average"));
+    if let Some(close) = facts.close.to_f64() {
+        let averages: Vec<String> = [(ind.sma_50, "50-day"), (ind.sma_200, "200-day")]
+            .into_iter()
+            .filter_map(|(sma, days)| sma.map(|sma| relative_to(close / sma - 1.0, days)))
+            .collect();
+        if !averages.is_empty() {
+            signals.push(format!("{} average", averages.join(" and ")));
+        }
     }
     if let (Some(macd), Some(signal)) = (ind.macd, ind.macd_signal) {
         signals.push(
@@ -606,12 +717,13 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
         }
     }
     if let Some(vol) = ind.volatility_20d {
-        let regime = ind
-            .volatility_regime
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default();
+        let volatile = if ind.volatility_regime == Some(VolatilityRegime::Volatile) {
+            " (volatile)"
+        } else {
+            ""
+        };
         signals.push(format!(
-            "20-day volatility {}% annualized{regime}",
+            "20-day volatility {}% annualized{volatile}",
             percent(vol, 1)
         ));
     }
@@ -628,19 +740,10 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
     if !signals.is_empty() {
         let _ = write!(text, "; {}", signals.join(", "));
     }
-    if let (Some(trend), Some(vol)) = (ind.trend, ind.volatility_regime) {
-        let _ = write!(text, "; regime: {trend}, {vol}");
-    } else if let Some(trend) = ind.trend {
-        let _ = write!(text, "; trend: {trend}");
-    }
     if ind.new_52w_high {
         text.push_str("; new 52-week high");
     } else if let Some(dd) = ind.drawdown_252d.filter(|dd| *dd <= NOTABLE_DRAWDOWN) {
-        let _ = write!(
-            text,
-            "; {}% below its peak of the past year",
-            percent(-dd, 1)
-        );
+        let _ = write!(text, "; {}% below its one-year peak", percent(-dd, 1));
     }
     text.push('.');
     if let Some(keywords) = keywords(facts) {
@@ -734,15 +837,15 @@ fn signed(fraction: f64, decimals: usize) -> String {
     }
 }
 
-/// "price 4.2% above its 50-day average".
+/// "4.2% above its 50-day", "0.3% below its 200-day", "at its 50-day" (when it rounds to zero).
 fn relative_to(fraction: f64, what: &str) -> String {
     let shown = percent(fraction.abs(), 1);
     if shown.trim_start_matches(['0', '.']).is_empty() {
-        format!("price at {what}")
+        format!("at its {what}")
     } else if fraction > 0.0 {
-        format!("price {shown}% above {what}")
+        format!("{shown}% above its {what}")
     } else {
-        format!("price {shown}% below {what}")
+        format!("{shown}% below its {what}")
     }
 }
 
@@ -815,10 +918,12 @@ mod tests {
     }
 
     /// The numbers part of the document: every number exactly as before the words were added
-    /// (the 5- and 20-day moves signed since version 3).
-    const NUMBERS_BEFORE: &str = "SPX (S&P 500 Index, indices) closed at 5,137.08, up 0.80% on the day and +2.1% over 5 days; \
-         RSI 71 (overbought), price 4.2% above its 50-day average, price 11.7% above its 200-day average, \
-         MACD above its signal line, 20-day volatility 11.8% annualized (calm); regime: bull, calm; new 52-week high.";
+    /// (the 5- and 20-day moves signed since version 3; since version 4 without the name, the
+    /// category, the regime and the labels "neutral" and "calm", which the words say or leave
+    /// to the metadata).
+    const NUMBERS_BEFORE: &str = "it closed higher at 5,137.08, up 0.80% on the day and +2.1% over 5 days; \
+         RSI 71 (overbought), 4.2% above its 50-day and 11.7% above its 200-day average, \
+         MACD above its signal line, 20-day volatility 11.8% annualized; new 52-week high.";
 
     #[test]
     fn the_issue_example() {
@@ -827,9 +932,9 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "SPX: an up day in a calm bull market, with quiet, steady trading. It rose, up 0.5 to 1% on the day, closing higher. \
+                "An up day in a bull market. The trend is bullish. SPX rose, up 0.5 to 1% on the day, closing higher. \
                  A new 52-week high, its highest close in a year; overbought, RSI above 70. \
-                 On 2024-03-01 {NUMBERS_BEFORE} In short: an up day, closing higher, in a calm bull market; a new 52-week high."
+                 On 2024-03-01 {NUMBERS_BEFORE} In short: an up day, closing higher, in a bull market; a new 52-week high."
             )
         );
     }
@@ -844,7 +949,7 @@ mod tests {
         // 0.8012% on a 0.5% usual move: 1.6 sigma, a large move for an index.
         assert!(
             text.starts_with(
-                "SPX: an up day in a calm bull market, with quiet, steady trading. It rallied strongly, up 0.5 to 1% on the day, closing higher."
+                "An up day in a bull market. The trend is bullish. SPX rallied strongly, up 0.5 to 1% on the day, closing higher."
             ),
             "{text}"
         );
@@ -854,7 +959,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "closed at 5,137.08, up 0.80% on the day (1.6 times its usual daily move), +2.1% over 5 days and -12.4% over 20 days;"
+                "it closed higher at 5,137.08, up 0.80% on the day (1.6 times its usual move), +2.1% over 5 days and -12.4% over 20 days;"
             ),
             "{text}"
         );
@@ -869,10 +974,7 @@ mod tests {
         let ind = Indicators::default();
         let mut f = facts(&ind);
         f.daily_return = None;
-        assert_eq!(
-            narrate(&f),
-            "On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08."
-        );
+        assert_eq!(narrate(&f), "On 2024-03-01 SPX closed at 5,137.08.");
     }
 
     #[test]
@@ -889,11 +991,11 @@ mod tests {
         f.daily_return = Some(dec!(-0.0234));
         assert_eq!(
             narrate(&f),
-            "SPX: a sell-off. It fell sharply, down more than 2% on the day, closing lower. \
+            "A sell-off. SPX fell sharply, down more than 2% on the day, closing lower. \
              It broke below its lower Bollinger band; oversold, RSI below 30; in a correction. \
-             On 2024-03-01 SPX (S&P 500 Index, indices) closed at 5,137.08, down 2.34% on the day and 0.0% over 5 days; \
+             On 2024-03-01 it closed lower at 5,137.08, down 2.34% on the day and 0.0% over 5 days; \
              RSI 25 (oversold), below the lower Bollinger band, volume 2.4 standard deviations below its 20-day average; \
-             15.3% below its peak of the past year. In short: a sell-off, closing lower."
+             15.3% below its one-year peak. In short: a sell-off, closing lower."
         );
     }
 
@@ -998,7 +1100,7 @@ mod tests {
         // -0.38% on a usual move of 0.48%: 0.8 sigma.
         assert!(
             calm.text.starts_with(
-                "SPY: a down day in a calm bull market, with quiet, steady trading. It fell, down less than 0.5% on the day, closing lower."
+                "A down day in a bull market. The trend is bullish. SPY fell, down less than 0.5% on the day, closing lower."
             ),
             "{}",
             calm.text
@@ -1006,8 +1108,9 @@ mod tests {
         let text = &crash.text;
         assert!(
             text.starts_with(
-                "SPY: a crash in a volatile sideways market, with turbulent, volatile trading and elevated volatility. \
-                 It plunged, down more than 5% on the day, closing lower. It turned volatile; it turned sideways; \
+                "A crash in a volatile sideways market. \
+                 The trend is sideways and trading is volatile: a volatile sideways market. \
+                 SPY plunged, down more than 5% on the day, closing lower. It turned volatile; it turned sideways; \
                  it broke below its 200-day average; a new 52-week low, its lowest close in a year; \
                  it broke below its lower Bollinger band; oversold, RSI below 30; in a deep drawdown, \
                  more than 20% below its peak. Over 5 days down more than 10%, a losing week; \
@@ -1016,8 +1119,10 @@ mod tests {
             "{text}"
         );
         for words in [
-            "On 2023-10-29 SPY (SPDR S&P 500 ETF Trust, etfs) closed at 90, down 30.56% on the day (",
-            "times its usual daily move",
+            "On 2023-10-29 it closed lower at 90, down 30.56% on the day (",
+            "times its usual move), ",
+            "20-day volatility ",
+            "% annualized (volatile);",
         ] {
             assert!(text.contains(words), "{words:?} missing from {text}");
         }
@@ -1095,36 +1200,52 @@ mod tests {
         f.daily_return = Some(dec!(-0.0234));
         let text = narrate(&f);
         assert!(
-            text.starts_with("AAPL, a technology stock: a sell-off in a calm bull market, with quiet, steady trading."),
+            text.starts_with(
+                "A technology stock sell-off in a bull market. The trend is bullish. AAPL fell sharply,"
+            ),
             "{text}"
         );
         assert!(
             text.ends_with(
-                "In short: a sell-off, closing lower, in a calm bull market; a new 52-week high."
+                "In short: a sell-off, closing lower, in a bull market; a new 52-week high."
             ),
             "{text}"
         );
         let m = metadata(&f, "AAPL");
         assert_eq!(m["sector"], "technology");
+        // A smaller day names the sector after the symbol.
+        f.daily_return = Some(dec!(-0.0199));
+        assert!(
+            narrate(&f).starts_with(
+                "A down day in a bull market. The trend is bullish. AAPL, a technology stock, fell sharply,"
+            ),
+            "{}",
+            narrate(&f)
+        );
         // An ETF is an ETF, "an" before a vowel, underscores are spaces; another category
-        // names the sector.
+        // names the sector after the symbol, even on a big day.
+        f.daily_return = Some(dec!(0.02));
         f.category = "etfs";
         f.sector = Some("energy");
         assert!(
-            narrate(&f).starts_with("AAPL, an energy ETF: "),
+            narrate(&f).starts_with(
+                "An energy ETF rally in a bull market. The trend is bullish. AAPL rallied strongly,"
+            ),
             "{}",
             narrate(&f)
         );
         f.category = "indices";
         f.sector = Some("consumer_discretionary");
         assert!(
-            narrate(&f).starts_with("AAPL (the consumer discretionary sector): "),
+            narrate(&f).starts_with(
+                "A rally in a bull market. The trend is bullish. AAPL (the consumer discretionary sector) rallied"
+            ),
             "{}",
             narrate(&f)
         );
         f.sector = None;
         assert!(
-            narrate(&f).starts_with("AAPL: a sell-off"),
+            narrate(&f).starts_with("A rally in a bull market. The trend is bullish. AAPL rallied"),
             "{}",
             narrate(&f)
         );
@@ -1138,24 +1259,36 @@ mod tests {
         for (r, words) in [
             (
                 dec!(0.0004),
-                "It was flat, almost unchanged on the day, closing higher.",
+                "A quiet up day. SPX was flat, almost unchanged on the day, closing higher.",
             ),
             (
                 dec!(-0.0004),
-                "It was flat, almost unchanged on the day, closing lower.",
+                "A quiet down day. SPX was flat, almost unchanged on the day, closing lower.",
             ),
             (
                 dec!(0),
-                "It was flat, almost unchanged on the day, closing unchanged.",
+                "A quiet day. SPX was flat, almost unchanged on the day, closing unchanged.",
             ),
         ] {
             f.daily_return = Some(r);
             let text = narrate(&f);
-            assert!(
-                text.starts_with(&format!("SPX: a quiet day. {words}")),
-                "{text}"
-            );
+            assert!(text.starts_with(words), "{text}");
         }
+        // ...and once more where the numbers begin.
+        f.daily_return = Some(dec!(-0.0004));
+        assert!(
+            narrate(&f)
+                .contains("On 2024-03-01 it closed lower at 5,137.08, down 0.04% on the day."),
+            "{}",
+            narrate(&f)
+        );
+        f.daily_return = Some(dec!(0));
+        assert!(
+            narrate(&f)
+                .contains("On 2024-03-01 it closed unchanged at 5,137.08, unchanged on the day."),
+            "{}",
+            narrate(&f)
+        );
     }
 
     #[test]
@@ -1172,8 +1305,9 @@ mod tests {
         let text = narrate(&f);
         assert!(
             text.starts_with(
-                "SPX: a down day in a volatile bear market, with turbulent, volatile trading and elevated volatility. \
-                 It fell, down 1 to 2% on the day, closing lower. \
+                "A down day in a volatile bear market. \
+                 The trend is bearish and trading is volatile: a volatile bear market. \
+                 SPX fell, down 1 to 2% on the day, closing lower. \
                  In a deep drawdown, more than 20% below its peak. Over 5 days down more than 5%, a losing week."
             ),
             "{text}"
@@ -1192,7 +1326,7 @@ mod tests {
         };
         let text = narrate(&facts(&ind));
         assert!(
-            text.contains("In a correction. On 2024-03-01 SPX"),
+            text.contains("In a correction. On 2024-03-01 it closed higher at 5,137.08"),
             "{text}"
         );
         assert!(text.contains(" and -4.9% over 5 days;"), "{text}");
@@ -1251,6 +1385,89 @@ mod tests {
     }
 
     #[test]
+    fn the_regime_is_said_again_and_a_volatile_one_by_name() {
+        use {Trend::*, VolatilityRegime::*};
+        let said = |t, v| regime_sentence(t, v);
+        assert_eq!(
+            said(Some(Bull), Some(Calm)).as_deref(),
+            Some("The trend is bullish.")
+        );
+        assert_eq!(
+            said(Some(Sideways), None).as_deref(),
+            Some("The trend is sideways.")
+        );
+        assert_eq!(
+            said(Some(Bear), Some(Volatile)).as_deref(),
+            Some("The trend is bearish and trading is volatile: a volatile bear market.")
+        );
+        assert_eq!(
+            said(None, Some(Volatile)).as_deref(),
+            Some("Trading is volatile: a volatile market.")
+        );
+        assert_eq!(said(None, Some(Calm)), None);
+        assert_eq!(said(None, None), None);
+        // A calm regime has no word of its own anywhere: it is the usual state.
+        assert_eq!(
+            regime_words(Some(Bull), Some(Calm)).as_deref(),
+            Some("a bull market")
+        );
+        assert_eq!(regime_words(None, Some(Calm)), None);
+    }
+
+    #[test]
+    fn a_big_day_says_when_volatility_rose_with_it() {
+        let ind = Indicators {
+            trend: Some(Trend::Bear),
+            volatility_regime: Some(VolatilityRegime::Volatile),
+            ..Indicators::default()
+        };
+        let mut f = facts(&ind);
+        f.db_symbol = "AMD";
+        f.category = "stocks";
+        f.sector = Some("technology");
+        f.daily_return = Some(dec!(-0.025));
+        f.context.market.vix = Some(bar(dec!(18.2), dec!(0.031)));
+        let text = narrate(&f);
+        assert!(
+            text.starts_with(
+                "A technology stock sell-off in a volatile bear market, while volatility rose. \
+                 The trend is bearish and trading is volatile: a volatile bear market. AMD plunged,"
+            ),
+            "{text}"
+        );
+        // Said with its numbers, though VIX's move is below the 10% that is news on any day.
+        assert!(
+            text.contains(
+                "closing lower. Across markets, VIX edged up 3.1% to 18.2. On 2024-03-01"
+            ),
+            "{text}"
+        );
+        // Not on a smaller day, not for VIX up less than 2% or down, only in the metadata.
+        for (r, vix) in [
+            (dec!(-0.0199), dec!(0.031)),
+            (dec!(-0.025), dec!(0.0199)),
+            (dec!(-0.025), dec!(-0.05)),
+        ] {
+            f.daily_return = Some(r);
+            f.context.market.vix = Some(bar(dec!(18.2), vix));
+            let text = narrate(&f);
+            assert!(!text.contains("volatility rose"), "{text}");
+            assert!(!text.contains("Across markets"), "{text}");
+            assert_eq!(metadata(&f, "AMD")["vix_return"], vix.to_f64().unwrap());
+        }
+        // A rally with VIX up says it too.
+        f.daily_return = Some(dec!(0.06));
+        f.context.market.vix = Some(bar(dec!(18.2), dec!(0.02)));
+        assert!(
+            narrate(&f).starts_with(
+                "A technology stock surge in a volatile bear market, while volatility rose. "
+            ),
+            "{}",
+            narrate(&f)
+        );
+    }
+
+    #[test]
     fn the_context_is_that_of_the_same_date_and_never_the_security_itself() {
         let days = history(&rise_then_crash());
         let last = days.last().unwrap().trade_date;
@@ -1268,6 +1485,13 @@ mod tests {
             docs[1]
                 .text
                 .contains("Across markets, VIX spiked 25.0% to 30.5."),
+            "{}",
+            docs[1].text
+        );
+        assert!(
+            docs[1]
+                .text
+                .starts_with("A crash in a volatile sideways market, while volatility rose. "),
             "{}",
             docs[1].text
         );

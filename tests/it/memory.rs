@@ -334,7 +334,7 @@ async fn similar_finds_the_nearest_days_to_a_stored_day_or_a_text() {
         let got = n["distance"].as_f64().unwrap() as f32;
         assert!((got - distance).abs() < 1e-4, "{got} vs {distance}");
         assert!((n["similarity"].as_f64().unwrap() as f32 - (1.0 - distance)).abs() < 1e-4);
-        assert!(n["document"].as_str().unwrap().contains(" closed at "));
+        assert!(n["document"].as_str().unwrap().contains(" it closed "));
         assert!(n["metadata"]["trade_date_int"].is_i64());
     }
 

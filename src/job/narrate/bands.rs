@@ -59,6 +59,12 @@ pub const DOLLAR_EDGES: [f64; 3] = [0.001, 0.003, 0.007];
 pub const VIX_NOTABLE: f64 = VIX_EDGES[2];
 /// Dollar moves at least this large are told in the narrative: "strengthened sharply".
 pub const DOLLAR_NOTABLE: f64 = DOLLAR_EDGES[2];
+/// A daily move at least this large either way is a big day ("a rally", "a sell-off" and
+/// beyond): its first sentence names the sector with the move, and the fear that went with it.
+pub const BIG_DAY: f64 = DAY_EDGES[3];
+/// On a big day, VIX up at least this much ("edged up" and beyond) is told: "while volatility
+/// rose", with VIX's move among the day's cross-asset context.
+pub const VIX_RISING: f64 = VIX_EDGES[0];
 
 /// VIX's daily move in words, on [`VIX_EDGES`]: "was little changed", "edged up", "eased",
 /// "rose", "fell", "jumped", "dropped", "spiked", "plunged".
@@ -191,16 +197,23 @@ impl Move {
     }
 }
 
-/// How the day reads as a whole, on the absolute bands ([`DAY_EDGES`]): "a quiet day" (under
-/// 0.2%), "an up day" / "a down day", "a rally" / "a sell-off" (2% or more), "a surge" / "a
-/// crash" (5% or more).
+/// How the day reads as a whole, on the absolute bands ([`DAY_EDGES`]): "a quiet up day" /
+/// "a quiet down day" (under 0.2%; "a quiet day" when unchanged), "an up day" / "a down day",
+/// "a rally" / "a sell-off" (2% or more), "a surge" / "a crash" (5% or more). Even a quiet day
+/// says its direction: without it, quiet days were one another's neighbours whatever their sign.
 #[must_use]
 pub fn day_kind(fraction: f64) -> &'static str {
     let [quiet, _, _, two, five] = DAY_EDGES;
     let a = fraction.abs();
     let up = fraction > 0.0;
     if a < quiet {
-        "a quiet day"
+        if up {
+            "a quiet up day"
+        } else if fraction < 0.0 {
+            "a quiet down day"
+        } else {
+            "a quiet day"
+        }
     } else if a < two {
         if up { "an up day" } else { "a down day" }
     } else if a < five {
@@ -377,8 +390,9 @@ mod tests {
 
     #[test]
     fn the_kind_of_day_is_absolute() {
-        assert_eq!(day_kind(0.0019), "a quiet day");
-        assert_eq!(day_kind(-0.0019), "a quiet day");
+        assert_eq!(day_kind(0.0019), "a quiet up day");
+        assert_eq!(day_kind(-0.0019), "a quiet down day");
+        assert_eq!(day_kind(0.0), "a quiet day");
         assert_eq!(day_kind(0.002), "an up day");
         assert_eq!(day_kind(-0.0199), "a down day");
         assert_eq!(day_kind(0.02), "a rally");
