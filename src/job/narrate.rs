@@ -83,6 +83,18 @@ pub struct DayFacts<'a> {
     pub context: Context<'a>,
 }
 
+impl DayFacts<'_> {
+    /// The day's return as a float, for the bands and the words.
+    fn daily(&self) -> Option<f64> {
+        self.daily_return.and_then(|r| r.to_f64())
+    }
+
+    /// The sector in words ("consumer discretionary" for `consumer_discretionary`).
+    fn sector_words(&self) -> Option<String> {
+        self.sector.map(|sector| sector.replace('_', " "))
+    }
+}
+
 /// What the stored days before a day (and its corporate actions) say about it. The default:
 /// nothing known.
 #[derive(Debug, Clone, Default)]
@@ -247,7 +259,7 @@ pub const NOTABLE_DRAWDOWN: f64 = -0.10;
 
 /// The day's move for the security (`None` without a daily return).
 fn day_move(facts: &DayFacts<'_>) -> Option<Move> {
-    let r = facts.daily_return.and_then(|r| r.to_f64())?;
+    let r = facts.daily()?;
     Some(Move::new(r, 1, facts.context.usual_move))
 }
 
@@ -309,10 +321,9 @@ fn capitalized(text: &str) -> String {
 /// The security in words after its symbol: ", a technology stock", ", an energy ETF", " (the
 /// financials sector)" for a security with a sector in another category; empty without one.
 fn who(facts: &DayFacts<'_>) -> String {
-    let Some(sector) = facts.sector else {
+    let Some(sector) = facts.sector_words() else {
         return String::new();
     };
-    let sector = sector.replace('_', " ");
     match noun(facts.category) {
         Some(noun) => format!(", {} {sector} {noun}", article(&sector)),
         None => format!(" (the {sector} sector)"),
@@ -367,23 +378,22 @@ fn volatility_rose(facts: &DayFacts<'_>, daily: f64) -> bool {
 /// market."); a big day of a stock or ETF with a sector says the sector with the move ("A
 /// technology stock sell-off in a bear market, while volatility rose."). The security is named
 /// in the next sentence ([`headline`]). Without a daily return: "AMD, a technology stock: in a
-/// bear market." (empty when the regime is unknown too).
-fn lead(facts: &DayFacts<'_>) -> String {
+/// bear market." (empty when the regime is unknown too). `vix_rose`: [`volatility_rose`].
+fn lead(facts: &DayFacts<'_>, vix_rose: bool) -> String {
     let ind = facts.indicators;
     let regime = regime_words(ind.trend, ind.volatility_regime);
-    let Some(r) = facts.daily_return.and_then(|r| r.to_f64()) else {
+    let Some(r) = facts.daily() else {
         return regime.map_or_else(String::new, |regime| {
             format!("{}{}: in {regime}.", facts.db_symbol, who(facts))
         });
     };
     let kind = bands::day_kind(r);
     let sector_move = facts
-        .sector
+        .sector_words()
         .zip(noun(facts.category))
         .filter(|_| r.abs() >= bands::BIG_DAY);
     let mut text = match sector_move {
         Some((sector, noun)) => {
-            let sector = sector.replace('_', " ");
             // "a sell-off" -> "a technology stock sell-off"
             let bare = kind.split_once(' ').map_or(kind, |(_, k)| k);
             format!("{} {sector} {noun} {bare}", article(&sector))
@@ -393,7 +403,7 @@ fn lead(facts: &DayFacts<'_>) -> String {
     if let Some(regime) = &regime {
         let _ = write!(text, " in {regime}");
     }
-    if volatility_rose(facts, r) {
+    if vix_rose {
         text.push_str(", while volatility rose");
     }
     format!("{}.", capitalized(&text))
@@ -408,8 +418,7 @@ fn keywords(facts: &DayFacts<'_>) -> Option<String> {
     let ind = facts.indicators;
     let regime = regime_words(ind.trend, ind.volatility_regime);
     let day = facts
-        .daily_return
-        .and_then(|r| r.to_f64())
+        .daily()
         .map(|r| format!("{}, {}", bands::day_kind(r), closing(r)));
     let mut gist = match (day, regime) {
         (Some(d), Some(r)) => format!("{d}, in {r}"),
@@ -442,13 +451,15 @@ fn keywords(facts: &DayFacts<'_>) -> Option<String> {
 fn headline(facts: &DayFacts<'_>) -> String {
     let ind = facts.indicators;
     let ctx = &facts.context;
-    let mut text = lead(facts);
+    // Said in the first sentence and, with its numbers, among the cross-asset context.
+    let vix_rose = facts.daily().is_some_and(|r| volatility_rose(facts, r));
+    let mut text = lead(facts, vix_rose);
     if let Some(sentence) = regime_sentence(ind.trend, ind.volatility_regime)
         && !text.is_empty()
     {
         let _ = write!(text, " {sentence}");
     }
-    if let (Some(m), Some(r)) = (day_move(facts), facts.daily_return.and_then(|r| r.to_f64())) {
+    if let (Some(m), Some(r)) = (day_move(facts), facts.daily()) {
         // The security is named here, not in the first sentence: there its symbol and sector
         // made its own days one another's neighbours whatever their direction.
         let subject = match who(facts) {
@@ -582,10 +593,6 @@ fn headline(facts: &DayFacts<'_>) -> String {
         sentence.replace_range(..1, "O");
         let _ = write!(text, " {sentence}.");
     }
-    let vix_rose = facts
-        .daily_return
-        .and_then(|r| r.to_f64())
-        .is_some_and(|r| volatility_rose(facts, r));
     if let Some(markets) = market_words(&ctx.market, vix_rose) {
         let _ = write!(text, " {markets}.");
     }
@@ -640,7 +647,7 @@ pub fn narrate(facts: &DayFacts<'_>) -> String {
         text.push(' ');
         "it"
     };
-    let day = facts.daily_return.and_then(|r| r.to_f64());
+    let day = facts.daily();
     // "closed lower at": the day's direction once more, where the numbers begin.
     let closed = match day {
         Some(r) if r > 0.0 => "closed higher",
@@ -776,7 +783,7 @@ pub fn metadata(facts: &DayFacts<'_>, yahoo_symbol: &str) -> Map<String, Value> 
         }
     };
     float("close", facts.close.to_f64());
-    float("daily_return", facts.daily_return.and_then(|r| r.to_f64()));
+    float("daily_return", facts.daily());
     for column in FLOAT_COLUMNS {
         float(column.name, (column.get)(ind));
     }
