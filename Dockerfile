@@ -21,6 +21,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
+# The patched crates.io crate (vendor/README.md): a path dependency outside the workspace, which
+# the recipe does not carry; the dependency layer is rebuilt only when it changes.
+COPY vendor vendor
 RUN cargo chef cook --release --locked -p market-encoder --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked -p market-encoder \
