@@ -18,6 +18,7 @@ mod history;
 mod job;
 mod memory;
 mod own_pg;
+mod pg_socket;
 mod pnl;
 mod runs;
 mod serve;
