@@ -136,28 +136,28 @@ pub struct ContextSeries {
     pub bars: BTreeMap<NaiveDate, ContextBar>,
 }
 
-/// The context securities' stored bars over the narrated dates, as the store reads them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Markets {
+/// The context securities' stored bars, as the store reads them (once per run, shared by every
+/// security's documents).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Markets<'a> {
     /// The fear gauge (`features.roles.vix`).
-    pub vix: Option<ContextSeries>,
+    pub vix: Option<&'a ContextSeries>,
     /// The dollar index (`features.roles.dxy`).
-    pub dollar: Option<ContextSeries>,
+    pub dollar: Option<&'a ContextSeries>,
 }
 
-impl Markets {
+impl Markets<'_> {
     /// The context of `date` for the security `db_symbol`.
     #[must_use]
     pub fn on(&self, date: NaiveDate, db_symbol: &str) -> Market {
-        let bar = |series: &Option<ContextSeries>| {
+        let bar = |series: Option<&ContextSeries>| {
             series
-                .as_ref()
                 .filter(|s| s.db_symbol != db_symbol)
                 .and_then(|s| s.bars.get(&date).copied())
         };
         Market {
-            vix: bar(&self.vix),
-            dollar: bar(&self.dollar),
+            vix: bar(self.vix),
+            dollar: bar(self.dollar),
         }
     }
 }
@@ -181,7 +181,7 @@ pub fn documents(
     history: &[Day],
     days: usize,
     actions: &[CorporateAction],
-    markets: &Markets,
+    markets: &Markets<'_>,
 ) -> Vec<Document> {
     let first = history.len().saturating_sub(days);
     (first..history.len())
@@ -1482,8 +1482,9 @@ mod tests {
             db_symbol: symbol.to_owned(),
             bars: [(last, bar(dec!(30.5), dec!(0.25)))].into_iter().collect(),
         };
+        let vix_series = series("VIX");
         let markets = Markets {
-            vix: Some(series("VIX")),
+            vix: Some(&vix_series),
             dollar: None,
         };
         let docs = documents(&subject(), &days, 2, &[], &markets);

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tokio::sync::OnceCell;
 use tracing::{Instrument, info_span};
 
 use super::lost::Lost;
 use super::{JobOptions, SecurityOutcome, SecurityReport, millis, narrate, store_failed};
 use crate::domain::{DbSymbol, Security};
+use crate::job::narrate::ContextSeries;
 use crate::job::store::{Store, StoreError};
 
 /// The securities whose daily move every narrative of the same date mentions (the day's
@@ -20,6 +22,47 @@ use crate::job::store::{Store, StoreError};
 pub struct ContextSymbols {
     pub vix: Option<DbSymbol>,
     pub dollar: Option<DbSymbol>,
+}
+
+/// The context securities' stored series, read by the first security of the stage that needs
+/// them and shared by the others: the stage stores nothing they hold. A failed read fails that
+/// security; the next one reads again.
+struct Context<'a> {
+    symbols: &'a ContextSymbols,
+    vix: OnceCell<ContextSeries>,
+    dollar: OnceCell<ContextSeries>,
+}
+
+impl<'a> Context<'a> {
+    fn new(symbols: &'a ContextSymbols) -> Self {
+        Self {
+            symbols,
+            vix: OnceCell::new(),
+            dollar: OnceCell::new(),
+        }
+    }
+
+    async fn markets(&self, store: &Store) -> Result<narrate::Markets<'_>, StoreError> {
+        Ok(narrate::Markets {
+            vix: series(store, &self.vix, self.symbols.vix.as_ref()).await?,
+            dollar: series(store, &self.dollar, self.symbols.dollar.as_ref()).await?,
+        })
+    }
+}
+
+/// `symbol`'s stored series, read into `cell` if it is not there yet.
+async fn series<'c>(
+    store: &Store,
+    cell: &'c OnceCell<ContextSeries>,
+    symbol: Option<&DbSymbol>,
+) -> Result<Option<&'c ContextSeries>, StoreError> {
+    match symbol {
+        Some(symbol) => cell
+            .get_or_try_init(|| store.context_series(symbol))
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The narrate stage: every security this run stored is narrated ([`narrate_security`]), a
@@ -45,21 +88,17 @@ pub(super) async fn narrate_stage(
             Some((i, *security, r.rebased.is_some()))
         })
         .collect();
+    let context = &Context::new(&options.context);
     let results: Vec<(usize, Duration, Result<u64, StoreError>)> = futures::stream::iter(work)
         .map(|(i, security, rebased)| async move {
             let started = Instant::now();
             if lost.token.is_cancelled() {
                 return (i, started.elapsed(), Ok(0));
             }
-            let written = narrate_security(
-                store,
-                security,
-                options.embedding_days,
-                rebased,
-                &options.context,
-            )
-            .instrument(info_span!("narrate", symbol = %security.db_symbol))
-            .await;
+            let written =
+                narrate_security(store, security, options.embedding_days, rebased, context)
+                    .instrument(info_span!("narrate", symbol = %security.db_symbol))
+                    .await;
             (i, started.elapsed(), written)
         })
         .buffer_unordered(options.batch_size.max(1))
@@ -93,7 +132,7 @@ async fn narrate_security(
     security: &Security,
     days: u32,
     every_documented: bool,
-    context: &ContextSymbols,
+    context: &Context<'_>,
 ) -> Result<u64, StoreError> {
     // After a rebase every stored document's numbers changed, after a change of the
     // narrative its words: write them all again.
@@ -111,8 +150,8 @@ async fn narrate_security(
     if let Some(stale) = store
         .first_stale_context(
             &security.db_symbol,
-            context.vix.as_ref(),
-            context.dollar.as_ref(),
+            context.symbols.vix.as_ref(),
+            context.symbols.dollar.as_ref(),
         )
         .await?
     {
@@ -139,15 +178,10 @@ async fn narrate_security(
         }
         None => Vec::new(),
     };
-    let mut markets = narrate::Markets::default();
-    if let Some(first) = first {
-        if let Some(vix) = &context.vix {
-            markets.vix = Some(store.context_series(vix, first).await?);
-        }
-        if let Some(dollar) = &context.dollar {
-            markets.dollar = Some(store.context_series(dollar, first).await?);
-        }
-    }
+    let markets = match first {
+        Some(_) => context.markets(store).await?,
+        None => narrate::Markets::default(),
+    };
     let documents = narrate::documents(
         &narrate::Subject {
             db_symbol: security.db_symbol.as_str(),

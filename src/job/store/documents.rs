@@ -94,21 +94,16 @@ impl Store {
         .map_err(query_error("checking the documents' cross-asset context"))
     }
 
-    /// The stored bars with a daily return of the context security `symbol` from `from` on:
-    /// the narrate stage's cross-asset context.
+    /// Every stored bar with a daily return of the context security `symbol`: the narrate
+    /// stage's cross-asset context, read once per run (2,600 rows for ten years).
     #[tracing::instrument(name = "db.context_series", skip_all, fields(symbol = %symbol), err(Display))]
-    pub async fn context_series(
-        &self,
-        symbol: &DbSymbol,
-        from: NaiveDate,
-    ) -> Result<ContextSeries, StoreError> {
+    pub async fn context_series(&self, symbol: &DbSymbol) -> Result<ContextSeries, StoreError> {
         let rows = sqlx::query(
             "SELECT trade_date, close_price, daily_return FROM market_data
-             WHERE symbol = $1 AND trade_date >= $2 AND daily_return IS NOT NULL
+             WHERE symbol = $1 AND daily_return IS NOT NULL
              ORDER BY trade_date",
         )
         .bind(symbol.as_str())
-        .bind(from)
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("reading the cross-asset context"))?;
