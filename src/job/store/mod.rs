@@ -9,6 +9,7 @@
 //! against a real PostgreSQL.
 
 mod actions;
+mod copy;
 mod documents;
 mod features;
 mod indicators;
