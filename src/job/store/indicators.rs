@@ -41,8 +41,8 @@ static UPSERT_INDICATORS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// `COPY` for dates with no indicator row yet (a first history; [`copy`], in
-/// [`COPY_COLUMNS`] fields a row): the upsert's speculative insertion cost 1.6x a plain insert
+/// `COPY` for dates with no indicator row yet (a first history; `copy.rs`, [`COPY_COLUMNS`]
+/// fields a row): the upsert's speculative insertion cost 1.6x a plain insert
 /// there, and the plain insert from arrays more than COPY.
 static COPY_INDICATORS: LazyLock<String> = LazyLock::new(|| {
     format!(

@@ -16,10 +16,14 @@ use crate::job::validate::Series;
 /// Scale of `daily_return` (NUMERIC(20, 12)).
 const RETURN_SCALE: u32 = 12;
 
-/// One security's bars, for a range with no stored bar ([`copy`], in [`COPY_BARS`]'s order).
+/// One security's bars, for a range with no stored bar (`copy.rs`; [`COPY_BAR_FIELDS`] fields
+/// a row, in the statement's order).
 const COPY_BARS: &str = "COPY market_data (symbol, trade_date, open_price, high_price, low_price,
                          close_price, adj_close, volume, daily_return, source)
     FROM STDIN (FORMAT binary)";
+
+/// The columns of [`COPY_BARS`].
+const COPY_BAR_FIELDS: i16 = 10;
 
 /// One security's bars from parallel arrays (`$1` the symbol, `$10` the source).
 const INSERT_BARS: &str = "INSERT INTO market_data (symbol, trade_date, open_price, high_price,
@@ -197,8 +201,8 @@ impl Store {
         .map_err(query_error("reading the previous close"))?;
 
         // Bars new to the whole range (a first history, a new security) are copied in
-        // (`copy`: the upsert's speculative insertion cost 1.5x a plain insert there, the
-        // plain insert 1.5x COPY; README, Performance). The run lock makes this security's
+        // (`copy.rs`: the upsert's speculative insertion cost 1.5x a plain insert there, the
+        // plain insert ~1.5x COPY; README, Performance). The run lock makes this security's
         // rows ours alone; were a row there after all, the COPY fails, the transaction rolls
         // back and nothing is half-written.
         let range_empty: bool = sqlx::query_scalar(
@@ -217,7 +221,7 @@ impl Store {
             Some(r)
         });
         let written = if range_empty {
-            let mut rows = CopyRows::new(10, series.bars.len());
+            let mut rows = CopyRows::new(COPY_BAR_FIELDS, series.bars.len());
             for (bar, r) in series.bars.iter().zip(returns) {
                 rows.row();
                 rows.field(&symbol)?
