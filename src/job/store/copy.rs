@@ -55,15 +55,15 @@ impl CopyRows {
         value: &T,
     ) -> Result<&mut Self, StoreError> {
         self.scratch.clear();
+        let encode_error = |e| query_error("encoding a row for COPY")(sqlx::Error::Encode(e));
         let null = value
             .encode_by_ref(&mut self.scratch)
-            .map_err(|e| query_error("encoding a row for COPY")(sqlx::Error::Encode(e)))?;
+            .map_err(encode_error)?;
         match null {
             IsNull::Yes => self.data.extend_from_slice(&(-1i32).to_be_bytes()),
             IsNull::No => {
-                let len = i32::try_from(self.scratch.len()).map_err(|e| {
-                    query_error("encoding a row for COPY")(sqlx::Error::Encode(Box::new(e)))
-                })?;
+                let len =
+                    i32::try_from(self.scratch.len()).map_err(|e| encode_error(Box::new(e)))?;
                 self.data.extend_from_slice(&len.to_be_bytes());
                 self.data.extend_from_slice(&self.scratch);
             }

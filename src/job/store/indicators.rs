@@ -176,12 +176,17 @@ impl Store {
         // None stored from `from` on (a first history): a COPY (see `COPY_INDICATORS`). The
         // run lock makes this security's rows ours alone; were one there after all, the COPY
         // fails whole.
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_error("writing indicators"))?;
         let none_stored: bool = sqlx::query_scalar(
             "SELECT NOT EXISTS (SELECT 1 FROM indicators WHERE symbol = $1 AND trade_date >= $2)",
         )
         .bind(symbol.as_str())
         .bind(from)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(query_error("checking for stored indicators"))?;
         if none_stored {
@@ -197,11 +202,6 @@ impl Store {
                     .field(&row.trend.map(Trend::as_str))?
                     .field(&row.volatility_regime.map(VolatilityRegime::as_str))?;
             }
-            let mut conn = self
-                .pool
-                .acquire()
-                .await
-                .map_err(query_error("copying indicators"))?;
             return copy_in(&mut conn, &COPY_INDICATORS, rows, "copying indicators").await;
         }
         let dates: Vec<NaiveDate> = keep.iter().map(|&i| points[i].trade_date).collect();
@@ -226,7 +226,7 @@ impl Store {
             .bind(highs)
             .bind(trends)
             .bind(regimes)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(query_error("upserting indicators"))?
             .rows_affected();
