@@ -24,28 +24,86 @@ use super::{StoreError, query_error};
 /// The binary copy format's signature, flags (no OIDs) and header extension length (none).
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
-/// Rows in the binary copy format, built in memory and sent in one [`copy_in`].
+/// A `COPY table (columns) FROM STDIN (FORMAT binary)` statement, made from one column list
+/// together with the field count of its rows, so that the two cannot disagree.
+pub(super) struct CopyInto {
+    statement: String,
+    columns: usize,
+}
+
+impl CopyInto {
+    /// The statement copying into `columns` of `table`, in that order.
+    pub(super) fn new(table: &str, columns: &[&str]) -> Self {
+        Self {
+            statement: format!(
+                "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+                columns.join(", ")
+            ),
+            columns: columns.len(),
+        }
+    }
+
+    /// Empty rows for this statement, with room for about `rows` of them.
+    pub(super) fn rows(&self, rows: usize) -> CopyRows {
+        let mut data = Vec::with_capacity(HEADER.len() + rows * (2 + 12 * self.columns) + 2);
+        data.extend_from_slice(HEADER);
+        CopyRows {
+            data,
+            // A row's field count is an int16 in the format; no table of ours comes near.
+            columns: i16::try_from(self.columns).unwrap_or(i16::MAX),
+            rows: 0,
+            fields: 0,
+            scratch: PgArgumentBuffer::default(),
+        }
+    }
+
+    /// Runs the statement with `rows` on `conn` (inside the caller's transaction, if any): all
+    /// rows or, on any error, none. Rows of the wrong field count are refused before anything
+    /// is sent. Returns the rows copied.
+    pub(super) async fn run(
+        &self,
+        conn: &mut PgConnection,
+        rows: CopyRows,
+        doing: &'static str,
+    ) -> Result<u64, StoreError> {
+        let data = self.framed(rows, doing)?;
+        // Dropped on an error before `finish`, the `PgCopyIn` sends CopyFail: the server rolls
+        // the COPY back.
+        let mut copy = conn
+            .copy_in_raw(&self.statement)
+            .await
+            .map_err(query_error(doing))?;
+        copy.send(data).await.map_err(query_error(doing))?;
+        copy.finish().await.map_err(query_error(doing))
+    }
+
+    /// The bytes of `rows` with the format's trailer, or an error if a row has not as many
+    /// fields as the statement has columns.
+    fn framed(&self, rows: CopyRows, doing: &'static str) -> Result<Vec<u8>, StoreError> {
+        if rows.fields != rows.rows * self.columns {
+            return Err(query_error(doing)(sqlx::Error::Protocol(format!(
+                "{} fields in {} rows for the {} columns of `{}`",
+                rows.fields, rows.rows, self.columns, self.statement
+            ))));
+        }
+        Ok(rows.finish())
+    }
+}
+
+/// Rows in the binary copy format for one [`CopyInto`], built in memory and sent whole.
 pub(super) struct CopyRows {
     data: Vec<u8>,
     columns: i16,
+    rows: usize,
+    fields: usize,
     /// Reused for each value: sqlx's encoders write into a `PgArgumentBuffer`.
     scratch: PgArgumentBuffer,
 }
 
 impl CopyRows {
-    /// An empty set of rows of `columns` fields each, with room for about `rows` of them.
-    pub(super) fn new(columns: i16, rows: usize) -> Self {
-        let mut data = Vec::with_capacity(HEADER.len() + rows * (2 + 12 * columns as usize) + 2);
-        data.extend_from_slice(HEADER);
-        Self {
-            data,
-            columns,
-            scratch: PgArgumentBuffer::default(),
-        }
-    }
-
-    /// Starts a row: its `columns` fields follow, in the statement's column order.
+    /// Starts a row: its fields follow, in the statement's column order.
     pub(super) fn row(&mut self) {
+        self.rows += 1;
         self.data.extend_from_slice(&self.columns.to_be_bytes());
     }
 
@@ -68,6 +126,7 @@ impl CopyRows {
                 self.data.extend_from_slice(&self.scratch);
             }
         }
+        self.fields += 1;
         Ok(self)
     }
 
@@ -78,33 +137,18 @@ impl CopyRows {
     }
 }
 
-/// Runs `statement` (a `COPY table (columns) FROM STDIN (FORMAT binary)`) with `rows` on `conn`
-/// (inside the caller's transaction, if any): all rows or, on any error, none. Returns the rows
-/// copied.
-pub(super) async fn copy_in(
-    conn: &mut PgConnection,
-    statement: &str,
-    rows: CopyRows,
-    doing: &'static str,
-) -> Result<u64, StoreError> {
-    let data = rows.finish();
-    // Dropped on an error before `finish`, the `PgCopyIn` sends CopyFail: the server rolls
-    // the COPY back.
-    let mut copy = conn
-        .copy_in_raw(statement)
-        .await
-        .map_err(query_error(doing))?;
-    copy.send(data).await.map_err(query_error(doing))?;
-    copy.finish().await.map_err(query_error(doing))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn rows_are_framed_as_the_binary_copy_format() {
-        let mut rows = CopyRows::new(3, 1);
+        let copy = CopyInto::new("t", &["a", "b", "c"]);
+        assert_eq!(
+            copy.statement,
+            "COPY t (a, b, c) FROM STDIN (FORMAT binary)"
+        );
+        let mut rows = copy.rows(1);
         rows.row();
         rows.field(&7i64)
             .unwrap()
@@ -112,7 +156,7 @@ mod tests {
             .unwrap()
             .field(&"ab")
             .unwrap();
-        let data = rows.finish();
+        let data = copy.framed(rows, "testing").unwrap();
         let mut expected = b"PGCOPY\n\xff\r\n\0".to_vec();
         expected.extend_from_slice(&[0; 8]); // flags, header extension length
         expected.extend_from_slice(&3i16.to_be_bytes());
@@ -123,5 +167,20 @@ mod tests {
         expected.extend_from_slice(b"ab");
         expected.extend_from_slice(&(-1i16).to_be_bytes()); // trailer
         assert_eq!(data, expected);
+    }
+
+    #[test]
+    fn rows_of_another_field_count_are_refused_before_sending() {
+        let copy = CopyInto::new("t", &["a", "b"]);
+        let mut rows = copy.rows(2);
+        rows.row();
+        rows.field(&1i64).unwrap().field(&2i64).unwrap();
+        rows.row();
+        rows.field(&3i64).unwrap();
+        let error = copy.framed(rows, "testing").unwrap_err().to_string();
+        assert!(
+            error.contains("3 fields in 2 rows for the 2 columns of `COPY t (a, b)"),
+            "{error}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::copy::{CopyRows, copy_in};
+use super::copy::CopyInto;
 use super::{Store, StoreError, query_error};
 use crate::domain::DbSymbol;
 use crate::job::analyze::{FLOAT_COLUMNS, Indicators, PricePoint, Trend, VolatilityRegime};
@@ -41,19 +41,14 @@ static UPSERT_INDICATORS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// `COPY` for dates with no indicator row yet (a first history; `copy.rs`, [`COPY_COLUMNS`]
-/// fields a row): the upsert's speculative insertion cost 1.6x a plain insert
-/// there, and the plain insert from arrays more than COPY.
-static COPY_INDICATORS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "COPY indicators (symbol, trade_date, {}) FROM STDIN (FORMAT binary)",
-        columns().join(", ")
-    )
+/// `COPY` for dates with no indicator row yet (a first history; `copy.rs`): the upsert's
+/// speculative insertion cost 1.6x a plain insert there, and the plain insert from arrays more
+/// than COPY.
+static COPY_INDICATORS: LazyLock<CopyInto> = LazyLock::new(|| {
+    let mut all = vec!["symbol", "trade_date"];
+    all.extend(columns());
+    CopyInto::new("indicators", &all)
 });
-
-/// The fields of a [`COPY_INDICATORS`] row: symbol, date, the floats and the three others.
-#[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)] // 18 + 5
-const COPY_COLUMNS: i16 = FLOAT_COLUMNS.len() as i16 + 5;
 
 /// The columns of the indicator statements after `symbol, trade_date`, in bind order.
 fn columns() -> Vec<&'static str> {
@@ -190,7 +185,7 @@ impl Store {
         .await
         .map_err(query_error("checking for stored indicators"))?;
         if none_stored {
-            let mut rows = CopyRows::new(COPY_COLUMNS, keep.len());
+            let mut rows = COPY_INDICATORS.rows(keep.len());
             for &i in &keep {
                 let row = &computed[i];
                 rows.row();
@@ -202,7 +197,9 @@ impl Store {
                     .field(&row.trend.map(Trend::as_str))?
                     .field(&row.volatility_regime.map(VolatilityRegime::as_str))?;
             }
-            return copy_in(&mut conn, &COPY_INDICATORS, rows, "copying indicators").await;
+            return COPY_INDICATORS
+                .run(&mut conn, rows, "copying indicators")
+                .await;
         }
         let dates: Vec<NaiveDate> = keep.iter().map(|&i| points[i].trade_date).collect();
         let mut query = sqlx::query(AssertSqlSafe(UPSERT_INDICATORS.as_str()))

@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
 use sqlx::{AssertSqlSafe, Row};
 
-use super::copy::{CopyRows, copy_in};
+use super::copy::CopyInto;
 use super::{Store, StoreError, query_error};
 use crate::domain::{CorporateAction, DateWindow, DbSymbol, Security};
 use crate::job::validate::Series;
@@ -16,14 +16,24 @@ use crate::job::validate::Series;
 /// Scale of `daily_return` (NUMERIC(20, 12)).
 const RETURN_SCALE: u32 = 12;
 
-/// One security's bars, for a range with no stored bar (`copy.rs`; [`COPY_BAR_FIELDS`] fields
-/// a row, in the statement's order).
-const COPY_BARS: &str = "COPY market_data (symbol, trade_date, open_price, high_price, low_price,
-                         close_price, adj_close, volume, daily_return, source)
-    FROM STDIN (FORMAT binary)";
-
-/// The columns of [`COPY_BARS`].
-const COPY_BAR_FIELDS: i16 = 10;
+/// One security's bars, for a range with no stored bar (`copy.rs`).
+static COPY_BARS: LazyLock<CopyInto> = LazyLock::new(|| {
+    CopyInto::new(
+        "market_data",
+        &[
+            "symbol",
+            "trade_date",
+            "open_price",
+            "high_price",
+            "low_price",
+            "close_price",
+            "adj_close",
+            "volume",
+            "daily_return",
+            "source",
+        ],
+    )
+});
 
 /// One security's bars from parallel arrays (`$1` the symbol, `$10` the source).
 const INSERT_BARS: &str = "INSERT INTO market_data (symbol, trade_date, open_price, high_price,
@@ -190,38 +200,45 @@ impl Store {
             });
         };
 
-        let previous_close: Option<Decimal> = sqlx::query_scalar(
-            "SELECT close_price FROM market_data
-             WHERE symbol = $1 AND trade_date < $2 ORDER BY trade_date DESC LIMIT 1",
-        )
-        .bind(symbol)
-        .bind(first.trade_date)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query_error("reading the previous close"))?;
-
-        // Bars new to the whole range (a first history, a new security) are copied in
-        // (`copy.rs`: the upsert's speculative insertion cost 1.5x a plain insert there, the
-        // plain insert ~1.5x COPY; README, Performance). The run lock makes this security's
-        // rows ours alone; were a row there after all, the COPY fails, the transaction rolls
-        // back and nothing is half-written.
-        let range_empty: bool = sqlx::query_scalar(
-            "SELECT NOT EXISTS (SELECT 1 FROM market_data
-                                WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3)",
+        // What the write depends on, in one round trip: the close before the series (its
+        // first return); whether any bar is stored in its range (bars new to the whole range, a
+        // first history or a new security, are copied in: `copy.rs`, the upsert's speculative
+        // insertion cost 1.5x a plain insert there, the plain insert ~1.5x COPY; README,
+        // Performance; the run lock makes this security's rows ours alone, and were a row there
+        // after all, the COPY fails, the transaction rolls back and nothing is half-written);
+        // and the first stored bar after the series, whose return depends on our last close
+        // (the write does not touch it).
+        let around = sqlx::query(
+            "SELECT (SELECT close_price FROM market_data
+                     WHERE symbol = $1 AND trade_date < $2 ORDER BY trade_date DESC LIMIT 1),
+                    NOT EXISTS (SELECT 1 FROM market_data
+                                WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3),
+                    next.trade_date, next.close_price, next.daily_return
+             FROM (VALUES (1)) AS one
+             LEFT JOIN LATERAL (SELECT trade_date, close_price, daily_return FROM market_data
+                                WHERE symbol = $1 AND trade_date > $3
+                                ORDER BY trade_date LIMIT 1) AS next ON true",
         )
         .bind(symbol)
         .bind(first.trade_date)
         .bind(last.trade_date)
         .fetch_one(&mut *tx)
         .await
-        .map_err(query_error("checking for stored bars"))?;
+        .map_err(query_error("reading the bars around the series"))?;
+        let previous_close: Option<Decimal> = around.get(0);
+        let range_empty: bool = around.get(1);
+        let next: Option<(NaiveDate, Decimal, Option<Decimal>)> =
+            match (around.get(2), around.get(3)) {
+                (Some(date), Some(close)) => Some((date, close, around.get(4))),
+                _ => None,
+            };
         let returns = series.bars.iter().scan(previous_close, |prev, bar| {
             let r = prev.and_then(|p| daily_return(bar.close, p));
             *prev = Some(bar.close);
             Some(r)
         });
         let written = if range_empty {
-            let mut rows = CopyRows::new(COPY_BAR_FIELDS, series.bars.len());
+            let mut rows = COPY_BARS.rows(series.bars.len());
             for (bar, r) in series.bars.iter().zip(returns) {
                 rows.row();
                 rows.field(&symbol)?
@@ -235,7 +252,7 @@ impl Store {
                     .field(&r)?
                     .field(&security.source.as_str())?;
             }
-            copy_in(&mut tx, COPY_BARS, rows, "copying bars").await?
+            COPY_BARS.run(&mut tx, rows, "copying bars").await?
         } else {
             let n = series.bars.len();
             let mut dates: Vec<NaiveDate> = Vec::with_capacity(n);
@@ -275,21 +292,8 @@ impl Store {
                 .rows_affected()
         };
 
-        // The first stored bar after this series: its return depends on our last close.
-        let next = sqlx::query(
-            "SELECT trade_date, close_price, daily_return FROM market_data
-             WHERE symbol = $1 AND trade_date > $2 ORDER BY trade_date LIMIT 1",
-        )
-        .bind(symbol)
-        .bind(last.trade_date)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query_error("reading the next stored bar"))?;
         let mut fixed = 0;
-        if let Some(row) = next {
-            let date: NaiveDate = row.get(0);
-            let next_close: Decimal = row.get(1);
-            let stored: Option<Decimal> = row.get(2);
+        if let Some((date, next_close, stored)) = next {
             let expected = daily_return(next_close, last.close);
             if stored != expected {
                 fixed = sqlx::query(
