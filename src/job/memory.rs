@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use chrono::NaiveDate;
@@ -41,6 +42,26 @@ pub enum MemoryError {
 /// (~40 documents/s), 8 s on a CPU ten times slower, inside the 15 s a stop may take.
 const EMBED_CHUNK: usize = 32;
 
+/// The embedding model, loading in the background from the start of the run: the ~0.3 s of CPU
+/// it takes overlaps the fetch stage's network waits instead of delaying the index stage (10%
+/// of a daily run; README, Performance). Dropped unused (a stopped run), the load is aborted.
+pub(super) struct ModelLoad(AbortOnDropHandle<Result<Embedder, EmbedError>>);
+
+impl ModelLoad {
+    pub(super) fn start(source: &EmbedderSource) -> Self {
+        let source = source.clone();
+        Self(AbortOnDropHandle::new(tokio::spawn(async move {
+            Embedder::load(&source).await
+        })))
+    }
+
+    async fn finish(self) -> Result<Embedder, EmbedError> {
+        self.0
+            .await
+            .map_err(|e| EmbedError::Worker(e.to_string()))?
+    }
+}
+
 /// The embed and index stages: every pending document (new, changed, or left by an earlier run)
 /// is embedded and upserted into Chroma in rounds of `batch_size`, then marked indexed in that
 /// version. On cancellation the work in flight is abandoned at once, wherever it is (a Chroma
@@ -49,38 +70,6 @@ const EMBED_CHUNK: usize = 32;
 /// Embedding goes a chunk at a time ([`EMBED_CHUNK`]) so that the blocking thread computing
 /// an abandoned chunk is done within a second or two. On error, returns how many were
 /// indexed before.
-/// The embedding model, loading in the background from the start of the run: the ~0.3 s of CPU
-/// it takes overlaps the fetch stage's network waits instead of delaying the index stage (10%
-/// of a daily run; README, Performance). Dropped unused (a stopped run), the load is aborted.
-pub(super) struct ModelLoad(Option<tokio::task::JoinHandle<Result<Embedder, EmbedError>>>);
-
-impl ModelLoad {
-    pub(super) fn start(source: &EmbedderSource) -> Self {
-        let source = source.clone();
-        Self(Some(tokio::spawn(
-            async move { Embedder::load(&source).await },
-        )))
-    }
-
-    async fn finish(mut self) -> Result<Embedder, EmbedError> {
-        let handle = self
-            .0
-            .take()
-            .ok_or_else(|| EmbedError::Worker("the model load was already awaited".to_owned()))?;
-        handle
-            .await
-            .map_err(|e| EmbedError::Worker(e.to_string()))?
-    }
-}
-
-impl Drop for ModelLoad {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            handle.abort();
-        }
-    }
-}
-
 pub(super) async fn index_documents(
     store: &Store,
     memory: &MemoryOptions,
