@@ -53,6 +53,7 @@ impl CopyInto {
             columns: i16::try_from(self.columns).unwrap_or(i16::MAX),
             rows: 0,
             fields: 0,
+            misframed: false,
             scratch: PgArgumentBuffer::default(),
         }
     }
@@ -80,9 +81,9 @@ impl CopyInto {
     /// The bytes of `rows` with the format's trailer, or an error if a row has not as many
     /// fields as the statement has columns.
     fn framed(&self, rows: CopyRows, doing: &'static str) -> Result<Vec<u8>, StoreError> {
-        if rows.fields != rows.rows * self.columns {
+        if rows.misframed || rows.fields != rows.rows * self.columns {
             return Err(query_error(doing)(sqlx::Error::Protocol(format!(
-                "{} fields in {} rows for the {} columns of `{}`",
+                "{} fields in {} rows (not {} each) for the columns of `{}`",
                 rows.fields, rows.rows, self.columns, self.statement
             ))));
         }
@@ -96,6 +97,8 @@ pub(super) struct CopyRows {
     columns: i16,
     rows: usize,
     fields: usize,
+    /// Whether a row was started before the one before it had all its fields.
+    misframed: bool,
     /// Reused for each value: sqlx's encoders write into a `PgArgumentBuffer`.
     scratch: PgArgumentBuffer,
 }
@@ -103,6 +106,8 @@ pub(super) struct CopyRows {
 impl CopyRows {
     /// Starts a row: its fields follow, in the statement's column order.
     pub(super) fn row(&mut self) {
+        // The rows so far must be complete, so that a short row and a long one cannot add up.
+        self.misframed |= self.fields != self.rows * usize::from(self.columns.unsigned_abs());
         self.rows += 1;
         self.data.extend_from_slice(&self.columns.to_be_bytes());
     }
@@ -179,8 +184,20 @@ mod tests {
         rows.field(&3i64).unwrap();
         let error = copy.framed(rows, "testing").unwrap_err().to_string();
         assert!(
-            error.contains("3 fields in 2 rows for the 2 columns of `COPY t (a, b)"),
+            error.contains("3 fields in 2 rows (not 2 each) for the columns of `COPY t (a, b)"),
             "{error}"
         );
+        // A short row and a long one add up to the right total, and are refused all the same.
+        let mut rows = copy.rows(2);
+        rows.row();
+        rows.field(&1i64).unwrap();
+        rows.row();
+        rows.field(&2i64)
+            .unwrap()
+            .field(&3i64)
+            .unwrap()
+            .field(&4i64)
+            .unwrap();
+        assert!(copy.framed(rows, "testing").is_err());
     }
 }

@@ -200,14 +200,14 @@ impl Store {
             });
         };
 
-        // What the write depends on, in one round trip: the close before the series (its
-        // first return); whether any bar is stored in its range (bars new to the whole range, a
-        // first history or a new security, are copied in: `copy.rs`, the upsert's speculative
-        // insertion cost 1.5x a plain insert there, the plain insert ~1.5x COPY; README,
-        // Performance; the run lock makes this security's rows ours alone, and were a row there
-        // after all, the COPY fails, the transaction rolls back and nothing is half-written);
-        // and the first stored bar after the series, whose return depends on our last close
-        // (the write does not touch it).
+        // What the write depends on, in one round trip: the close before the series (its first
+        // return); whether any bar is stored in its range; and the first stored bar after the
+        // series (its return depends on our last close; the write does not touch it).
+        // Bars new to the whole range (a first history, a new security) are copied in
+        // (`copy.rs`: the upsert's speculative insertion cost 1.5x a plain insert there, the
+        // plain insert ~1.5x COPY; README, Performance). The run lock makes this security's
+        // rows ours alone; were a row there after all, the COPY fails, the transaction rolls
+        // back and nothing is half-written.
         let around = sqlx::query(
             "SELECT (SELECT close_price FROM market_data
                      WHERE symbol = $1 AND trade_date < $2 ORDER BY trade_date DESC LIMIT 1),
