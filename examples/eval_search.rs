@@ -35,7 +35,7 @@ use market_encoder::domain::DbSymbol;
 use market_encoder::job::embed::{Embedder, EmbedderSource, ModelSource};
 use market_encoder::job::index::{ChromaClient, ChromaSettings, Include, Metadata, MetadataValue};
 use market_encoder::read::similar::{Condition, Filter, near_day, near_vector};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection};
 
 /// Same-security days this close (calendar days) to a query day are not its neighbours in the
 /// "other days" neighbourhood.
@@ -229,13 +229,14 @@ async fn main() -> anyhow::Result<()> {
 
     // Every record of the collection, by the ids of the stored documents.
     let mut db = PgConnection::connect(&database_url).await?;
-    let ids: Vec<String> =
-        sqlx::query("SELECT symbol, trade_date FROM documents ORDER BY symbol, trade_date")
-            .fetch_all(&mut db)
-            .await?
-            .iter()
-            .map(|r| format!("{}:{}", r.get::<String, _>(0), r.get::<NaiveDate, _>(1)))
-            .collect();
+    let ids: Vec<String> = sqlx::query_as::<_, (String, NaiveDate)>(
+        "SELECT symbol, trade_date FROM documents ORDER BY symbol, trade_date",
+    )
+    .fetch_all(&mut db)
+    .await?
+    .into_iter()
+    .map(|(symbol, date)| format!("{symbol}:{date}"))
+    .collect();
     let mut records: HashMap<String, Metadata> = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         for hit in client

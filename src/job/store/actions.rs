@@ -3,6 +3,7 @@
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::{Store, StoreError, query_error};
@@ -101,23 +102,30 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("reading corporate actions"))?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let kind = match r.get::<&str, _>(1) {
-                    "split" => ActionKind::Split {
-                        numerator: r.get::<Option<Decimal>, _>(2)?,
-                        denominator: r.get::<Option<Decimal>, _>(3)?,
+        let decode = |r: &PgRow| -> Result<Option<CorporateAction>, sqlx::Error> {
+            let kind = match r.try_get::<&str, _>(1)? {
+                "split" => match (r.try_get(2)?, r.try_get(3)?) {
+                    (Some(numerator), Some(denominator)) => ActionKind::Split {
+                        numerator,
+                        denominator,
                     },
-                    _ => ActionKind::Dividend {
-                        amount: r.get::<Option<Decimal>, _>(4)?,
-                    },
-                };
-                Some(CorporateAction {
-                    ex_date: r.get(0),
-                    kind,
-                })
-            })
+                    _ => return Ok(None),
+                },
+                _ => match r.try_get(4)? {
+                    Some(amount) => ActionKind::Dividend { amount },
+                    None => return Ok(None),
+                },
+            };
+            Ok(Some(CorporateAction {
+                ex_date: r.try_get(0)?,
+                kind,
+            }))
+        };
+        let actions: Result<Vec<_>, _> = rows.iter().map(decode).collect();
+        Ok(actions
+            .map_err(query_error("reading corporate actions"))?
+            .into_iter()
+            .flatten()
             .collect())
     }
 }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use rust_decimal::Decimal;
 use sqlx::Row;
 
 use super::{Store, StoreError, query_error};
@@ -110,17 +109,14 @@ impl Store {
         let bars: BTreeMap<NaiveDate, ContextBar> = rows
             .iter()
             .map(|r| {
-                let close: Decimal = r.get(1);
-                let daily_return: Decimal = r.get(2);
-                (
-                    r.get(0),
-                    ContextBar {
-                        close,
-                        daily_return,
-                    },
-                )
+                let bar = ContextBar {
+                    close: r.try_get(1)?,
+                    daily_return: r.try_get(2)?,
+                };
+                Ok((r.try_get(0)?, bar))
             })
-            .collect();
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error("reading the cross-asset context"))?;
         Ok(ContextSeries {
             db_symbol: symbol.as_str().to_owned(),
             bars,
@@ -199,18 +195,18 @@ impl Store {
         .map_err(query_error("reading documents to index"))?;
         rows.iter()
             .map(|r| {
-                let metadata: sqlx::types::Json<serde_json::Map<String, serde_json::Value>> = r
-                    .try_get(3)
-                    .map_err(query_error("reading document metadata"))?;
+                let metadata: sqlx::types::Json<serde_json::Map<String, serde_json::Value>> =
+                    r.try_get(3)?;
                 Ok(PendingDocument {
-                    symbol: r.get(0),
-                    trade_date: r.get(1),
-                    document: r.get(2),
+                    symbol: r.try_get(0)?,
+                    trade_date: r.try_get(1)?,
+                    document: r.try_get(2)?,
                     metadata: metadata.0,
-                    content_hash: r.get(4),
+                    content_hash: r.try_get(4)?,
                 })
             })
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error("reading documents to index"))
     }
 
     /// Records that these documents, in the version of their hash, are in Chroma. A document

@@ -98,16 +98,15 @@ impl Store {
                 .map_err(query_error("reading features"))?;
         rows.iter()
             .map(|r| {
-                let inputs: Json<serde_json::Value> = r
-                    .try_get(2)
-                    .map_err(query_error("reading feature inputs"))?;
+                let inputs: Json<serde_json::Value> = r.try_get(2)?;
                 Ok(StoredFeature {
-                    feature: r.get(0),
-                    value: r.get(1),
+                    feature: r.try_get(0)?,
+                    value: r.try_get(1)?,
                     inputs: inputs.0,
                 })
             })
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error("reading features"))
     }
 }
 
@@ -169,10 +168,14 @@ impl FeaturesTx {
         .await
         .map_err(query_error("reading the closes of the feature inputs"))?;
         let mut panel = Panel::new(dates);
-        for row in &closes {
-            let close: Decimal = row.get(2);
+        let decode_error = query_error("reading the closes of the feature inputs");
+        let decoded: Result<Vec<(&str, NaiveDate, Decimal)>, sqlx::Error> = closes
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect();
+        for (symbol, date, close) in decoded.map_err(decode_error)? {
             if let Some(close) = close.to_f64() {
-                panel.insert(row.get::<&str, _>(0), row.get(1), close);
+                panel.insert(symbol, date, close);
             }
         }
         Ok(FeatureInputs {

@@ -118,16 +118,19 @@ impl Store {
         let as_f64 = |d: Decimal| d.to_f64().unwrap_or(f64::NAN);
         let points: Vec<PricePoint> = rows
             .iter()
-            .map(|r| PricePoint {
-                trade_date: r.get(0),
-                open: as_f64(r.get(1)),
-                high: as_f64(r.get(2)),
-                low: as_f64(r.get(3)),
-                close: as_f64(r.get(4)),
-                #[allow(clippy::cast_precision_loss)] // volumes are far below 2^52
-                volume: r.get::<i64, _>(5) as f64,
+            .map(|r| {
+                Ok(PricePoint {
+                    trade_date: r.try_get(0)?,
+                    open: as_f64(r.try_get(1)?),
+                    high: as_f64(r.try_get(2)?),
+                    low: as_f64(r.try_get(3)?),
+                    close: as_f64(r.try_get(4)?),
+                    #[allow(clippy::cast_precision_loss)] // volumes are far below 2^52
+                    volume: r.try_get::<i64, _>(5)? as f64,
+                })
             })
-            .collect();
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error("reading the stored series"))?;
         let instrument_type: Option<String> =
             sqlx::query_scalar("SELECT instrument_type FROM securities WHERE db_symbol = $1")
                 .bind(symbol)
@@ -250,23 +253,24 @@ impl Store {
             .map(|row| {
                 let mut indicators = Indicators::default();
                 for column in FLOAT_COLUMNS {
-                    *(column.slot)(&mut indicators) = row
-                        .try_get(column.name)
-                        .map_err(query_error("reading indicators"))?;
+                    *(column.slot)(&mut indicators) = row.try_get(column.name)?;
                 }
-                indicators.new_52w_high = row.get("new_52w_high");
-                indicators.trend = row.get::<Option<&str>, _>("trend").and_then(Trend::parse);
+                indicators.new_52w_high = row.try_get("new_52w_high")?;
+                indicators.trend = row
+                    .try_get::<Option<&str>, _>("trend")?
+                    .and_then(Trend::parse);
                 indicators.volatility_regime = row
-                    .get::<Option<&str>, _>("volatility_regime")
+                    .try_get::<Option<&str>, _>("volatility_regime")?
                     .and_then(VolatilityRegime::parse);
                 Ok(Day {
-                    trade_date: row.get(0),
-                    close: row.get(1),
-                    daily_return: row.get(2),
+                    trade_date: row.try_get(0)?,
+                    close: row.try_get(1)?,
+                    daily_return: row.try_get(2)?,
                     indicators,
                 })
             })
-            .collect::<Result<Vec<Day>, StoreError>>()?;
+            .collect::<Result<Vec<Day>, sqlx::Error>>()
+            .map_err(query_error("reading days to narrate"))?;
         days.reverse();
         Ok(days)
     }

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 use super::copy::CopyInto;
 use super::{Store, StoreError, query_error};
@@ -208,7 +208,14 @@ impl Store {
         // plain insert ~1.5x COPY; README, Performance). The run lock makes this security's
         // rows ours alone; were a row there after all, the COPY fails, the transaction rolls
         // back and nothing is half-written.
-        let around = sqlx::query(
+        type Around = (
+            Option<Decimal>,
+            bool,
+            Option<NaiveDate>,
+            Option<Decimal>,
+            Option<Decimal>,
+        );
+        let around: Around = sqlx::query_as(
             "SELECT (SELECT close_price FROM market_data
                      WHERE symbol = $1 AND trade_date < $2 ORDER BY trade_date DESC LIMIT 1),
                     NOT EXISTS (SELECT 1 FROM market_data
@@ -225,13 +232,10 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(query_error("reading the bars around the series"))?;
-        let previous_close: Option<Decimal> = around.get(0);
-        let range_empty: bool = around.get(1);
-        let next: Option<(NaiveDate, Decimal, Option<Decimal>)> =
-            match (around.get(2), around.get(3)) {
-                (Some(date), Some(close)) => Some((date, close, around.get(4))),
-                _ => None,
-            };
+        let (previous_close, range_empty, next_date, next_close, next_return) = around;
+        let next = next_date
+            .zip(next_close)
+            .map(|(date, close)| (date, close, next_return));
         let returns = series.bars.iter().scan(previous_close, |prev, bar| {
             let r = prev.and_then(|p| daily_return(bar.close, p));
             *prev = Some(bar.close);
@@ -333,7 +337,7 @@ impl Store {
         if !exists {
             return Ok(HashMap::new());
         }
-        let rows = sqlx::query(
+        let rows: Vec<(String, NaiveDate, NaiveDate)> = sqlx::query_as(
             "SELECT symbol, min(trade_date), max(trade_date) FROM market_data
              WHERE symbol = ANY($1::text[]) GROUP BY symbol",
         )
@@ -342,8 +346,8 @@ impl Store {
         .await
         .map_err(query_error("reading the stored ranges"))?;
         Ok(rows
-            .iter()
-            .map(|r| (r.get::<String, _>(0), (r.get(1), r.get(2))))
+            .into_iter()
+            .map(|(symbol, first, last)| (symbol, (first, last)))
             .collect())
     }
 
@@ -356,7 +360,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<StoredBar>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<(NaiveDate, Decimal, Option<Decimal>)> = sqlx::query_as(
             "SELECT trade_date, close_price, adj_close FROM market_data
              WHERE symbol = $1 AND trade_date BETWEEN $2 AND $3 ORDER BY trade_date",
         )
@@ -367,11 +371,11 @@ impl Store {
         .await
         .map_err(query_error("reading stored bars"))?;
         Ok(rows
-            .iter()
-            .map(|r| StoredBar {
-                trade_date: r.get(0),
-                close: r.get(1),
-                adj_close: r.get(2),
+            .into_iter()
+            .map(|(trade_date, close, adj_close)| StoredBar {
+                trade_date,
+                close,
+                adj_close,
             })
             .collect())
     }
@@ -386,7 +390,17 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<CloseWindow, StoreError> {
-        let row = sqlx::query(
+        type Closes = (
+            Option<NaiveDate>,
+            Option<NaiveDate>,
+            Option<NaiveDate>,
+            Option<Decimal>,
+            Option<NaiveDate>,
+            Option<Decimal>,
+            i64,
+            Option<String>,
+        );
+        let row: Closes = sqlx::query_as(
             "WITH span AS (SELECT min(trade_date) AS first, max(trade_date) AS last
                            FROM market_data WHERE symbol = $1),
                   inside AS (SELECT trade_date, close_price FROM market_data
@@ -406,15 +420,13 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(query_error("reading closes"))?;
-        let pair = |d: Option<NaiveDate>, p: Option<Decimal>| d.zip(p);
-        let days: i64 = row.get(6);
-        let (first, last): (Option<NaiveDate>, Option<NaiveDate>) = (row.get(0), row.get(1));
+        let (first, last, first_in, first_close, last_in, last_close, days, currency) = row;
         Ok(CloseWindow {
             stored_range: first.zip(last),
-            first: pair(row.get(2), row.get(3)),
-            last: pair(row.get(4), row.get(5)),
+            first: first_in.zip(first_close),
+            last: last_in.zip(last_close),
             trading_days: (days - 1).max(0),
-            currency: row.get(7),
+            currency,
         })
     }
 

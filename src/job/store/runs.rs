@@ -265,25 +265,25 @@ impl Store {
         .map_err(query_error("reading the runs"))?;
         rows.iter()
             .map(|r| {
-                let errors: Json<serde_json::Value> =
-                    r.try_get(12).map_err(query_error("reading run errors"))?;
+                let errors: Json<serde_json::Value> = r.try_get(12)?;
                 Ok(RunRow {
-                    id: r.get(0),
-                    started_at: r.get(1),
-                    finished_at: r.get(2),
-                    duration_ms: r.get(3),
-                    outcome: r.get(4),
-                    window_from: r.get(5),
-                    window_to: r.get(6),
-                    securities_total: r.get(7),
-                    securities_ok: r.get(8),
-                    securities_failed: r.get(9),
-                    rows_written: r.get(10),
-                    features_written: r.get(11),
+                    id: r.try_get(0)?,
+                    started_at: r.try_get(1)?,
+                    finished_at: r.try_get(2)?,
+                    duration_ms: r.try_get(3)?,
+                    outcome: r.try_get(4)?,
+                    window_from: r.try_get(5)?,
+                    window_to: r.try_get(6)?,
+                    securities_total: r.try_get(7)?,
+                    securities_ok: r.try_get(8)?,
+                    securities_failed: r.try_get(9)?,
+                    rows_written: r.try_get(10)?,
+                    features_written: r.try_get(11)?,
                     errors: errors.0,
                 })
             })
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error("reading the runs"))
     }
 
     /// Totals over every recorded run; all zero before migrations ran.
@@ -297,7 +297,18 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_error("counting runs"))?;
-        let row = sqlx::query(
+        type Totals = (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            f64,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+        );
+        let row: Totals = sqlx::query_as(
             "SELECT coalesce(sum(rows_written), 0)::int8,
                     coalesce(sum(features_written), 0)::int8,
                     coalesce(sum(securities_ok), 0)::int8,
@@ -315,17 +326,28 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(query_error("summing the runs"))?;
+        let (
+            rows_written,
+            features_written,
+            securities_ok,
+            securities_failed,
+            finished_runs,
+            finished_seconds,
+            last_run_seconds,
+            last_run_finished,
+            last_success,
+        ) = row;
         Ok(RunTotals {
             runs,
-            rows_written: row.get(0),
-            features_written: row.get(1),
-            securities_ok: row.get(2),
-            securities_failed: row.get(3),
-            finished_runs: row.get(4),
-            finished_seconds: row.get(5),
-            last_run_seconds: row.get(6),
-            last_run_finished: row.get(7),
-            last_success: row.get(8),
+            rows_written,
+            features_written,
+            securities_ok,
+            securities_failed,
+            finished_runs,
+            finished_seconds,
+            last_run_seconds,
+            last_run_finished,
+            last_success,
         })
     }
 
