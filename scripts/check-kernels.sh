@@ -3,6 +3,8 @@
 # clone had compiled to 32 gathers, 35 scatters and 16 FMAs, and ran at ~4 documents/s):
 #   - the AVX-512 stripe (pulp's V4::vectorize instance that holds crates/minilm/src/x86.rs):
 #     no gather/scatter, at least 24 zmm FMAs (the 12 x 32 register block);
+#   - the AVX512-BF16 stripe (minilm::x86::stripe_avx512_bf16): no gather/scatter, at least 24
+#     zmm `vdpbf16ps` (the same 12 x 32 block, two products per accumulator and instruction);
 #   - the AVX2 + FMA stripe (the V3 instance): no gather/scatter, at least 12 ymm FMAs, no zmm;
 #   - attention's AVX-512 and AVX2 kernels (the V4 / V3 instances that hold minilm's
 #     attend_blocked): no gather/scatter, at least 24 zmm / 12 ymm FMAs (the register blocks of
@@ -53,25 +55,27 @@ objdump -d -l -C --no-show-raw-insn "$bin" | awk '
     else if (name ~ /^minilm::attend::attend_.*avx512f.*_version$/) kind = "avx512-attend"
     else if (name ~ /^minilm::attend::attend_avx_avx2_fma.*_version$/) kind = "avx2-attend"
     else if (name == "minilm::linear::stripe_baseline") kind = "baseline-stripe"
+    else if (name == "minilm::x86::stripe_avx512_bf16") { kind = "avx512bf16-stripe"; zfma = zdot }
     if (kind != "") printf "%s %d %d %d %d %s\n", kind, gathers, zfma, yfma, vregs, name
   }
   /^[0-9a-f]+ <.*>:$/ {
     flush()
     name = $0; sub(/^[0-9a-f]+ </, "", name); sub(/>:$/, "", name)
-    ours = 0; att = 0; gathers = 0; zfma = 0; yfma = 0; vregs = 0
+    ours = 0; att = 0; gathers = 0; zfma = 0; yfma = 0; vregs = 0; zdot = 0
     next
   }
   /crates\/minilm\/src\/x86\.rs/ { ours = 1 }
   /^(minilm::)?attend_blocked[<:]/ { att = 1; ours = 1 }
   /\tv(p)?(gather|scatter)/ { gathers++ }
   /\tvfn?m(add|sub)[0-9]+ps/ { if ($0 ~ /zmm/) zfma++; else if ($0 ~ /ymm/) yfma++ }
+  /\tvdpbf16ps.*zmm/ { zdot++ }
   /\t[a-z].*%[yz]mm/ { vregs++ }
   END { flush() }
 ' > "$tmp"
 
 failures=0
 fail() { echo "check-kernels: FAIL: $*"; failures=$((failures + 1)); }
-for kind in avx512-stripe avx2-stripe avx512-attention avx2-attention avx512-attend avx2-attend baseline-stripe; do
+for kind in avx512bf16-stripe avx512-stripe avx2-stripe avx512-attention avx2-attention avx512-attend avx2-attend baseline-stripe; do
   if ! grep -q "^$kind " "$tmp"; then
     fail "$kind: function not found in $bin"
   fi
@@ -80,6 +84,9 @@ while read -r kind gathers zfma yfma vregs name; do
   printf 'check-kernels: %-17s gathers/scatters %3d  zmm FMAs %4d  ymm FMAs %4d  (%s)\n' \
     "$kind" "$gathers" "$zfma" "$yfma" "$name"
   case "$kind" in
+    avx512bf16-stripe)
+      [ "$gathers" -eq 0 ] || fail "$kind has $gathers gathers/scatters"
+      [ "$zfma" -ge 24 ] || fail "$kind has $zfma zmm vdpbf16ps, expected >= 24 (the 12 x 32 block)" ;;
     avx512-stripe | avx512-attention)
       [ "$gathers" -eq 0 ] || fail "$kind has $gathers gathers/scatters"
       [ "$zfma" -ge 24 ] || fail "$kind has $zfma zmm FMAs, expected >= 24 (the 12 x 32 block)" ;;

@@ -19,6 +19,8 @@
 //! Which kernel runs is [`KernelPath`], chosen at run time; see [`stripe_forward`] for how each
 //! path's whole call tree is compiled for its instruction set, and `ARCHITECTURE.md` for why.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use crate::KernelPath;
@@ -85,6 +87,9 @@ pub(crate) struct Linear {
     panels: Vec<[f32; NR]>,
     /// The bias, in panels of `NR` like the weight (zero past `output`).
     bias_panels: Vec<[f32; NR]>,
+    /// The weight for [`KernelPath::Avx512Bf16`], made from `panels` on its first use: panel
+    /// `p` as `input.div_ceil(2)` rows of `NR` bfloat16 pairs (see [`pair`]).
+    pair_panels: OnceLock<Vec<[f32; NR]>>,
 }
 
 impl Linear {
@@ -118,6 +123,24 @@ impl Linear {
             output,
             panels,
             bias_panels,
+            pair_panels: OnceLock::new(),
+        })
+    }
+
+    /// The weight as bfloat16 pairs: row `t` of panel `p` holds, per column, inputs `2t` and
+    /// `2t + 1` (zero past `input`), the layout `vdpbf16ps` multiplies pairwise.
+    pub(crate) fn pair_panels(&self) -> &[[f32; NR]] {
+        self.pair_panels.get_or_init(|| {
+            let k = self.input;
+            self.panels
+                .chunks_exact(k)
+                .flat_map(|panel| {
+                    (0..k.div_ceil(2)).map(move |t| {
+                        let next = panel.get(2 * t + 1).copied().unwrap_or([0.0; NR]);
+                        std::array::from_fn(|c| pair(panel[2 * t][c], next[c]))
+                    })
+                })
+                .collect()
         })
     }
 
@@ -170,8 +193,13 @@ fn stripe_forward(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::x86::{Avx2Stripe, Avx512Stripe, V3, V4};
-        if path == KernelPath::Avx512
+        use crate::x86::{Avx2Stripe, Avx512Bf16, Avx512Stripe, V3, V4};
+        if path == KernelPath::Avx512Bf16
+            && let Some(simd) = Avx512Bf16::try_new()
+        {
+            return simd.stripe(w, x, y, then, residual);
+        }
+        if matches!(path, KernelPath::Avx512Bf16 | KernelPath::Avx512)
             && let Some(simd) = V4::try_new()
         {
             let args = StripeArgs {
@@ -183,8 +211,10 @@ fn stripe_forward(
             };
             return simd.vectorize(Avx512Stripe { simd, args });
         }
-        if matches!(path, KernelPath::Avx512 | KernelPath::Avx2Fma)
-            && let Some(simd) = V3::try_new()
+        if matches!(
+            path,
+            KernelPath::Avx512Bf16 | KernelPath::Avx512 | KernelPath::Avx2Fma
+        ) && let Some(simd) = V3::try_new()
         {
             let args = StripeArgs {
                 w,
@@ -200,7 +230,7 @@ fn stripe_forward(
     #[cfg(target_arch = "aarch64")]
     {
         let _ = path;
-        stripe::<MR>(w, x, y, then, residual, portable_kernel::<MR, true>)
+        stripe::<MR, false>(w, x, y, then, residual, portable_kernel::<MR, true>)
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
@@ -225,7 +255,7 @@ impl StripeArgs<'_, '_> {
         self,
         kernel: impl Fn(&[[f32; ROWS]], &[[f32; NR]], &mut [[f32; NR]; ROWS]) + Copy,
     ) {
-        stripe::<ROWS>(self.w, self.x, self.y, self.then, self.residual, kernel);
+        stripe::<ROWS, false>(self.w, self.x, self.y, self.then, self.residual, kernel);
     }
 }
 
@@ -233,15 +263,16 @@ impl StripeArgs<'_, '_> {
 /// target only (never inlined into a clone with more features).
 #[inline(never)]
 fn stripe_baseline(w: &Linear, x: &[f32], y: &mut [f32], then: &Then<'_>, residual: &[f32]) {
-    stripe::<MR>(w, x, y, then, residual, portable_kernel::<MR, false>);
+    stripe::<MR, false>(w, x, y, then, residual, portable_kernel::<MR, false>);
 }
 
 /// One stripe (see [`stripe_forward`]) with a register block of `ROWS` × [`NR`]: `kernel(a, b,
 /// acc)` adds the product of a micro-panel `a` (`kc` rows of `ROWS`) and a weight panel `b` (`kc`
-/// rows of `NR`) to `acc`. Inlined into each clone, so it is compiled for that clone's
-/// instruction set.
+/// rows of `NR`) to `acc`. With `PAIRS` both are bfloat16 pairs ([`pair`]: `kc.div_ceil(2)`
+/// rows, [`Linear::pair_panels`]) for the AVX512-BF16 kernel. Inlined into each clone, so it is
+/// compiled for that clone's instruction set.
 #[inline(always)]
-fn stripe<const ROWS: usize>(
+pub(crate) fn stripe<const ROWS: usize, const PAIRS: bool>(
     w: &Linear,
     x: &[f32],
     y: &mut [f32],
@@ -252,16 +283,28 @@ fn stripe<const ROWS: usize>(
     let (k, n) = (w.input, w.output);
     let rows = y.len() / n;
     let micro_panels = rows.div_ceil(ROWS);
-    let mut packed = vec![[0f32; ROWS]; micro_panels * KC.min(k)];
+    // Rows of a micro-panel and of a weight panel for `kc` inputs (KC is even: only the last
+    // pass can end on half a pair).
+    let steps = |kc: usize| if PAIRS { kc.div_ceil(2) } else { kc };
+    let (panels, panel_rows) = if PAIRS {
+        (w.pair_panels(), steps(k))
+    } else {
+        (&w.panels[..], k)
+    };
+    let mut packed = vec![[0f32; ROWS]; micro_panels * steps(KC.min(k))];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let last = k0 + kc == k;
-        let packed = &mut packed[..micro_panels * kc];
-        pack(x, k, k0, rows, packed);
+        let packed = &mut packed[..micro_panels * steps(kc)];
+        if PAIRS {
+            pack_pairs(x, k, (k0, kc), rows, packed);
+        } else {
+            pack(x, k, k0, rows, packed);
+        }
         for (p, j0) in (0..n).step_by(NR).enumerate() {
             let cols = NR.min(n - j0);
-            let panel = &w.panels[p * k + k0..][..kc];
-            for (i, micro_panel) in packed.chunks_exact(kc).enumerate() {
+            let panel = &panels[p * panel_rows + steps(k0)..][..steps(kc)];
+            for (i, micro_panel) in packed.chunks_exact(steps(kc)).enumerate() {
                 let valid = ROWS.min(rows - i * ROWS);
                 // The bias, or what the previous passes over k added up.
                 let mut acc = [w.bias_panels[p]; ROWS];
@@ -313,6 +356,78 @@ fn portable_kernel<const ROWS: usize, const FMA: bool>(
         }
     }
     *acc = c;
+}
+
+/// `acc += a · b` for bfloat16 pairs ([`pair`]) in plain Rust, in the order of `vdpbf16ps`
+/// (the odd product, then the even one): the packing of the AVX512-BF16 path, tested on any CPU.
+#[cfg(test)]
+#[inline(always)]
+fn portable_pairs_kernel<const ROWS: usize>(
+    a: &[[f32; ROWS]],
+    b: &[[f32; NR]],
+    acc: &mut [[f32; NR]; ROWS],
+) {
+    let split = |p: f32| {
+        let bits = p.to_bits();
+        (
+            f32::from_bits(bits << 16),
+            f32::from_bits(bits & 0xFFFF_0000),
+        )
+    };
+    for (a, b) in a.iter().zip(b) {
+        for (c_row, &x) in acc.iter_mut().zip(a) {
+            let (x0, x1) = split(x);
+            for (c, &y) in c_row.iter_mut().zip(b) {
+                let (y0, y1) = split(y);
+                *c = (*c + x1 * y1) + x0 * y0;
+            }
+        }
+    }
+}
+
+/// `x` rounded to bfloat16 (to nearest, ties to even), as its 16 bits.
+#[inline(always)]
+pub(crate) fn bf16_bits(x: f32) -> u32 {
+    let bits = x.to_bits();
+    bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16
+}
+
+/// Two floats as one bfloat16 pair in the bits of an `f32`: `even` in the low half, `odd` in
+/// the high half, the order `vdpbf16ps` pairs them in (element `2i` and `2i + 1` of a lane).
+#[inline(always)]
+pub(crate) fn pair(even: f32, odd: f32) -> f32 {
+    f32::from_bits(bf16_bits(even) | (bf16_bits(odd) << 16))
+}
+
+/// Packs `x[.., k0..k0 + kc]` as micro-panels of `ROWS` rows of bfloat16 pairs: row `t` of a
+/// micro-panel holds inputs `k0 + 2t` and `k0 + 2t + 1` of each of its rows (zero past `kc`).
+/// Rows past the stripe's end are left as they are, as in [`pack`]. Not inlined, as [`pack`].
+#[inline(never)]
+fn pack_pairs<const ROWS: usize>(
+    x: &[f32],
+    k: usize,
+    (k0, kc): (usize, usize),
+    rows: usize,
+    packed: &mut [[f32; ROWS]],
+) {
+    let steps = kc.div_ceil(2);
+    for (i, micro_panel) in packed.chunks_exact_mut(steps).enumerate() {
+        let valid = ROWS.min(rows - i * ROWS);
+        let src: [&[f32]; ROWS] = std::array::from_fn(|r| {
+            if r < valid {
+                &x[(i * ROWS + r) * k + k0..][..kc]
+            } else {
+                &[]
+            }
+        });
+        // All rows of the micro-panel a pair at a time, so their loads are in flight together.
+        for (t, dst) in micro_panel.iter_mut().enumerate() {
+            for (d, src) in dst.iter_mut().zip(src).take(valid) {
+                let odd = src.get(2 * t + 1).copied().unwrap_or(0.0);
+                *d = pair(src[2 * t], odd);
+            }
+        }
+    }
 }
 
 /// Packs `x[.., k0..k0 + kc]` (`kc` = the micro-panels' length) as micro-panels of `ROWS` rows,
@@ -482,6 +597,32 @@ mod tests {
         );
     }
 
+    /// `v` with every value rounded to bfloat16, as the BF16 path rounds its inputs: the
+    /// reference for that path is the product of the rounded values (in f32), which it must
+    /// match as closely as the f32 paths match the exact one.
+    fn rounded_for(path: KernelPath, v: &[f32]) -> Vec<f32> {
+        match path {
+            KernelPath::Avx512Bf16 => v
+                .iter()
+                .map(|&x| f32::from_bits(bf16_bits(x) << 16))
+                .collect(),
+            _ => v.to_vec(),
+        }
+    }
+
+    #[test]
+    fn bfloat16_rounds_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3F80);
+        assert_eq!(bf16_bits(-2.0), 0xC000);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: to the even one, 1.
+        assert_eq!(bf16_bits(1.0 + 2f32.powi(-8)), 0x3F80);
+        // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to the even one, 1 + 2^-6.
+        assert_eq!(bf16_bits(1.0 + 3.0 * 2f32.powi(-8)), 0x3F82);
+        // Just above halfway rounds up.
+        assert_eq!(bf16_bits(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3F81);
+        assert_eq!(pair(1.0, -2.0).to_bits(), 0xC000_3F80);
+    }
+
     /// Shapes that exercise every edge of the blocking: rows that are not a multiple of MR or
     /// of MC (the last stripe and its last micro-panel are partial), outputs that are not a
     /// multiple of NR (the last panel is partial), and inputs over KC (two passes of the
@@ -519,7 +660,9 @@ mod tests {
             ] {
                 // A reused buffer, longer than needed and full of garbage.
                 let mut y = vec![f32::NAN; rows * output + 7];
-                layer.forward(KernelPath::selected(), &x, &mut y, &then);
+                let path = KernelPath::selected();
+                layer.forward(path, &x, &mut y, &then);
+                let (x, weight) = (rounded_for(path, &x), rounded_for(path, &weight));
                 let theirs = reference(&x, &weight, &bias, (rows, input, output), &then).unwrap();
                 assert_close(y, &theirs, (rows, input, output), "forward");
             }
@@ -531,15 +674,18 @@ mod tests {
     #[test]
     fn every_kernel_matches_the_reference() {
         type Body = fn(&Linear, &[f32], &mut [f32], &Then<'_>, &[f32]);
-        let bodies: [(&str, Body); 4] = [
+        let bodies: [(&str, Body); 5] = [
+            ("portable 12 rows, bfloat16 pairs", |w, x, y, t, r| {
+                stripe::<12, true>(w, x, y, t, r, portable_pairs_kernel::<12>)
+            }),
             ("portable 12 rows, FMA", |w, x, y, t, r| {
-                stripe::<12>(w, x, y, t, r, portable_kernel::<12, true>)
+                stripe::<12, false>(w, x, y, t, r, portable_kernel::<12, true>)
             }),
             ("portable 12 rows", |w, x, y, t, r| {
-                stripe::<12>(w, x, y, t, r, portable_kernel::<12, false>)
+                stripe::<12, false>(w, x, y, t, r, portable_kernel::<12, false>)
             }),
             ("portable 6 rows, FMA", |w, x, y, t, r| {
-                stripe::<MR>(w, x, y, t, r, portable_kernel::<MR, true>)
+                stripe::<MR, false>(w, x, y, t, r, portable_kernel::<MR, true>)
             }),
             ("baseline", stripe_baseline),
         ];
@@ -549,16 +695,31 @@ mod tests {
             let weight = values(output * input, seed + 1);
             let bias = values(output, seed + 2);
             let layer = Linear::new(&weight, bias.clone(), input, output).unwrap();
-            let theirs = reference(&x, &weight, &bias, (rows, input, output), &Then::Gelu).unwrap();
+            let shape = (rows, input, output);
+            let theirs = |path| {
+                let (x, weight) = (rounded_for(path, &x), rounded_for(path, &weight));
+                reference(&x, &weight, &bias, shape, &Then::Gelu).unwrap()
+            };
+            let (exact, rounded) = (theirs(KernelPath::Avx512), theirs(KernelPath::Avx512Bf16));
             for (name, body) in bodies {
                 let mut y = vec![f32::NAN; rows * output];
                 body(&layer, &x, &mut y, &Then::Gelu, &[]);
-                assert_close(y, &theirs, (rows, input, output), name);
+                let theirs = if name.contains("bfloat16") {
+                    &rounded
+                } else {
+                    &exact
+                };
+                assert_close(y, theirs, shape, name);
             }
             for path in KernelPath::ALL.into_iter().filter(|p| p.supported()) {
                 let mut y = vec![f32::NAN; rows * output];
                 stripe_forward(path, &layer, &x, &mut y, &Then::Gelu, &[]);
-                assert_close(y, &theirs, (rows, input, output), path.name());
+                let theirs = if path == KernelPath::Avx512Bf16 {
+                    &rounded
+                } else {
+                    &exact
+                };
+                assert_close(y, theirs, shape, path.name());
             }
         }
     }

@@ -12,11 +12,11 @@
 //! Memory goes through `bytemuck::cast` (a by-value copy between `[f32; 32]` and `[__m512; 2]`,
 //! emitted as unaligned vector loads and stores): no pointers, no `unsafe` in this crate.
 
-use std::arch::x86_64::{__m256, __m512};
+use std::arch::x86_64::{__m256, __m512, __m512bh, _mm512_dpbf16_ps, _mm512_set1_ps};
 
 pub(crate) use pulp::x86::{V3, V4};
 
-use crate::linear::{MR, MR_AVX512, NR, StripeArgs};
+use crate::linear::{Linear, MR, MR_AVX512, NR, StripeArgs, Then, stripe};
 use crate::{AttendArgs, AttendKernel, HEAD, KB};
 
 /// `linear::stripe` with the AVX-512 kernel, as the function `V4::vectorize` runs with the
@@ -205,4 +205,67 @@ fn attend_kernel_avx2<const ROWS: usize>(
         }
     }
     *acc = bytemuck::cast(out);
+}
+
+/// Proof that this CPU has x86-64-v4 ([`V4`]) and AVX512-BF16: the only way to run
+/// [`stripe_avx512_bf16`]. pulp has no token with AVX512-BF16's intrinsics, so this is the one
+/// place of the crate that calls a `#[target_feature]` function by `unsafe`, after the same
+/// runtime check a pulp token makes.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512Bf16(());
+
+impl Avx512Bf16 {
+    pub(crate) fn try_new() -> Option<Self> {
+        (V4::is_available() && std::arch::is_x86_feature_detected!("avx512bf16"))
+            .then_some(Self(()))
+    }
+
+    /// `linear::stripe` with bfloat16 pairs and [`kernel_avx512_bf16`].
+    #[inline]
+    #[allow(unsafe_code)]
+    pub(crate) fn stripe(
+        self,
+        w: &Linear,
+        x: &[f32],
+        y: &mut [f32],
+        then: &Then<'_>,
+        residual: &[f32],
+    ) {
+        // SAFETY: `self` exists only if `try_new` found every feature `stripe_avx512_bf16`
+        // enables on this CPU.
+        unsafe { stripe_avx512_bf16(w, x, y, then, residual) }
+    }
+}
+
+/// `linear::stripe` with bfloat16 pairs, compiled with x86-64-v4 and AVX512-BF16 (the whole call
+/// tree: `stripe` and GELU/LayerNorm are inlined, the kernel closure inherits the features).
+#[target_feature(
+    enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx512bf16,avx2,fma,bmi1,bmi2,lzcnt,movbe,popcnt,f16c"
+)]
+fn stripe_avx512_bf16(w: &Linear, x: &[f32], y: &mut [f32], then: &Then<'_>, residual: &[f32]) {
+    stripe::<MR_AVX512, true>(w, x, y, then, residual, |a, b, c| {
+        kernel_avx512_bf16(a, b, c);
+    });
+}
+
+/// AVX512-BF16: the AVX-512 kernel's 12 x 32 block with `vdpbf16ps`. Each step of `a` and `b`
+/// is a pair of inputs (`linear::pair`): a broadcast pair times a weight panel row of 32 column
+/// pairs adds two products to each of the 24 fp32 accumulators, twice an FMA's work.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+fn kernel_avx512_bf16<const ROWS: usize>(
+    a: &[[f32; ROWS]],
+    b: &[[f32; NR]],
+    acc: &mut [[f32; NR]; ROWS],
+) {
+    let mut c: [[__m512; 2]; ROWS] = bytemuck::cast(*acc);
+    for (a, b) in a.iter().zip(b) {
+        let [b0, b1]: [__m512bh; 2] = bytemuck::cast(*b);
+        for (c, &x) in c.iter_mut().zip(a) {
+            let x: __m512bh = bytemuck::cast(_mm512_set1_ps(x));
+            c[0] = _mm512_dpbf16_ps(c[0], x, b0);
+            c[1] = _mm512_dpbf16_ps(c[1], x, b1);
+        }
+    }
+    *acc = bytemuck::cast(c);
 }

@@ -44,6 +44,18 @@ fn reference(
     y
 }
 
+/// `v` rounded to bfloat16 (to nearest, ties to even) and back, as the BF16 path reads its
+/// activations and weights; written out here apart from the crate's own rounding.
+fn to_bf16(v: &[f32]) -> Vec<f32> {
+    v.iter()
+        .map(|&x| {
+            let bits = x.to_bits();
+            let rounded = bits + 0x7FFF + ((bits >> 16) & 1);
+            f32::from_bits(rounded & 0xFFFF_0000)
+        })
+        .collect()
+}
+
 fn supported() -> Vec<KernelPath> {
     KernelPath::ALL
         .into_iter()
@@ -91,21 +103,37 @@ fn every_supported_path_computes_the_product() {
         let x = values(rows * input, 1);
         let w = values(output * input, 2);
         let b = values(output, 3);
-        let want = reference(&x, &w, &b, (rows, input, output));
+        let exact = reference(&x, &w, &b, (rows, input, output));
+        // What the BF16 path must compute: the product of the rounded values.
+        let rounded = reference(&to_bf16(&x), &to_bf16(&w), &b, (rows, input, output));
         let layer = Dense::new(&w, b.clone(), input, output).unwrap();
+        let max_diff = |y: &[f32], want: &[f64]| {
+            y.iter()
+                .zip(want)
+                .map(|(&a, &b)| (f64::from(a) - b).abs())
+                .fold(0.0, f64::max)
+        };
         for path in supported() {
             let mut y = vec![f32::NAN; 3];
             layer.forward(path, &x, &mut y, false).unwrap();
             assert_eq!(y.len(), rows * output, "{path}");
-            let worst = y
-                .iter()
-                .zip(&want)
-                .map(|(&a, &b)| (f64::from(a) - b).abs())
-                .fold(0.0, f64::max);
+            let want = if path == KernelPath::Avx512Bf16 {
+                &rounded
+            } else {
+                &exact
+            };
+            let worst = max_diff(&y, want);
             // Sums of `input` products of values in [-1, 1): f32 rounding is ~1e-6 * sqrt(input).
             assert!(
                 worst < 1e-4 * (input as f64).sqrt(),
                 "{path}: {rows}x{input} -> {output}: max diff {worst}"
+            );
+            // And the rounding to bfloat16 (8 significant bits) stays what it is: ~2^-9 of
+            // each product, ~0.01 * sqrt(input) in all.
+            let off = max_diff(&y, &exact);
+            assert!(
+                off < 0.02 * (input as f64).sqrt(),
+                "{path}: {rows}x{input} -> {output}: max diff {off} to the exact product"
             );
         }
     }
@@ -134,7 +162,12 @@ fn every_simd_path_is_many_times_faster_than_the_baseline() {
     let mut time = |path: KernelPath| best_of(3, || layer.forward(path, &x, &mut y, true).unwrap());
     // On AArch64 the baseline is the NEON kernel itself (NEON is part of the target): nothing to
     // compare there.
-    for (path, at_least) in [(KernelPath::Avx512, 3.0), (KernelPath::Avx2Fma, 2.0)] {
+    let paths = [
+        (KernelPath::Avx512Bf16, 4.0),
+        (KernelPath::Avx512, 3.0),
+        (KernelPath::Avx2Fma, 2.0),
+    ];
+    for (path, at_least) in paths {
         if !path.supported() {
             continue;
         }

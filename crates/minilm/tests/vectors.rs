@@ -3,7 +3,8 @@
 //! narratives, edge cases, a text truncated at 256 word pieces, four texts of exactly 128), mean
 //! pooled and normalised as sentence-transformers does. Each path must reach cosine >= 0.999 to
 //! sentence-transformers (the target), and agree with the baseline path to 1e-5 (the
-//! SIMD kernels compute the same sums in another order: any larger difference is a bug).
+//! f32 SIMD kernels compute the same sums in another order: any larger difference is a bug), or
+//! to 1e-4 on the BF16 path (its products round their inputs to bfloat16).
 //!
 //! Needs the model: EMBEDDING_MODEL_DIR (scripts/test.sh sets it with `ensure_model` from
 //! scripts/lib/model.sh).
@@ -79,6 +80,14 @@ fn every_kernel_path_matches_sentence_transformers_and_the_baseline() {
     let baseline = run(KernelPath::Baseline);
     for path in KernelPath::ALL.into_iter().filter(|p| p.supported()) {
         let ours = run(path);
+        // The f32 paths differ from each other only in the order of their sums; the BF16 path
+        // rounds the linear layers' inputs to 8 significant bits (measured on Zen 5: 1 - 3.2e-5
+        // to the baseline and to sentence-transformers).
+        let to_baseline = if path == KernelPath::Avx512Bf16 {
+            1e-4
+        } else {
+            1e-5
+        };
         let (mut worst_st, mut worst_baseline) = (f64::INFINITY, f64::INFINITY);
         for ((v, base), text) in ours.iter().zip(&baseline).zip(&fixture.texts) {
             let (st, b) = (cosine(v, &text.vector), cosine(v, base));
@@ -90,7 +99,7 @@ fn every_kernel_path_matches_sentence_transformers_and_the_baseline() {
                 text.ids.len()
             );
             assert!(
-                b >= 1.0 - 1e-5,
+                b >= 1.0 - to_baseline,
                 "{path}: cosine {b} to the baseline path for a text of {} tokens",
                 text.ids.len()
             );
