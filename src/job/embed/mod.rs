@@ -471,6 +471,8 @@ impl MiniLm {
             elapsed_ms = started.elapsed().as_millis() as u64,
             dimension = config.hidden_size,
             max_seq_length,
+            // The instruction set the encoder's products run on (MINILM_KERNEL overrides it).
+            kernel = minilm::KernelPath::selected().name(),
             "embedding model loaded"
         );
         Ok(Self {
