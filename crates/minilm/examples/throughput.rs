@@ -55,8 +55,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         best = best.max(wall);
         best_cpu = best_cpu.max(cpu);
     }
+    let bf16 = minilm::KernelPath::bf16_speedup()
+        .map(|s| format!("; bf16 dot products {s:.2}x the FMA's flops here"))
+        .unwrap_or_default();
     println!(
-        "{texts} texts of {tokens} tokens: {best:.1} texts/s ({} threads, {} path; {best_cpu:.1} texts per CPU-second; first pass {first:.1} texts/s, {first_cpu:.1} per CPU-second)",
+        "{texts} texts of {tokens} tokens: {best:.1} texts/s ({} threads, {} path{bf16}; {best_cpu:.1} texts per CPU-second; first pass {first:.1} texts/s, {first_cpu:.1} per CPU-second)",
         rayon::current_num_threads(),
         minilm::KernelPath::selected()
     );

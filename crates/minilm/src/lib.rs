@@ -83,12 +83,33 @@ impl KernelPath {
         }
     }
 
-    /// The fastest path this CPU supports.
+    /// The fastest path this CPU supports: the first supported one of [`KernelPath::ALL`],
+    /// except that [`KernelPath::Avx512Bf16`] is taken only where its dot products do at least
+    /// 1.3x the fp32 FMA's flops ([`KernelPath::bf16_speedup`]).
     pub fn best() -> Self {
         Self::ALL
             .into_iter()
+            .filter(|&p| p != Self::Avx512Bf16 || Self::bf16_speedup().is_some_and(|s| s >= 1.3))
             .find(|p| p.supported())
             .unwrap_or(Self::Baseline)
+    }
+
+    /// On a CPU with AVX512-BF16: how many times the fp32 FMA's flops per second its
+    /// `vdpbf16ps` does, measured once per process (a few milliseconds, registers only).
+    /// Not every such CPU runs it fast: AMD's Zen 5 ~2x, the Intel Xeon of 2026-12-01 0.46x.
+    /// `None` elsewhere.
+    pub fn bf16_speedup() -> Option<f64> {
+        static SPEEDUP: OnceLock<Option<f64>> = OnceLock::new();
+        *SPEEDUP.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                x86::Avx512Bf16::try_new().map(x86::Avx512Bf16::dot_speedup)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                None
+            }
+        })
     }
 
     /// The path [`Bert::forward`] takes: [`KernelPath::best`], unless the environment variable

@@ -12,7 +12,11 @@
 //! Memory goes through `bytemuck::cast` (a by-value copy between `[f32; 32]` and `[__m512; 2]`,
 //! emitted as unaligned vector loads and stores): no pointers, no `unsafe` in this crate.
 
-use std::arch::x86_64::{__m256, __m512, __m512bh, _mm512_dpbf16_ps, _mm512_set1_ps};
+use std::arch::x86_64::{
+    __m256, __m512, __m512bh, _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_set1_ps,
+};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 pub(crate) use pulp::x86::{V3, V4};
 
@@ -220,6 +224,30 @@ impl Avx512Bf16 {
             .then_some(Self(()))
     }
 
+    /// How many times the fp32 FMA's flops per second `vdpbf16ps` does on this CPU: the same
+    /// 24 independent accumulators in registers, interleaved, best of 5 each (~1 ms each here).
+    /// AMD's Zen 5 does two products per lane at the FMA's rate (~2x); the Intel Xeon of
+    /// 2026-12-01 ran it at 0.23x the FMA's instruction rate (0.46x its flops), where the BF16
+    /// path would be slower than the fp32 one.
+    #[allow(unsafe_code)]
+    pub(crate) fn dot_speedup(self) -> f64 {
+        const STEPS: u32 = 50_000;
+        let time = |f: &dyn Fn() -> f32| {
+            let started = Instant::now();
+            black_box(f());
+            started.elapsed()
+        };
+        let (mut fma, mut dot) = (Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            // SAFETY: `self` exists only if `try_new` found AVX-512F and AVX512-BF16.
+            fma = fma.min(time(&|| unsafe { fma_loop(STEPS) }));
+            // SAFETY: as above.
+            dot = dot.min(time(&|| unsafe { dot_loop(STEPS) }));
+        }
+        // Two flops per lane and FMA, four per lane and `vdpbf16ps`.
+        2.0 * fma.as_secs_f64() / dot.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
     /// `linear::stripe` with bfloat16 pairs and [`kernel_avx512_bf16`].
     #[inline]
     #[allow(unsafe_code)]
@@ -268,4 +296,36 @@ fn kernel_avx512_bf16<const ROWS: usize>(
         }
     }
     *acc = bytemuck::cast(c);
+}
+
+/// `steps` x 24 independent `vfmadd231ps zmm`, for [`Avx512Bf16::dot_speedup`].
+#[target_feature(enable = "avx512f")]
+fn fma_loop(steps: u32) -> f32 {
+    let (x, y) = (
+        black_box(_mm512_set1_ps(1.0)),
+        black_box(_mm512_set1_ps(1e-6)),
+    );
+    let mut acc = [_mm512_set1_ps(0.0); 24];
+    for _ in 0..steps {
+        for a in &mut acc {
+            *a = _mm512_fmadd_ps(x, y, *a);
+        }
+    }
+    let lanes: [[f32; 16]; 24] = bytemuck::cast(black_box(acc));
+    lanes.iter().map(|l| l[0]).sum()
+}
+
+/// `steps` x 24 independent `vdpbf16ps zmm`, for [`Avx512Bf16::dot_speedup`].
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn dot_loop(steps: u32) -> f32 {
+    let pairs = |v: f32| -> __m512bh { bytemuck::cast(_mm512_set1_ps(crate::linear::pair(v, v))) };
+    let (x, y) = (black_box(pairs(1.0)), black_box(pairs(1e-6)));
+    let mut acc = [_mm512_set1_ps(0.0); 24];
+    for _ in 0..steps {
+        for a in &mut acc {
+            *a = _mm512_dpbf16_ps(*a, x, y);
+        }
+    }
+    let lanes: [[f32; 16]; 24] = bytemuck::cast(black_box(acc));
+    lanes.iter().map(|l| l[0]).sum()
 }

@@ -68,9 +68,17 @@ fn the_selected_path_is_the_best_supported_one_and_baseline_runs_everywhere() {
     assert!(KernelPath::Baseline.supported());
     let best = KernelPath::best();
     assert!(best.supported());
-    // No supported path comes before the best one.
+    // No supported path comes before the best one, except a BF16 path that does not pay here.
+    let pays = KernelPath::bf16_speedup().is_some_and(|s| s >= 1.3);
+    assert_eq!(
+        KernelPath::bf16_speedup().is_some(),
+        KernelPath::Avx512Bf16.supported()
+    );
     let first = KernelPath::ALL.iter().position(|&p| p == best);
-    assert_eq!(first, KernelPath::ALL.iter().position(|p| p.supported()));
+    let wanted = KernelPath::ALL
+        .iter()
+        .position(|&p| p.supported() && (p != KernelPath::Avx512Bf16 || pays));
+    assert_eq!(first, wanted);
     if std::env::var_os("MINILM_KERNEL").is_none() {
         assert_eq!(KernelPath::selected(), best);
     }
@@ -181,6 +189,24 @@ fn every_simd_path_is_many_times_faster_than_the_baseline() {
         assert!(
             ratio >= at_least,
             "the {path} kernel is only {ratio:.2}x the baseline ({simd:?} vs {baseline:?}); expected >= {at_least}x: is its clone still register-blocked FMA code? (scripts/check-kernels.sh)"
+        );
+    }
+    // Where the selection takes the BF16 path (its dot products measured >= 1.3x the FMA's
+    // flops), it must also beat the fp32 AVX-512 path on the layer itself (Zen 5: ~1.6x).
+    if KernelPath::best() == KernelPath::Avx512Bf16 {
+        let (mut bf16, mut fp32) = (Duration::MAX, Duration::MAX);
+        for _ in 0..4 {
+            bf16 = bf16.min(time(KernelPath::Avx512Bf16));
+            fp32 = fp32.min(time(KernelPath::Avx512));
+        }
+        let ratio = fp32.as_secs_f64() / bf16.as_secs_f64();
+        let probe = KernelPath::bf16_speedup().unwrap_or_default();
+        eprintln!(
+            "AVX-512 BF16: {ratio:.2}x AVX-512 (its dot products {probe:.2}x the FMA's flops)"
+        );
+        assert!(
+            ratio >= 1.2,
+            "the BF16 path is taken (dot products {probe:.2}x the FMA's flops) but runs only {ratio:.2}x the AVX-512 one ({bf16:?} vs {fp32:?}); expected >= 1.2x"
         );
     }
 }
