@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use tracing::warn;
@@ -297,18 +298,7 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_error("counting runs"))?;
-        type Totals = (
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            f64,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-        );
-        let row: Totals = sqlx::query_as(
+        let row = sqlx::query(
             "SELECT coalesce(sum(rows_written), 0)::int8,
                     coalesce(sum(features_written), 0)::int8,
                     coalesce(sum(securities_ok), 0)::int8,
@@ -326,29 +316,21 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(query_error("summing the runs"))?;
-        let (
-            rows_written,
-            features_written,
-            securities_ok,
-            securities_failed,
-            finished_runs,
-            finished_seconds,
-            last_run_seconds,
-            last_run_finished,
-            last_success,
-        ) = row;
-        Ok(RunTotals {
-            runs,
-            rows_written,
-            features_written,
-            securities_ok,
-            securities_failed,
-            finished_runs,
-            finished_seconds,
-            last_run_seconds,
-            last_run_finished,
-            last_success,
-        })
+        let totals = |row: PgRow| {
+            Ok(RunTotals {
+                runs,
+                rows_written: row.try_get(0)?,
+                features_written: row.try_get(1)?,
+                securities_ok: row.try_get(2)?,
+                securities_failed: row.try_get(3)?,
+                finished_runs: row.try_get(4)?,
+                finished_seconds: row.try_get(5)?,
+                last_run_seconds: row.try_get(6)?,
+                last_run_finished: row.try_get(7)?,
+                last_success: row.try_get(8)?,
+            })
+        };
+        totals(row).map_err(query_error("summing the runs"))
     }
 
     /// Whether some session (this process, a CronJob pod, anyone) holds a run lock on this
