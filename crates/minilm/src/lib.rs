@@ -410,6 +410,15 @@ impl Bert {
                 out_norm: w.norm(&format!("{l}.output.LayerNorm"), h, eps)?,
             });
         }
+        // Where `forward` will take the BF16 path, its weight layout is made now, with the load,
+        // rather than on the first call (a path given to `forward_with` makes it on first use).
+        if KernelPath::selected() == KernelPath::Avx512Bf16 {
+            for layer in &layers {
+                for linear in [&layer.qkv, &layer.attn_out, &layer.inter, &layer.out] {
+                    linear.pair_panels();
+                }
+            }
+        }
         Ok(Self {
             word_embeddings,
             position_type_embeddings,

@@ -225,7 +225,8 @@ impl Avx512Bf16 {
     }
 
     /// How many times the fp32 FMA's flops per second `vdpbf16ps` does on this CPU: the same
-    /// 24 independent accumulators in registers, interleaved, best of 5 each (~1 ms each here).
+    /// 24 independent accumulators in registers, interleaved, best of 5 each (~1.3 ms in all on
+    /// Zen 5, ~10 ms where `vdpbf16ps` is slow).
     /// AMD's Zen 5 does two products per lane at the FMA's rate (~2x); the Intel Xeon of
     /// 2026-12-01 ran it at 0.23x the FMA's instruction rate (0.46x its flops), where the BF16
     /// path would be slower than the fp32 one.
