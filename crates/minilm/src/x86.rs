@@ -10,7 +10,11 @@
 //! `linear::stripe` around them, are `#[inline(always)]`, so the whole call tree of a stripe is
 //! compiled for that instruction set (`scripts/check-kernels.sh` checks the machine code).
 //! Memory goes through `bytemuck::cast` (a by-value copy between `[f32; 32]` and `[__m512; 2]`,
-//! emitted as unaligned vector loads and stores): no pointers, no `unsafe` in this crate.
+//! emitted as unaligned vector loads and stores): no pointers.
+//!
+//! The AVX512-BF16 stripe ([`Avx512Bf16`]) is the exception to the tokens: pulp has none with
+//! its intrinsics, so it is a `#[target_feature]` function of ours, called in the crate's only
+//! `unsafe` blocks after the same run-time check a pulp token makes.
 
 use std::arch::x86_64::{
     __m256, __m512, __m512bh, _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_set1_ps,
@@ -212,9 +216,9 @@ fn attend_kernel_avx2<const ROWS: usize>(
 }
 
 /// Proof that this CPU has x86-64-v4 ([`V4`]) and AVX512-BF16: the only way to run
-/// [`stripe_avx512_bf16`]. pulp has no token with AVX512-BF16's intrinsics, so this is the one
-/// place of the crate that calls a `#[target_feature]` function by `unsafe`, after the same
-/// runtime check a pulp token makes.
+/// [`stripe_avx512_bf16`] and the probe's loops. pulp has no token with AVX512-BF16's
+/// intrinsics, so this is the one place of the crate that calls `#[target_feature]` functions
+/// by `unsafe`, after the same runtime check a pulp token makes.
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512Bf16(());
 

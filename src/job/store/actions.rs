@@ -121,11 +121,9 @@ impl Store {
                 kind,
             }))
         };
-        let actions: Result<Vec<_>, _> = rows.iter().map(decode).collect();
-        Ok(actions
-            .map_err(query_error("reading corporate actions"))?
-            .into_iter()
-            .flatten()
-            .collect())
+        rows.iter()
+            .filter_map(|r| decode(r).transpose())
+            .collect::<Result<_, _>>()
+            .map_err(query_error("reading corporate actions"))
     }
 }
