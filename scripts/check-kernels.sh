@@ -12,6 +12,12 @@
 #   - attention's generic AVX-512 and AVX2 clones (minilm::attend, for head sizes other than
 #     32): no gather/scatter, FMA present;
 #   - the baseline stripe (minilm::linear::stripe_baseline): plain x86-64, no ymm/zmm.
+# In an AArch64 binary (built natively or by scripts/check-aarch64.sh), NEON being part of that
+# target:
+#   - the linear layers' kernel (portable_kernel<6, true>, inlined into the stripe): at least 24
+#     `fmla` on .4s registers (the 6 x 16 block);
+#   - attention's kernel (small_matmul<true>): FMA (`fmla`) present, never small_matmul<false>
+#     (its multiply-then-add form).
 # Each function's disassembly is found by name and, for pulp's generic vectorize, by the source
 # lines (the release profile's line tables) of crates/minilm/src/x86.rs inside it.
 #
@@ -22,13 +28,11 @@
 #   builds (dependencies and minilm are optimized there too): ~10 s, for scripts/test.sh. The test
 #   profile's code is what the throughput guard in crates/minilm/tests/kernels.rs times.
 #   BINARY (e.g. target/release/market-encoder after a release build): that binary as it is.
-# x86-64 only (elsewhere it says so and exits 0). Needs objdump (binutils).
+# The binary's architecture is read from its ELF header: x86-64 and AArch64 are checked, anything
+# else is said and passes. Needs objdump (binutils; for an AArch64 binary on x86-64,
+# aarch64-linux-gnu-objdump from Debian's binutils-aarch64-linux-gnu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(uname -m)" != x86_64 ]; then
-  echo "check-kernels: $(uname -m) is not x86-64: nothing to check"
-  exit 0
-fi
 if [ "${1:-}" = --dev ]; then
   cargo build --locked --quiet -p minilm --example throughput
   bin="${CARGO_TARGET_DIR:-target}/debug/examples/throughput"
@@ -39,10 +43,58 @@ else
   bin="${CARGO_TARGET_DIR:-target}/release/examples/throughput"
 fi
 [ -x "$bin" ] || { echo "check-kernels: no executable $bin" >&2; exit 1; }
-command -v objdump >/dev/null || { echo "check-kernels: objdump not found (Debian: apt-get install binutils)" >&2; exit 1; }
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
+failures=0
+fail() { echo "check-kernels: FAIL: $*"; failures=$((failures + 1)); }
+
+# e_machine, the 16-bit field at offset 18 of the ELF header: 0x3e x86-64, 0xb7 AArch64.
+machine=$(od -An -tx2 -j18 -N2 "$bin" | tr -d ' ')
+if [ "$machine" = 00b7 ]; then
+  objdump=objdump
+  [ "$(uname -m)" = aarch64 ] || objdump=aarch64-linux-gnu-objdump
+  command -v "$objdump" >/dev/null || { echo "check-kernels: $objdump not found (Debian: apt-get install binutils-aarch64-linux-gnu)" >&2; exit 1; }
+  # One line per function that holds an inlined kernel: kind fmla_4s name
+  "$objdump" -d -l -C --no-show-raw-insn "$bin" | awk '
+    function flush() {
+      if (name != "" && neon) printf "neon-stripe %d %s\n", fmla, name
+      if (name != "" && attend) printf "neon-attention %d %s\n", fmla, name
+      if (name != "" && unfused) printf "neon-attention-unfused %d %s\n", fmla, name
+    }
+    /^[0-9a-f]+ <.*>:$/ {
+      flush()
+      name = $0; sub(/^[0-9a-f]+ </, "", name); sub(/>:$/, "", name)
+      neon = 0; attend = 0; unfused = 0; fmla = 0
+      next
+    }
+    /^(minilm::)?(linear::)?portable_kernel<6, true>\(\):$/ { neon = 1 }
+    /^(minilm::)?small_matmul<true>\(\):$/ { attend = 1 }
+    /^(minilm::)?small_matmul<false>\(\):$/ { unfused = 1 }
+    /\tfmla\tv[0-9]+\.4s/ { fmla++ }
+    END { flush() }
+  ' > "$tmp"
+  grep -q '^neon-stripe ' "$tmp" || fail "neon-stripe: no function holds portable_kernel<6, true> in $bin"
+  grep -q '^neon-attention ' "$tmp" || fail "neon-attention: no function holds small_matmul<true> in $bin"
+  while read -r kind fmla name; do
+    printf 'check-kernels: %-22s fmla .4s %4d  (%s)\n' "$kind" "$fmla" "$name"
+    case "$kind" in
+      neon-stripe) [ "$fmla" -ge 24 ] || fail "$kind has $fmla fmla, expected >= 24 (the 6 x 16 block)" ;;
+      neon-attention) [ "$fmla" -ge 1 ] || fail "$kind has no fmla" ;;
+      neon-attention-unfused) fail "attention's multiply-then-add form (small_matmul<false>) is compiled in: NEON has FMA" ;;
+    esac
+  done < "$tmp"
+  if [ "$failures" -gt 0 ]; then
+    echo "check-kernels: $failures failure(s) in $bin"
+    exit 1
+  fi
+  echo "check-kernels: ok ($bin, AArch64)"
+  exit 0
+elif [ "$machine" != 003e ]; then
+  echo "check-kernels: $bin is neither x86-64 nor AArch64 (ELF machine 0x$machine): nothing to check"
+  exit 0
+fi
+command -v objdump >/dev/null || { echo "check-kernels: objdump not found (Debian: apt-get install binutils)" >&2; exit 1; }
 # One line per function of interest: kind gathers zmm_fma ymm_fma vector_regs name
 objdump -d -l -C --no-show-raw-insn "$bin" | awk '
   function flush() {
@@ -73,8 +125,6 @@ objdump -d -l -C --no-show-raw-insn "$bin" | awk '
   END { flush() }
 ' > "$tmp"
 
-failures=0
-fail() { echo "check-kernels: FAIL: $*"; failures=$((failures + 1)); }
 for kind in avx512bf16-stripe avx512-stripe avx2-stripe avx512-attention avx2-attention avx512-attend avx2-attend baseline-stripe; do
   if ! grep -q "^$kind " "$tmp"; then
     fail "$kind: function not found in $bin"

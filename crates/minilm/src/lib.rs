@@ -589,12 +589,15 @@ fn attention(
 }
 
 /// The head size of [`attend_blocked`]: all-MiniLM-L6-v2's (384 / 12), one register block wide.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const HEAD: usize = 32;
 /// Inputs per call of [`attend_blocked`]'s kernel.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const KB: usize = 16;
 
 /// The arguments of [`attend_blocked`], for the x86 kernels' `vectorize` calls: one text's
 /// `(len, 3h)` rows of the QKV projection and its `(len, h)` rows of output.
+#[cfg(target_arch = "x86_64")]
 pub(crate) struct AttendArgs<'a> {
     pub(crate) qkv: &'a [f32],
     pub(crate) out: &'a mut [f32],
@@ -603,6 +606,7 @@ pub(crate) struct AttendArgs<'a> {
     pub(crate) scale: f32,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl AttendArgs<'_> {
     /// [`attend_blocked`] with these arguments and `kernel`.
     #[inline(always)]
@@ -615,6 +619,7 @@ impl AttendArgs<'_> {
 /// `a`, [`KB`] rows of [`HEAD`] columns `b`. A trait implemented with an `#[inline(always)]`
 /// method rather than a closure: a closure was left out of line in the AVX2 instance, compiled
 /// without AVX2 and FMA (`scripts/check-kernels.sh` found no FMA there).
+#[cfg(target_arch = "x86_64")]
 pub(crate) trait AttendKernel<const ROWS: usize>: Copy {
     fn step(self, a: [&[f32; KB]; ROWS], b: [&[f32; HEAD]; KB], acc: &mut [[f32; HEAD]; ROWS]);
 }
@@ -627,6 +632,7 @@ pub(crate) trait AttendKernel<const ROWS: usize>: Copy {
 /// loops, inlined into the caller's instruction set), and `P V` (values straight from the QKV
 /// rows) accumulates in registers. Queries past the text's end repeat its last one (never
 /// stored); keys past it are zero and get probability 0.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn attend_blocked<const ROWS: usize>(
     qkv: &[f32],
@@ -720,7 +726,9 @@ fn attend_blocked<const ROWS: usize>(
 fn attend(qkv: &[f32], out: &mut [f32], h: usize, heads: usize, scale: f32) {
     let width = 3 * h;
     let len = out.len() / h;
-    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
+    // AArch64 has no "fma" feature to test: its FMA (`fmla`) is part of NEON, so of the target.
+    const FMA: bool = cfg!(target_arch = "aarch64")
+        || multiversion::target::target_cfg_f!(target_feature = "fma");
     let d = h / heads;
     let (rows, cols) = (len.next_multiple_of(MR), len.next_multiple_of(NR));
     let mut q = vec![0f32; rows * d];
@@ -901,10 +909,10 @@ mod tests {
 
     #[test]
     fn fused_attention_matches_textbook_attention_on_every_path() {
-        // Heads of 16 (the generic `attend`) and of 32 (`attend_blocked` on x86 SIMD paths);
-        // texts shorter than one block of queries, not a multiple of the AVX-512 (12) or AVX2
-        // (6) block height, over one panel of 32 keys and not a multiple of KB (16).
-        for d in [16, HEAD] {
+        // Heads of 16 (the generic `attend`) and of 32 (`HEAD`: `attend_blocked` on x86 SIMD
+        // paths); texts shorter than one block of queries, not a multiple of the AVX-512 (12) or
+        // AVX2 (6) block height, over one panel of 32 keys and not a multiple of KB (16).
+        for d in [16, 32] {
             let heads = 2;
             let h = heads * d;
             let lengths = [3usize, 5, 1, 13, 40, 77];

@@ -240,6 +240,7 @@ fn stripe_forward(
 }
 
 /// The arguments of [`stripe`], for the x86 kernels' `vectorize` calls.
+#[cfg(target_arch = "x86_64")]
 pub(crate) struct StripeArgs<'s, 'a> {
     pub(crate) w: &'s Linear,
     pub(crate) x: &'s [f32],
@@ -248,6 +249,7 @@ pub(crate) struct StripeArgs<'s, 'a> {
     pub(crate) residual: &'s [f32],
 }
 
+#[cfg(target_arch = "x86_64")]
 impl StripeArgs<'_, '_> {
     /// [`stripe`] with these arguments and `kernel`.
     #[inline(always)]
@@ -261,6 +263,7 @@ impl StripeArgs<'_, '_> {
 
 /// The baseline: [`stripe`] with the portable kernel, without FMA, compiled for the crate's
 /// target only (never inlined into a clone with more features).
+#[cfg(any(test, not(target_arch = "aarch64")))]
 #[inline(never)]
 fn stripe_baseline(w: &Linear, x: &[f32], y: &mut [f32], then: &Then<'_>, residual: &[f32]) {
     stripe::<MR, false>(w, x, y, then, residual, portable_kernel::<MR, false>);
