@@ -25,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 source scripts/lib/model.sh
+source scripts/lib/apt.sh
 
 throughput=0
 case "${1:-}" in
@@ -48,23 +49,12 @@ if [ "$(uname -m)" != x86_64 ]; then
 fi
 
 target=aarch64-unknown-linux-gnu
-packages=(rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu
-  libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user-static)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "check-aarch64: installing ${missing[*]} from Debian (once)..."
-  if [ "$(id -u)" -ne 0 ]; then
-    log "check-aarch64: not root: run dpkg --add-architecture arm64 && apt-get update && apt-get install ${missing[*]}, then rerun"
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; } \
-    || { log "check-aarch64: apt-get install ${missing[*]} failed (are Debian's mirrors reachable?)"; exit 1; }
+# The arm64 standard library is a package of the arm64 architecture (multiarch).
+if [ "$(id -u)" -eq 0 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
 fi
+apt_install check-aarch64 --no-install-recommends rustc-web cargo-web libstd-rust-web-dev:arm64 \
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user-static
 
 # Debian's toolchain, not rustup's (whose rustc has no AArch64 standard library here).
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc

@@ -29,6 +29,8 @@
 ME_PODMAN_HOME="${MARKET_ENCODER_PODMAN_HOME:-${HOME:-/tmp}/.cache/market-encoder/podman}"
 ME_DEBIAN_MIRROR="${MARKET_ENCODER_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 ME_STAND_IN_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../image" && pwd)"
+# shellcheck source=scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 podman_log() { printf 'podman: %s\n' "$*" >&2; }
 
@@ -38,15 +40,7 @@ ensure_podman() {
   command -v runc >/dev/null 2>&1 || missing+=(runc)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   if [ ${#missing[@]} -gt 0 ]; then
-    podman_log "installing ${missing[*]} from Debian (once)..."
-    if [ "$(id -u)" -ne 0 ]; then
-      podman_log "not root: install ${missing[*]} (apt-get install ${missing[*]}) and rerun"
-      return 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${missing[@]}" >/dev/null; } \
-      || { podman_log "apt-get install ${missing[*]} failed (are Debian's mirrors reachable?)"; return 1; }
+    apt_install podman "${missing[@]}" || return 1
   fi
   mkdir -p "$ME_PODMAN_HOME/storage" || return 1
   local nofile
