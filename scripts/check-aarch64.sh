@@ -50,7 +50,11 @@ fi
 
 target=aarch64-unknown-linux-gnu
 # The arm64 standard library is a package of the arm64 architecture (multiarch).
-if [ "$(id -u)" -eq 0 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "check-aarch64: not root: run dpkg --add-architecture arm64 && apt-get update, then rerun"
+    exit 1
+  fi
   dpkg --add-architecture arm64
 fi
 apt_install check-aarch64 --no-install-recommends rustc-web cargo-web libstd-rust-web-dev:arm64 \

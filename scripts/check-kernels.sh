@@ -48,6 +48,15 @@ tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 failures=0
 fail() { echo "check-kernels: FAIL: $*"; failures=$((failures + 1)); }
+# finish WHAT: the verdict on WHAT, and the exit status.
+finish() {
+  if [ "$failures" -gt 0 ]; then
+    echo "check-kernels: $failures failure(s) in $bin"
+    exit 1
+  fi
+  echo "check-kernels: ok ($1)"
+  exit 0
+}
 
 # e_machine, the 16-bit field at offset 18 of the ELF header: 0x3e x86-64, 0xb7 AArch64.
 machine=$(od -An -tx2 -j18 -N2 "$bin" | tr -d ' ')
@@ -84,12 +93,7 @@ if [ "$machine" = 00b7 ]; then
       neon-attention-unfused) fail "attention's multiply-then-add form (small_matmul<false>) is compiled in: NEON has FMA" ;;
     esac
   done < "$tmp"
-  if [ "$failures" -gt 0 ]; then
-    echo "check-kernels: $failures failure(s) in $bin"
-    exit 1
-  fi
-  echo "check-kernels: ok ($bin, AArch64)"
-  exit 0
+  finish "$bin, AArch64"
 elif [ "$machine" != 003e ]; then
   echo "check-kernels: $bin is neither x86-64 nor AArch64 (ELF machine 0x$machine): nothing to check"
   exit 0
@@ -151,8 +155,4 @@ while read -r kind gathers zfma yfma vregs name; do
       [ "$vregs" -eq 0 ] || fail "$kind uses ymm/zmm registers ($vregs instructions): not the plain baseline" ;;
   esac
 done < "$tmp"
-if [ "$failures" -gt 0 ]; then
-  echo "check-kernels: $failures failure(s) in $bin"
-  exit 1
-fi
-echo "check-kernels: ok ($bin)"
+finish "$bin"
