@@ -179,7 +179,8 @@ fn every_simd_path_is_many_times_faster_than_the_baseline() {
     // >= BF16_MIN_SPEEDUP) the path is the fastest one: 10.9-11.6x the baseline on Zen 5. Where
     // it does not, the path is not selected and runs below the fp32 one, but a register-blocked
     // clone is still several times the baseline: 3.1x on the Intel Xeon of 2026-12-02 (dot
-    // products ~0.5x the FMA's flops), under load; a clone without its register block is ~1x.
+    // products ~0.5x the FMA's flops), under load; a clone that lost its register block falls
+    // toward the baseline.
     let paths = [
         (KernelPath::Avx512Bf16, if bf16_pays() { 4.0 } else { 2.0 }),
         (KernelPath::Avx512, 3.0),
