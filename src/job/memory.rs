@@ -1,9 +1,11 @@
 //! The embed and index stages' loop: every pending document is embedded and upserted into
-//! Chroma in rounds, and marked indexed only in the version Chroma accepted. Called once per
-//! run by `job/mod.rs` after every security is stored.
+//! Chroma in rounds, and marked indexed only in the version Chroma accepted. Started by
+//! `job/mod.rs` with the run, it follows the narrate stage: the documents of the securities
+//! stored first are embedded while the others are still being fetched.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
@@ -62,18 +64,29 @@ impl ModelLoad {
     }
 }
 
-/// The embed and index stages: every pending document (new, changed, or left by an earlier run)
-/// is embedded and upserted into Chroma in rounds of `batch_size`, then marked indexed in that
-/// version. On cancellation the work in flight is abandoned at once, wherever it is (a Chroma
-/// call, the model load, an embedding chunk): a document is marked only after Chroma accepted
-/// it, so the round in flight simply stays pending (ids are stable: a re-upsert overwrites).
-/// Embedding goes a chunk at a time ([`EMBED_CHUNK`]) so that the blocking thread computing
-/// an abandoned chunk is done within a second or two. On error, returns how many were
-/// indexed before.
+/// What the narrate stage has committed so far, which the index stage follows.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Narrated {
+    /// Documents written (only its changes matter: each one wakes the index stage).
+    pub documents: u64,
+    /// The narrate stage is over: nothing more will be written this run.
+    pub done: bool,
+}
+
+/// The embed and index stages, beside the fetch, store and narrate stages: every pending
+/// document (new, changed, or left by an earlier run) is embedded and upserted into Chroma in
+/// rounds of `batch_size`, then marked indexed in that version; a round starts whenever the
+/// narrate stage has written more (`narrated`), and the last one after it is `done`. On
+/// cancellation the work in flight is abandoned at once, wherever it is (a Chroma call, the
+/// model load, an embedding chunk): a document is marked only after Chroma accepted it, so the
+/// round in flight simply stays pending (ids are stable: a re-upsert overwrites). Embedding goes
+/// a chunk at a time ([`EMBED_CHUNK`]) so that the blocking thread computing an abandoned chunk
+/// is done within a second or two. On error, returns how many were indexed before.
 pub(super) async fn index_documents(
     store: &Store,
     memory: &MemoryOptions,
     model: ModelLoad,
+    narrated: watch::Receiver<Narrated>,
     cancel: &CancellationToken,
 ) -> Result<u64, (u64, MemoryError)> {
     let indexed = AtomicU64::new(0);
@@ -84,7 +97,7 @@ pub(super) async fn index_documents(
             info!(documents_indexed = n, "stopped: the round in flight stays pending");
             Ok(n)
         }
-        result = index_all(store, memory, model, &indexed) => {
+        result = index_all(store, memory, model, narrated, &indexed) => {
             result.map_err(|e| (indexed.load(Ordering::Relaxed), e))
         }
     }
@@ -94,6 +107,7 @@ async fn index_all(
     store: &Store,
     memory: &MemoryOptions,
     model: ModelLoad,
+    mut narrated: watch::Receiver<Narrated>,
     indexed: &AtomicU64,
 ) -> Result<u64, MemoryError> {
     // Chroma first: if it is down, or its collection holds another model's vectors, fail
@@ -106,32 +120,73 @@ async fn index_all(
     let embedder = model.finish().await?;
 
     info!(model = %memory.embedder, "embedding the pending documents");
-    let mut after: Option<(String, NaiveDate)> = None;
+    let index = Index {
+        store,
+        chroma: &chroma,
+        collection: &collection,
+        embedder: &embedder,
+        batch_size: memory.batch_size,
+        indexed,
+    };
     loop {
-        let batch = store
-            .pending_documents(
-                after.as_ref().map(|(s, d)| (s.as_str(), *d)),
-                memory.batch_size,
-            )
-            .await?;
-        let Some(last) = batch.last() else { break };
-        after = Some((last.symbol.clone(), last.trade_date));
-        let mut vectors = Vec::with_capacity(batch.len());
-        for chunk in batch.chunks(EMBED_CHUNK) {
-            let texts: Vec<String> = chunk.iter().map(|d| d.document.clone()).collect();
-            vectors.extend(embedder.embed(texts).await?);
+        // Read before the round: whatever was written before `done` is in this round.
+        let last = narrated.borrow_and_update().done;
+        index.pending().await?;
+        if last {
+            break;
         }
-        let records: Vec<Record> = batch
-            .iter()
-            .zip(vectors)
-            .map(|(d, embedding)| record(d, embedding))
-            .collect();
-        chroma.upsert(&collection, &records).await?;
-        let marked = store.mark_indexed(&batch).await?;
-        let total = indexed.fetch_add(marked, Ordering::Relaxed) + marked;
-        info!(documents = batch.len(), total, "indexed");
+        if narrated.changed().await.is_err() {
+            // The narrate stage is gone unfinished (the run is being dropped): one last round.
+            index.pending().await?;
+            break;
+        }
     }
     Ok(indexed.load(Ordering::Relaxed))
+}
+
+/// One index stage's parts, for its rounds.
+struct Index<'a> {
+    store: &'a Store,
+    chroma: &'a ChromaClient,
+    collection: &'a Collection,
+    embedder: &'a Embedder,
+    batch_size: usize,
+    indexed: &'a AtomicU64,
+}
+
+impl Index<'_> {
+    /// Every document pending now, `batch_size` at a time in (symbol, date) order: embedded,
+    /// upserted, marked. One written meanwhile before the cursor waits for the next round.
+    async fn pending(&self) -> Result<(), MemoryError> {
+        let mut after: Option<(String, NaiveDate)> = None;
+        loop {
+            let batch = self
+                .store
+                .pending_documents(
+                    after.as_ref().map(|(s, d)| (s.as_str(), *d)),
+                    self.batch_size,
+                )
+                .await?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            after = Some((last.symbol.clone(), last.trade_date));
+            let mut vectors = Vec::with_capacity(batch.len());
+            for chunk in batch.chunks(EMBED_CHUNK) {
+                let texts: Vec<String> = chunk.iter().map(|d| d.document.clone()).collect();
+                vectors.extend(self.embedder.embed(texts).await?);
+            }
+            let records: Vec<Record> = batch
+                .iter()
+                .zip(vectors)
+                .map(|(d, embedding)| record(d, embedding))
+                .collect();
+            self.chroma.upsert(self.collection, &records).await?;
+            let marked = self.store.mark_indexed(&batch).await?;
+            let total = self.indexed.fetch_add(marked, Ordering::Relaxed) + marked;
+            info!(documents = batch.len(), total, "indexed");
+        }
+    }
 }
 
 /// If the collection holds fewer records than PostgreSQL says were indexed, Chroma lost some

@@ -1,5 +1,6 @@
-//! The job: for each selected security, fetch -> validate -> store, `batch_size` at a time, each
-//! security on its own (one failing never stops the others), recorded in `runs`.
+//! The job: for each selected security, fetch -> validate -> store -> narrate, `batch_size` at a
+//! time, each security on its own (one failing never stops the others), with the embed and
+//! index stages following the narratives as they are written; recorded in `runs`.
 //!
 //! Memory is bounded by the series in flight (at most 2 x `batch_size`), however many securities
 //! are configured: a security's bars are dropped as soon as they are stored, and only its small
@@ -22,7 +23,7 @@ pub mod validate;
 
 use lost::Lost;
 pub use memory::{MemoryError, MemoryOptions, chroma_metadata, record};
-use memory::{ModelLoad, index_documents};
+use memory::{ModelLoad, Narrated, index_documents};
 pub use narration::ContextSymbols;
 use narration::narrate_stage;
 pub use outcome::{FeaturesReport, IndexReport, RunReport, SecurityOutcome, SecurityReport};
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
@@ -124,7 +126,7 @@ pub struct StartedRun {
     started: Instant,
 }
 
-/// Connects (with `options.batch_size` + 1 connections), applies migrations unless told not
+/// Connects (with 2 x `options.batch_size` + 2 connections), applies migrations unless told not
 /// to, takes the run lock ([`StoreError::Locked`] if another run holds it; orphaned `running`
 /// rows become `abandoned`), builds the Yahoo client and records the run as started. Nothing is
 /// fetched yet, and nothing that can fail comes after the run's row is written.
@@ -133,8 +135,10 @@ pub async fn start(
     database: &DatabaseSettings,
 ) -> Result<StartedRun, JobError> {
     let started = Instant::now();
-    // One connection per concurrent store transaction, plus one for the run's own bookkeeping.
-    let pool_size = u32::try_from(options.batch_size + 1).unwrap_or(u32::MAX);
+    // One connection per concurrent store transaction and per concurrent narration (the two
+    // stages run side by side), one for the index stage and one for the run's own bookkeeping
+    // and the features. Connections open only when first needed.
+    let pool_size = u32::try_from(2 * options.batch_size.max(1) + 2).unwrap_or(u32::MAX);
     let store = Store::connect(database, pool_size).await?;
     if options.apply_migrations {
         store.migrate().await?;
@@ -188,10 +192,12 @@ async fn stages(
     let span = info_span!("run", %run_id, window = %options.window);
     info!(parent: &span, securities = options.securities.len(), max_requests = options.client.throttle.max_requests, "run started");
 
-    // Two stages joined by a stream: up to `batch_size` fetches in flight, and up to
+    // The price stages joined by a stream: up to `batch_size` fetches in flight, and up to
     // `batch_size` store transactions in flight, so that network waits overlap database writes.
     // `buffer_unordered` pulls from upstream only when it has room, so at most
-    // 2 x batch_size series are in memory at once.
+    // 2 x batch_size series are in memory at once. Each stored security's report goes on to the
+    // narrate stage and its documents to the index stage, which run beside it (below): by the
+    // last answer from Yahoo, the other securities' documents are embedded.
     let width = options.batch_size.max(1);
     let windows = plan_windows(&store, options).await?;
     let lost = Lost::new();
@@ -210,7 +216,8 @@ async fn stages(
         .as_ref()
         .map(|m| ModelLoad::start(&m.embedder));
     let mut lock = lock;
-    let work = futures::stream::iter(&options.securities)
+    let (stored, stored_reports) = futures::channel::mpsc::unbounded();
+    let prices = futures::stream::iter(fetch_order(options))
         .map(|security| {
             let planned = windows.get(security.db_symbol.as_str()).copied();
             fetch_security(&sources, security, planned, options, &stop)
@@ -223,10 +230,81 @@ async fn stages(
                 .instrument(info_span!(parent: &span, "store", %symbol))
         })
         .buffer_unordered(width)
+        .map(Ok)
         // A boxed stream: without it rustc cannot prove the run's future `Send` through the
         // closures' higher-ranked lifetimes (rust-lang/rust#102211), and `serve` spawns it.
         .boxed()
-        .collect::<Vec<SecurityReport>>();
+        // Through a channel, so that the price stages never wait for the narratives; the
+        // channel closes when the last security is stored.
+        .forward(stored);
+    let (narrated_tx, narrated_rx) = watch::channel(Narrated::default());
+    // The narrate stage, then the features stage once every price is in. The narratives run
+    // even when told to stop: they finish the stored securities' units of work (a rebased
+    // security's documents must all be narrated again), and take a moment.
+    let narrate_and_features = async {
+        let reports = narrate_stage(&store, options, stored_reports, &lost, &|documents| {
+            narrated_tx.send_modify(|n| n.documents += documents);
+        })
+        .instrument(info_span!(parent: &span, "narrate"))
+        .await;
+        narrated_tx.send_modify(|n| n.done = true);
+        let documents: u64 = reports.iter().map(|r| r.documents_written).sum();
+        info!(parent: &span, documents_written = documents, "narrated");
+        // The cross-asset features, once, from the stored closes of every input (whichever
+        // securities this run selected). A failure costs no prices: it is reported, the run
+        // is partial, and the next run recomputes from its window. From the earliest date any
+        // security's history changed (a catch-up, a first history, a rebase), so that the
+        // features over rewritten closes are recomputed too.
+        let features_from = reports
+            .iter()
+            .filter_map(|r| r.changed_from)
+            .chain([options.window.from()])
+            .min()
+            .unwrap_or(options.window.from());
+        let features = match &options.features {
+            Some(plan) if !cancel.is_cancelled() && !lost.token.is_cancelled() => Some(
+                compute_features(&store, plan, features_from)
+                    .instrument(info_span!(parent: &span, "features"))
+                    .await,
+            ),
+            _ => None,
+        };
+        (reports, features)
+    };
+    // Embed and index what is new or changed (and whatever an earlier run left pending), as
+    // the narrate stage writes it. Chroma being down never costs prices or indicators.
+    let index = async {
+        let (Some(memory), Some(model)) = (&options.memory, model) else {
+            return None;
+        };
+        let started = Instant::now();
+        let result = index_documents(&store, memory, model, narrated_rx, &stop)
+            .instrument(info_span!(parent: &span, "index", collection = memory.chroma.collection()))
+            .await;
+        let (documents_indexed, error) = match result {
+            Ok(n) => (n, None),
+            Err((n, e)) => {
+                error!(error = %e, documents_indexed = n, "embedding/indexing stopped; the documents stay pending for the next run");
+                (n, Some(e.to_string()))
+            }
+        };
+        Some(IndexReport {
+            documents_indexed,
+            elapsed_ms: millis(started.elapsed()),
+            error,
+        })
+    };
+    let work = async {
+        let ((), (reports, features), index) = futures::join!(
+            async {
+                // Only a dropped receiver fails it, and the join holds it to the end.
+                let _ = prices.await;
+            },
+            narrate_and_features,
+            index
+        );
+        (reports, features, index)
+    };
     // The heartbeat: a database that dies between statements is noticed within a second or
     // two on the lock's own connection, not only by the next statement.
     let heartbeat = async {
@@ -240,10 +318,10 @@ async fn stages(
             }
         }
     };
-    let reports = {
+    let (mut reports, features, index) = {
         tokio::pin!(work);
         tokio::select! {
-            reports = &mut work => reports,
+            done = &mut work => done,
             () = heartbeat => work.await,
         }
     };
@@ -252,7 +330,6 @@ async fn stages(
         // The row cannot be written now; the next run marks it abandoned. Do not wait for it.
         return Err(lost_run(source, &reports, run_id));
     }
-    let mut reports = reports;
     // Config order, not completion order: the summary reads the same every day.
     let order: BTreeMap<&str, usize> = options
         .securities
@@ -266,65 +343,7 @@ async fn stages(
             .copied()
             .unwrap_or(usize::MAX)
     });
-
-    // The narratives, once every security of the run is stored: a document tells the day of
-    // the context securities too (VIX, the dollar), so it must not depend on which of them was
-    // fetched first. Run even when told to stop: it finishes the stored securities' units of
-    // work (a rebased security's documents must all be narrated again), and takes a moment.
-    let narrated = narrate_stage(&store, options, &mut reports, &lost)
-        .instrument(info_span!(parent: &span, "narrate"))
-        .await;
-    if let Some(source) = lost.take() {
-        return Err(lost_run(source, &reports, run_id));
-    }
-    info!(parent: &span, documents_written = narrated, "narrated");
-
-    // The cross-asset features, once, from the stored closes of every input (whichever
-    // securities this run selected). A failure costs no prices: it is reported, the run is
-    // partial, and the next run recomputes from its window.
-    // From the earliest date any security's history changed (a catch-up, a first history, a
-    // rebase), so that the features over rewritten closes are recomputed too.
-    let features_from = reports
-        .iter()
-        .filter_map(|r| r.changed_from)
-        .chain([options.window.from()])
-        .min()
-        .unwrap_or(options.window.from());
-    let features = match &options.features {
-        Some(plan) if !cancel.is_cancelled() => Some(
-            compute_features(&store, plan, features_from)
-                .instrument(info_span!(parent: &span, "features"))
-                .await,
-        ),
-        _ => None,
-    };
     let features_failed = features.as_ref().is_some_and(|f| f.error.is_some());
-
-    // Embed and index what is new or changed (and whatever an earlier run left pending). It
-    // runs after every price is stored: Chroma being down never costs prices or indicators.
-    let index = match (&options.memory, model) {
-        (Some(memory), Some(model)) if !cancel.is_cancelled() => {
-            let started = Instant::now();
-            let result = index_documents(&store, memory, model, cancel)
-                .instrument(
-                    info_span!(parent: &span, "index", collection = memory.chroma.collection()),
-                )
-                .await;
-            let (documents_indexed, error) = match result {
-                Ok(n) => (n, None),
-                Err((n, e)) => {
-                    error!(error = %e, documents_indexed = n, "embedding/indexing stopped; the documents stay pending for the next run");
-                    (n, Some(e.to_string()))
-                }
-            };
-            Some(IndexReport {
-                documents_indexed,
-                elapsed_ms: millis(started.elapsed()),
-                error,
-            })
-        }
-        _ => None,
-    };
     let index_failed = index.as_ref().is_some_and(|i| i.error.is_some());
 
     let ok = count(&reports, SecurityOutcome::Succeeded);
@@ -442,6 +461,16 @@ impl Fetched<'_> {
 struct Planned {
     window: SecurityWindow,
     stored: Option<(NaiveDate, NaiveDate)>,
+}
+
+/// The selected securities in the order they are fetched: the context securities (VIX, the
+/// dollar) first, since every narrative waits for them, then the others in config order.
+fn fetch_order(options: &JobOptions) -> impl Iterator<Item = &Security> {
+    let (context, others): (Vec<&Security>, Vec<&Security>) = options
+        .securities
+        .iter()
+        .partition(|s| options.context.contains(&s.db_symbol));
+    context.into_iter().chain(others)
 }
 
 /// Each selected security's window, as a run would fetch it now (the dry run shows them).

@@ -1,11 +1,12 @@
-//! The narrate stage's unit of work (`job::narrate` is the pure part): once every security of
-//! the run is stored, each one's documents from its stored days, corporate actions and the
-//! context securities' bars of the same dates, written back through the store.
+//! The narrate stage's unit of work (`job::narrate` is the pure part): each security's documents
+//! from its stored days, corporate actions and the context securities' bars of the same dates,
+//! written back through the store as soon as the security and the run's context securities are
+//! stored, while the others are still being fetched.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio::sync::OnceCell;
 use tracing::{Instrument, info_span};
 
@@ -22,6 +23,26 @@ use crate::job::store::{Store, StoreError};
 pub struct ContextSymbols {
     pub vix: Option<DbSymbol>,
     pub dollar: Option<DbSymbol>,
+}
+
+impl ContextSymbols {
+    /// The context securities among `securities` (the run's): those whose reports every
+    /// narrative of the run waits for.
+    #[must_use]
+    pub fn in_run(&self, securities: &[Security]) -> HashSet<String> {
+        [self.vix.as_ref(), self.dollar.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|symbol| securities.iter().any(|s| &s.db_symbol == *symbol))
+            .map(|symbol| symbol.as_str().to_owned())
+            .collect()
+    }
+
+    /// Whether `symbol` is one of them.
+    #[must_use]
+    pub fn contains(&self, symbol: &DbSymbol) -> bool {
+        self.vix.as_ref() == Some(symbol) || self.dollar.as_ref() == Some(symbol)
+    }
 }
 
 /// The context securities' stored series, read by the first security of the stage that needs
@@ -65,63 +86,85 @@ async fn series<'c>(
     }
 }
 
-/// The narrate stage: every security this run stored is narrated ([`narrate_security`]), a
-/// few at a time. A store failure fails that security (or, if the database is gone, the run
-/// through `lost`). Returns the documents written.
+/// The narrate stage: every security of `stored` (the price stage's reports, in the order they
+/// finish) that was stored is narrated ([`narrate_security`]), a few at a time, as soon as every
+/// context security of the run has reported too ([`after_context`]): a document tells the day of
+/// VIX and the dollar, so it must not depend on which of them was stored first. `written` is told
+/// each security's documents once they are committed (the index stage embeds them meanwhile). A
+/// store failure fails that security (or, if the database is gone, the run through `lost`).
+/// Returns every report of `stored`, narrated or passed through.
 pub(super) async fn narrate_stage(
     store: &Store,
     options: &JobOptions,
-    reports: &mut [SecurityReport],
+    stored: impl Stream<Item = SecurityReport> + Send,
     lost: &Lost,
-) -> u64 {
+    written: &(dyn Fn(u64) + Sync),
+) -> Vec<SecurityReport> {
     let securities: HashMap<&str, &Security> = options
         .securities
         .iter()
         .map(|s| (s.db_symbol.as_str(), s))
         .collect();
-    let work: Vec<(usize, &Security, bool)> = reports
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.outcome == SecurityOutcome::Succeeded)
-        .filter_map(|(i, r)| {
-            let security = securities.get(r.db_symbol.as_str())?;
-            Some((i, *security, r.rebased.is_some()))
-        })
-        .collect();
     let context = &Context::new(&options.context);
-    let results: Vec<(usize, Duration, Result<u64, StoreError>)> = futures::stream::iter(work)
-        .map(|(i, security, rebased)| async move {
-            let started = Instant::now();
-            if lost.token.is_cancelled() {
-                return (i, started.elapsed(), Ok(0));
-            }
-            let written =
-                narrate_security(store, security, options.embedding_days, rebased, context)
-                    .instrument(info_span!("narrate", symbol = %security.db_symbol))
-                    .await;
-            (i, started.elapsed(), written)
-        })
-        .buffer_unordered(options.batch_size.max(1))
-        // Boxed for the same reason as the store stream's (rust-lang/rust#102211).
-        .boxed()
-        .collect()
-        .await;
-    let mut total = 0;
-    for (i, took, result) in results {
-        let report = &mut reports[i];
-        report.store_ms += millis(took);
-        match result {
-            Ok(written) => {
-                report.documents_written = written;
-                total += written;
-            }
-            Err(e) => {
-                let failed = store_failed(report.clone(), store, lost, e).await;
-                *report = failed;
-            }
+    let securities = &securities;
+    after_context(stored, options.context.in_run(&options.securities), |r| {
+        r.db_symbol.as_str()
+    })
+    .map(|mut report| async move {
+        let Some(security) = securities.get(report.db_symbol.as_str()) else {
+            return report;
+        };
+        if report.outcome != SecurityOutcome::Succeeded || lost.token.is_cancelled() {
+            return report;
         }
-    }
-    total
+        let started = Instant::now();
+        let rebased = report.rebased.is_some();
+        let result = narrate_security(store, security, options.embedding_days, rebased, context)
+            .instrument(info_span!("narrate", symbol = %security.db_symbol))
+            .await;
+        report.store_ms += millis(started.elapsed());
+        match result {
+            Ok(documents) => {
+                report.documents_written = documents;
+                written(documents);
+                report
+            }
+            Err(e) => store_failed(report, store, lost, e).await,
+        }
+    })
+    .buffer_unordered(options.batch_size.max(1))
+    // Boxed for the same reason as the store stream's (rust-lang/rust#102211).
+    .boxed()
+    .collect()
+    .await
+}
+
+/// `stored` as it comes once every one of `context` (db symbols) has come by; before that, held
+/// back. What is held is let go together, at the last context report or at the end of `stored`.
+fn after_context<T>(
+    stored: impl Stream<Item = T>,
+    mut context: HashSet<String>,
+    symbol: fn(&T) -> &str,
+) -> impl Stream<Item = T> {
+    let mut held = Vec::new();
+    stored
+        .map(Some)
+        .chain(futures::stream::iter([None]))
+        .flat_map(move |item| {
+            let out = match item {
+                Some(report) => {
+                    context.remove(symbol(&report));
+                    held.push(report);
+                    if context.is_empty() {
+                        std::mem::take(&mut held)
+                    } else {
+                        Vec::new()
+                    }
+                }
+                None => std::mem::take(&mut held),
+            };
+            futures::stream::iter(out)
+        })
 }
 
 /// The narrate stage for one security: documents and their metadata for its last `days`
@@ -196,4 +239,66 @@ async fn narrate_security(
         &markets,
     );
     store.write_documents(&security.db_symbol, &documents).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn symbols(items: &[&str]) -> HashSet<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// What `after_context` lets through after each item of `input` arrives (one channel send
+    /// at a time, polled to a standstill in between), and after the input closes.
+    fn released(input: &[&'static str], context: &[&str]) -> Vec<Vec<&'static str>> {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<&'static str>();
+        let mut gated = Box::pin(after_context(rx, symbols(context), |s| s));
+        let mut waves = Vec::new();
+        for item in input {
+            tx.unbounded_send(*item).unwrap();
+            waves.push(ready(&mut gated));
+        }
+        drop(tx);
+        waves.push(ready(&mut gated));
+        waves
+    }
+
+    /// Every item `stream` yields without waiting.
+    fn ready<T>(stream: &mut (impl Stream<Item = T> + Unpin)) -> Vec<T> {
+        let mut items = Vec::new();
+        while let Some(Some(item)) = futures::FutureExt::now_or_never(stream.next()) {
+            items.push(item);
+        }
+        items
+    }
+
+    #[test]
+    fn reports_wait_for_every_context_security_then_flow() {
+        let waves = released(&["SPY", "VIX", "QQQ", "DXY", "IWM"], &["VIX", "DXY"]);
+        assert_eq!(
+            waves,
+            [
+                vec![],
+                vec![],
+                vec![],
+                vec!["SPY", "VIX", "QQQ", "DXY"],
+                vec!["IWM"],
+                vec![],
+            ]
+        );
+    }
+
+    #[test]
+    fn without_context_in_the_run_nothing_waits() {
+        let waves = released(&["SPY", "QQQ"], &[]);
+        assert_eq!(waves, [vec!["SPY"], vec!["QQQ"], vec![]]);
+    }
+
+    #[test]
+    fn what_is_held_is_let_go_when_the_reports_end() {
+        // A context security that never reports (its unit was dropped): the end lets go.
+        let waves = released(&["SPY", "QQQ"], &["VIX"]);
+        assert_eq!(waves, [vec![], vec![], vec!["SPY", "QQQ"]]);
+    }
 }

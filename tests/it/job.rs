@@ -931,6 +931,41 @@ async fn spy_documents(db: &TestDb) -> Vec<(NaiveDate, String, Value)> {
     .unwrap()
 }
 
+/// The narratives are written as the securities are stored, but every one waits for the
+/// context securities of the run: VIX last in the config and slow to answer, SPY's documents
+/// still tell VIX's day, the same as when VIX answers at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_narrative_waits_for_the_context_securities_however_late_they_answer() {
+    let securities = [("etfs", "SPY", "SPY"), ("volatility", "^VIX", "VIX")];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &securities, "");
+    let yahoo = fake().await;
+    let prompt_db = TestDb::new().await;
+    let prompt = run_job(&cfg, &prompt_db, &yahoo, &WINDOW).await;
+    assert_eq!(prompt.code, 0, "{prompt:#?}");
+
+    // The first attempt times out (request_timeout_secs is 2 in the test config), the retry
+    // answers: VIX is stored ~2 s after SPY.
+    yahoo.set_scenario(
+        "^VIX",
+        Scenario::Sequence(vec![
+            Scenario::Hang(Duration::from_secs(10)),
+            Scenario::Synthetic,
+        ]),
+    );
+    let late_db = TestDb::new().await;
+    let late = run_job(&cfg, &late_db, &yahoo, &WINDOW).await;
+    assert_eq!(late.code, 0, "{late:#?}");
+    let documents = spy_documents(&late_db).await;
+    assert_eq!(documents.len(), 30);
+    assert!(
+        documents.iter().all(|d| d.2.get("vix_return").is_some()),
+        "SPY was narrated before VIX was stored: {:?}",
+        documents[0].2
+    );
+    assert_eq!(documents, spy_documents(&prompt_db).await);
+}
+
 /// Stored history must equal a fresh backfill: a document narrated while the context VIX bar
 /// of its date was missing (VIX failed that run) is narrated again once the bar is stored, even
 /// a day older than the run's `embedding_days`, and then reads as the backfill's.

@@ -202,6 +202,51 @@ async fn documents_are_embedded_indexed_and_read_by_the_official_client() {
     memory.drop_collection().await;
 }
 
+/// The index stage follows the narratives as they are written: the documents of a security
+/// stored early are embedded and in Chroma before a slow one's prices are even stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_are_indexed_while_slower_securities_are_still_fetched() {
+    let db = TestDb::new().await;
+    let yahoo = fake().await;
+    let memory = Memory::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[("etfs", "QQQ", "QQQ"), ("etfs", "SPY", "SPY")],
+        "",
+    );
+    // Two attempts time out (request_timeout_secs is 2 in the test config), the third
+    // answers: QQQ is stored ~4 s after SPY, time enough to embed SPY's 30 documents even on a
+    // busy CPU.
+    let hang = fake_yahoo::Scenario::Hang(std::time::Duration::from_secs(10));
+    yahoo.set_scenario(
+        "QQQ",
+        fake_yahoo::Scenario::Sequence(vec![hang.clone(), hang, fake_yahoo::Scenario::Synthetic]),
+    );
+    let r = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(
+        r.summary()["index"]["documents_indexed"],
+        60,
+        "{}",
+        r.stdout
+    );
+    assert_eq!(pending(&db).await, 0);
+    let (spy_indexed, qqq_stored): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "SELECT (SELECT max(indexed_at) FROM documents WHERE symbol = 'SPY'),
+                    (SELECT min(created_at) FROM market_data WHERE symbol = 'QQQ')",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        spy_indexed < qqq_stored,
+        "SPY's documents were indexed at {spy_indexed}, after QQQ's prices were stored at {qqq_stored}"
+    );
+    memory.drop_collection().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_chroma_down_prices_are_kept_and_the_next_run_catches_up() {
     let db = TestDb::new().await;
