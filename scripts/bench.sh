@@ -15,6 +15,8 @@
 # (crates/bench/python_stack.py: yfinance, pandas, psycopg2, chromadb; a venv created once by
 # scripts/lib/pystack.sh) on the first and the next daily run with embeddings and on phase A's
 # backfill, back to back with the release binary; it needs what --memory needs.
+# MARKET_ENCODER_BENCH_JOB_LOGS=DIR keeps phase E's job logs (at info, with each stage's
+# timestamps) in DIR, one file a run: where the next daily run's time goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
