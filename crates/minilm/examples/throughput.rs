@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     // Texts per second of wall time and per second of the process's CPU time (all threads;
     // Linux only, else 0): the second is steadier when other processes share the cores.
-    let run = || -> Result<(f64, f64), candle_core::Error> {
+    let run = || -> Result<(f64, f64), minilm::Error> {
         let (started, cpu_started) = (Instant::now(), cpu_seconds());
         for pair in batch.chunks(2) {
             pair.par_iter()

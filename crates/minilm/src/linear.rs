@@ -99,13 +99,14 @@ impl Linear {
         bias: Vec<f32>,
         input: usize,
         output: usize,
-    ) -> candle_core::Result<Self> {
+    ) -> Result<Self, crate::Error> {
         if input == 0 || weight.len() != input * output || bias.len() != output {
-            candle_core::bail!(
-                "a linear layer of {input} -> {output} with {} weights and {} biases",
-                weight.len(),
-                bias.len()
-            )
+            return Err(crate::Error::Layer {
+                input,
+                output,
+                weights: weight.len(),
+                biases: bias.len(),
+            });
         }
         let mut panels = vec![[0f32; NR]; output.div_ceil(NR) * input];
         for (j, row) in weight.chunks_exact(input).enumerate() {
@@ -541,61 +542,69 @@ pub(crate) fn erf(x: f32) -> f32 {
 mod tests {
     use super::*;
     use crate::tests::{max_diff, values};
-    use candle_core::{Device, Tensor};
 
     #[test]
     fn erf_matches_libm() {
         let mut worst = 0f32;
         for i in -6000..=6000 {
             let x = i as f32 / 1000.0;
-            let diff = (erf(x) - candle_core::cpu::erf::erf_f32(x)).abs();
+            let diff = (erf(x) - libm::erff(x)).abs();
             worst = worst.max(diff);
         }
         assert!(worst < 1e-6, "max |erf - libm erff| = {worst}");
     }
 
-    /// `then(x · Wᵀ + b)` computed with plain candle ops.
+    /// `then(x · Wᵀ + b)` computed the textbook way, in f64: `(rows, output)` row-major.
     fn reference(
         x: &[f32],
         weight: &[f32],
         bias: &[f32],
         (rows, input, output): (usize, usize, usize),
         then: &Then<'_>,
-    ) -> candle_core::Result<Tensor> {
-        let device = Device::Cpu;
-        let x = Tensor::from_slice(x, (rows, input), &device)?;
-        let w = Tensor::from_slice(weight, (output, input), &device)?;
-        let y = x
-            .matmul(&w.t()?)?
-            .broadcast_add(&Tensor::from_slice(bias, output, &device)?)?;
-        Ok(match then {
-            Then::Nothing => y,
-            Then::Gelu => y.gelu_erf()?,
-            Then::ResidualNorm { residual, norm } => {
-                let t = (y + Tensor::from_slice(residual, (rows, output), &device)?)?;
-                let mean = t.mean_keepdim(1)?;
-                let c = t.broadcast_sub(&mean)?;
-                let var = c.sqr()?.mean_keepdim(1)?;
-                c.broadcast_div(&(var + f64::from(norm.eps))?.sqrt()?)?
-                    .broadcast_mul(&Tensor::from_slice(&norm.gamma, output, &device)?)?
-                    .broadcast_add(&Tensor::from_slice(&norm.beta, output, &device)?)?
+    ) -> Vec<f64> {
+        let mut y = vec![0f64; rows * output];
+        for (r, row) in y.chunks_exact_mut(output).enumerate() {
+            for (j, y) in row.iter_mut().enumerate() {
+                let dot: f64 = (0..input)
+                    .map(|k| f64::from(x[r * input + k]) * f64::from(weight[j * input + k]))
+                    .sum();
+                *y = dot + f64::from(bias[j]);
             }
-        })
+            match then {
+                Then::Nothing => {}
+                Then::Gelu => {
+                    for y in row.iter_mut() {
+                        *y = 0.5 * *y * (1.0 + libm::erf(*y / std::f64::consts::SQRT_2));
+                    }
+                }
+                Then::ResidualNorm { residual, norm } => {
+                    for (j, y) in row.iter_mut().enumerate() {
+                        *y += f64::from(residual[r * output + j]);
+                    }
+                    let mean = row.iter().sum::<f64>() / output as f64;
+                    let var = row.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / output as f64;
+                    let sd = (var + f64::from(norm.eps)).sqrt();
+                    for (j, y) in row.iter_mut().enumerate() {
+                        *y = (*y - mean) / sd * f64::from(norm.gamma[j]) + f64::from(norm.beta[j]);
+                    }
+                }
+            }
+        }
+        y
     }
 
     /// `ours` (its first `rows * output` values) equals `theirs` up to rounding: sums of up to
     /// ~800 products of values in [-1, 1) differ in the last bits, a wrong term by far more.
     fn assert_close(
         mut ours: Vec<f32>,
-        theirs: &Tensor,
+        theirs: &[f64],
         (rows, input, output): (usize, usize, usize),
         what: &str,
     ) {
         ours.truncate(rows * output);
-        let ours = Tensor::from_vec(ours, (rows, output), &Device::Cpu).unwrap();
         let diff = max_diff(&ours, theirs);
         assert!(
-            diff < 1e-4 * (input as f32).sqrt(),
+            diff < 1e-4 * (input as f64).sqrt(),
             "{what}: {rows}x{input} -> {output}: max diff {diff}"
         );
     }
@@ -640,7 +649,7 @@ mod tests {
     ];
 
     #[test]
-    fn linear_matches_candle_matmul_for_every_shape() {
+    fn linear_matches_the_textbook_product_for_every_shape() {
         for (i, &(rows, input, output)) in SHAPES.iter().enumerate() {
             let seed = 10 * i as u32;
             let x = values(rows * input, seed);
@@ -666,7 +675,7 @@ mod tests {
                 let path = KernelPath::selected();
                 layer.forward(path, &x, &mut y, &then);
                 let (x, weight) = (rounded_for(path, &x), rounded_for(path, &weight));
-                let theirs = reference(&x, &weight, &bias, (rows, input, output), &then).unwrap();
+                let theirs = reference(&x, &weight, &bias, (rows, input, output), &then);
                 assert_close(y, &theirs, (rows, input, output), "forward");
             }
         }
@@ -701,7 +710,7 @@ mod tests {
             let shape = (rows, input, output);
             let theirs = |path| {
                 let (x, weight) = (rounded_for(path, &x), rounded_for(path, &weight));
-                reference(&x, &weight, &bias, shape, &Then::Gelu).unwrap()
+                reference(&x, &weight, &bias, shape, &Then::Gelu)
             };
             let (exact, rounded) = (theirs(KernelPath::Avx512), theirs(KernelPath::Avx512Bf16));
             for (name, body) in bodies {

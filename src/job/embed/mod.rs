@@ -29,16 +29,16 @@
 //!   picked at run time, with the bias, GELU, residual and LayerNorm fused into them, and no
 //!   padding. It is faster than candle's `matmul` (the `gemm` crate) on these shapes and than
 //!   sentence-transformers on PyTorch (`scripts/bench.sh --memory`, README).
-//! - `candle-core` (Hugging Face's Rust ML framework) reads `model.safetensors` as it is (any
-//!   float type); pure Rust, so nothing to install or download at build or run time (ONNX
-//!   Runtime via `ort` needs a prebuilt native library and an ONNX export, `tch` needs
-//!   libtorch). Not depending on `candle-transformers` saves ~100 models, about 3 minutes of
-//!   release build on 2 cores.
+//! - `safetensors` (Hugging Face's parser of the format) reads `model.safetensors` as it is
+//!   (any float type, converted to f32 in `minilm`); pure Rust, so nothing to install or
+//!   download at build or run time (ONNX Runtime via `ort` needs a prebuilt native library and
+//!   an ONNX export, `tch` needs libtorch). candle-core did this before; it was only the
+//!   loader, and its ~20 crates (the `gemm` family among them) cost minutes of every cold
+//!   build (ARCHITECTURE.md, Dependencies).
 //! - `tokenizers` (Hugging Face's own, the one sentence-transformers runs) with
 //!   `default-features = false` and only `fancy-regex`: a pure-Rust regex backend instead of the
-//!   default `onig` (C), no progress bars or C++ suffix arrays. candle-core depends on it with
-//!   exactly these features already, so it costs no extra build time.
-//! - `rayon` (built anyway for candle and tokenizers): batches, row stripes of the matrix
+//!   default `onig` (C), no progress bars or C++ suffix arrays.
+//! - `rayon` (built anyway for tokenizers): batches, row stripes of the matrix
 //!   products and per-text attention all run on one pool.
 //!
 //! Threads: rayon's global pool, one thread per CPU this process may use
@@ -117,12 +117,23 @@ pub enum EmbedError {
     BadConfig { path: PathBuf, reason: String },
     #[error("cannot load the tokenizer {}: {reason}; replace it with the model's own tokenizer.json", path.display())]
     Tokenizer { path: PathBuf, reason: String },
-    #[error("cannot load the weights {}: {reason}; replace it with the model's own model.safetensors (a download may have been cut short)", path.display())]
-    Weights { path: PathBuf, reason: String },
+    #[error("cannot load the weights {}: {source}; replace it with the model's own model.safetensors (a download may have been cut short)", path.display())]
+    Weights {
+        path: PathBuf,
+        source: minilm::Error,
+    },
     #[error("tokenizing {count} texts failed: {reason}")]
     Tokenize { count: usize, reason: String },
-    #[error("the embedding model failed on a batch of {batch} texts: {reason}")]
-    Inference { batch: usize, reason: String },
+    #[error("the embedding model failed on a batch of {batch} texts: {source}")]
+    Inference { batch: usize, source: minilm::Error },
+    #[error(
+        "the encoder returned {got} values for a batch of {batch} texts, {expected} expected; this is a bug, please report it"
+    )]
+    ShortOutput {
+        batch: usize,
+        expected: usize,
+        got: usize,
+    },
     #[error(
         "HF_ENDPOINT {value:?} is not a URL ({reason}); set it to the hub's base URL, e.g. {DEFAULT_HUB}"
     )]
@@ -462,9 +473,9 @@ impl MiniLm {
 
         let weights_path = dir.join("model.safetensors");
         let model =
-            Bert::load(&read(&weights_path)?, &config).map_err(|e| EmbedError::Weights {
+            Bert::load(&read(&weights_path)?, &config).map_err(|source| EmbedError::Weights {
                 path: weights_path,
-                reason: one_line(&e),
+                source,
             })?;
 
         tracing::info!(
@@ -520,10 +531,7 @@ impl MiniLm {
                 .par_chunks(BATCH_SIZE)
                 .map(|chunk| {
                     let ids: Vec<&[u32]> = chunk.iter().map(|&i| encodings[i].get_ids()).collect();
-                    self.embed_batch(&ids).map_err(|e| EmbedError::Inference {
-                        batch: chunk.len(),
-                        reason: one_line(&e),
-                    })
+                    self.embed_batch(&ids)
                 })
                 .collect::<Result<_, _>>()?;
             for (chunk, vectors) in group.chunks(BATCH_SIZE).zip(vectors) {
@@ -541,27 +549,31 @@ impl MiniLm {
     }
 
     /// Mean-pooled, normalised vectors of one batch of token id sequences.
-    fn embed_batch(&self, ids: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+    fn embed_batch(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let lengths: Vec<usize> = ids.iter().map(|s| s.len()).collect();
-        let hidden = self.model.forward(&ids.concat(), &lengths)?;
+        let hidden = self
+            .model
+            .forward(&ids.concat(), &lengths)
+            .map_err(|source| EmbedError::Inference {
+                batch: ids.len(),
+                source,
+            })?;
         let dim = self.dimension;
         let mut rest = hidden.as_slice();
         let mut vectors = Vec::with_capacity(ids.len());
         for &len in &lengths {
             let Some((rows, tail)) = rest.split_at_checked(len * dim) else {
-                candle_core::bail!("the encoder returned fewer rows than tokens")
+                return Err(EmbedError::ShortOutput {
+                    batch: ids.len(),
+                    expected: lengths.iter().sum::<usize>() * dim,
+                    got: hidden.len(),
+                });
             };
             vectors.push(mean_pool_normalize(rows, len, dim));
             rest = tail;
         }
         Ok(vectors)
     }
-}
-
-/// A candle error without the backtrace it carries when `RUST_BACKTRACE` is set.
-fn one_line(e: &candle_core::Error) -> String {
-    let s = e.to_string();
-    s.lines().next().unwrap_or_default().to_owned()
 }
 
 /// Mean of the `len` rows of `rows` (a `(len, dim)` row-major matrix), L2-normalised as
@@ -593,12 +605,6 @@ mod tests {
     fn the_model_can_be_shared_across_threads() {
         fn send_sync<T: Send + Sync>() {}
         send_sync::<MiniLm>();
-    }
-
-    #[test]
-    fn candle_errors_become_one_line() {
-        let e = candle_core::Error::Msg("first\nsecond".to_owned());
-        assert_eq!(one_line(&e), "first");
     }
 
     #[test]
