@@ -187,6 +187,18 @@ impl Run {
         serde_json::from_str::<serde_json::Value>(line).unwrap()["summary"].clone()
     }
 
+    /// The summary's `index.documents_indexed`, the documents this run put into Chroma.
+    pub fn documents_indexed(&self) -> u64 {
+        self.summary()["index"]["documents_indexed"]
+            .as_u64()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no index.documents_indexed in the summary:\n{}",
+                    self.stdout
+                )
+            })
+    }
+
     pub fn security(&self, db_symbol: &str) -> serde_json::Value {
         self.summary()["securities"]
             .as_array()

@@ -755,12 +755,7 @@ async fn the_job_indexes_with_the_openai_provider_and_the_collection_remembers_t
     let window = ["--from", "2024-01-02", "--to", "2024-07-31"];
     let r = run_job_with(&cfg, &db, &yahoo, &window, &env).await;
     assert_eq!(r.code, 0, "{r:#?}");
-    assert_eq!(
-        r.summary()["index"]["documents_indexed"],
-        30,
-        "{}",
-        r.stdout
-    );
+    assert_eq!(r.documents_indexed(), 30, "{}", r.stdout);
     assert!(!r.stdout.contains(KEY) && !r.stderr.contains(KEY));
 
     // 30 documents in requests of 8, each with the key.

@@ -70,6 +70,16 @@ async fn pending(db: &TestDb) -> i64 {
     .unwrap()
 }
 
+/// A fresh database, fake Yahoo, Chroma collection name and directory for the config.
+async fn fresh() -> (TestDb, fake_yahoo::FakeYahoo, Memory, tempfile::TempDir) {
+    (
+        TestDb::new().await,
+        fake().await,
+        Memory::new(),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
 /// Two ETFs and an index stored and indexed into a collection of the test's own by one job
 /// run: the database, the fake, the collection, the config (and its directory) and that run.
 async fn indexed_market() -> (
@@ -80,10 +90,7 @@ async fn indexed_market() -> (
     std::path::PathBuf,
     crate::common::Run,
 ) {
-    let db = TestDb::new().await;
-    let yahoo = fake().await;
-    let memory = Memory::new();
-    let dir = tempfile::tempdir().unwrap();
+    let (db, yahoo, memory, dir) = fresh().await;
     let cfg = config(
         dir.path(),
         &[
@@ -102,12 +109,7 @@ async fn indexed_market() -> (
 async fn documents_are_embedded_indexed_and_read_by_the_official_client() {
     let (db, yahoo, memory, _dir, cfg, r) = indexed_market().await;
     // embedding_days is 30 in the test config: 30 documents per security.
-    assert_eq!(
-        r.summary()["index"]["documents_indexed"],
-        90,
-        "{}",
-        r.stdout
-    );
+    assert_eq!(r.documents_indexed(), 90, "{}", r.stdout);
     assert_eq!(pending(&db).await, 0);
 
     let client = memory.client().await;
@@ -197,7 +199,7 @@ async fn documents_are_embedded_indexed_and_read_by_the_official_client() {
     // A rerun embeds and writes nothing new.
     let again = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
     assert_eq!(again.code, 0, "{again:#?}");
-    assert_eq!(again.summary()["index"]["documents_indexed"], 0);
+    assert_eq!(again.documents_indexed(), 0, "{}", again.stdout);
     assert_eq!(client.count(&collection).await.unwrap(), 90);
     memory.drop_collection().await;
 }
@@ -206,10 +208,7 @@ async fn documents_are_embedded_indexed_and_read_by_the_official_client() {
 /// stored early are embedded and in Chroma before a slow one's prices are even stored.
 #[tokio::test(flavor = "multi_thread")]
 async fn documents_are_indexed_while_slower_securities_are_still_fetched() {
-    let db = TestDb::new().await;
-    let yahoo = fake().await;
-    let memory = Memory::new();
-    let dir = tempfile::tempdir().unwrap();
+    let (db, yahoo, memory, dir) = fresh().await;
     let cfg = config(
         dir.path(),
         &[("etfs", "QQQ", "QQQ"), ("etfs", "SPY", "SPY")],
@@ -225,12 +224,7 @@ async fn documents_are_indexed_while_slower_securities_are_still_fetched() {
     );
     let r = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
     assert_eq!(r.code, 0, "{r:#?}");
-    assert_eq!(
-        r.summary()["index"]["documents_indexed"],
-        60,
-        "{}",
-        r.stdout
-    );
+    assert_eq!(r.documents_indexed(), 60, "{}", r.stdout);
     assert_eq!(pending(&db).await, 0);
     let (spy_indexed, qqq_stored): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
         sqlx::query_as(
@@ -249,10 +243,7 @@ async fn documents_are_indexed_while_slower_securities_are_still_fetched() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_chroma_down_prices_are_kept_and_the_next_run_catches_up() {
-    let db = TestDb::new().await;
-    let yahoo = fake().await;
-    let memory = Memory::new();
-    let dir = tempfile::tempdir().unwrap();
+    let (db, yahoo, memory, dir) = fresh().await;
     let cfg = config(dir.path(), &[("etfs", "SPY", "SPY")], "");
 
     let mut down = memory.env();
@@ -279,7 +270,7 @@ async fn with_chroma_down_prices_are_kept_and_the_next_run_catches_up() {
     // Chroma is back: the next run (nothing new from Yahoo) indexes everything left pending.
     let back = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
     assert_eq!(back.code, 0, "{back:#?}");
-    assert_eq!(back.summary()["index"]["documents_indexed"], 30);
+    assert_eq!(back.documents_indexed(), 30, "{}", back.stdout);
     assert_eq!(pending(&db).await, 0);
     let client = memory.client().await;
     let collection = client.collection(&memory.collection).await.unwrap();
@@ -290,7 +281,7 @@ async fn with_chroma_down_prices_are_kept_and_the_next_run_catches_up() {
     memory.drop_collection().await;
     let refill = run_job_with(&cfg, &db, &yahoo, &WINDOW, &memory.env()).await;
     assert_eq!(refill.code, 0, "{refill:#?}");
-    assert_eq!(refill.summary()["index"]["documents_indexed"], 30);
+    assert_eq!(refill.documents_indexed(), 30, "{}", refill.stdout);
     assert!(
         refill.stderr.contains("re-indexing all"),
         "the operator is told why: {}",
@@ -600,10 +591,7 @@ async fn similar_finds_the_nearest_days_to_a_stored_day_or_a_text() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_embedding_exits_143_within_15_s_with_what_was_upserted_marked() {
     use tokio::io::AsyncBufReadExt;
-    let db = TestDb::new().await;
-    let yahoo = fake().await;
-    let memory = Memory::new();
-    let dir = tempfile::tempdir().unwrap();
+    let (db, yahoo, memory, dir) = fresh().await;
     // 8 securities x 120 days: 960 documents, far more than one round of 256.
     let cfg = crate::common::numbered_config(
         dir.path(),
