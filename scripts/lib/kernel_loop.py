@@ -21,8 +21,8 @@ HEADER = re.compile(r"^([0-9a-f]+) <(.*)>:$")
 INSN = re.compile(r"^\s+([0-9a-f]+):\s+(\S.*)$")
 
 
-def functions(lines):
-    """(name, has_marker, [(address, instruction)]) for each function of the disassembly."""
+def functions(lines, marker):
+    """(name, holds marker, [(address, instruction)]) for each function of the disassembly."""
     name, marked, body = None, False, []
     for line in lines:
         line = line.rstrip("\n")
@@ -35,7 +35,7 @@ def functions(lines):
         insn = INSN.match(line)
         if insn:
             body.append((int(insn.group(1), 16), insn.group(2).strip()))
-        elif MARKER.search(line):
+        elif marker.search(line):
             marked = True
     if name is not None:
         yield name, marked, body
@@ -55,18 +55,18 @@ def loops(body):
             yield start, [t for _, t in body[index[start] : i + 1]]
 
 
-def main():
+def main(marker, fma, least):
     best = None
-    for name, marked, body in functions(sys.stdin):
+    for name, marked, body in functions(sys.stdin, marker):
         if not marked:
             continue
         for start, insns in loops(body):
-            fmas = sum(1 for t in insns if FMA.search(t))
-            if fmas >= MIN and (best is None or len(insns) < len(best[2])):
+            fmas = sum(1 for t in insns if fma.search(t))
+            if fmas >= least and (best is None or len(insns) < len(best[2])):
                 best = (name, start, insns, fmas)
     if best is None:
-        sys.exit(f"kernel_loop: no loop with >= {MIN} instructions matching {FMA.pattern!r} "
-                 f"in a function holding {MARKER.pattern!r}")
+        sys.exit(f"kernel_loop: no loop with >= {least} instructions matching {fma.pattern!r} "
+                 f"in a function holding {marker.pattern!r}")
     name, start, insns, fmas = best
     kept = [re.sub(r"\s+<[^>]*>$", "", t) for t in insns if not BRANCH.match(t)]
     sys.stderr.write(f"kernel_loop: {name} at 0x{start:x}: {len(kept)} instructions, {fmas} FMAs\n")
@@ -76,5 +76,4 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) != 4:
         sys.exit(__doc__)
-    MARKER, FMA, MIN = re.compile(sys.argv[1]), re.compile(sys.argv[2]), int(sys.argv[3])
-    main()
+    main(re.compile(sys.argv[1]), re.compile(sys.argv[2]), int(sys.argv[3]))
